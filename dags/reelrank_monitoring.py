@@ -1,0 +1,52 @@
+"""reelrank_monitoring: Evidently drift of a day's features vs the champion's reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from assets import DEFAULT_ARGS, DRIFT_DETECTED, START
+
+
+@dag(
+    dag_id="reelrank_monitoring",
+    schedule="@daily",
+    start_date=pendulum.parse(START),
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    tags=["reelrank", "monitoring"],
+    params={"day": Param(None, type=["null", "string"], description="YYYY-MM-DD to check")},
+    doc_md="""
+### Monitoring
+Compares the model inputs and predictions of the latest featurized day with the training
+reference stored beside the champion (Evidently DataDriftPreset). Saves HTML and JSON
+reports, logs an alert line on drift, and emits **drift detected**, which schedules training.
+""",
+)
+def reelrank_monitoring() -> None:
+    @task
+    def check() -> dict[str, Any]:
+        from features.pipeline import latest_feature_day
+        from ingest.calendar import resolve_day
+        from monitoring.pipeline import run_monitoring
+        from reelrank.settings import get_settings
+
+        settings = get_settings()
+        # the latest featurized day: monitoring never runs ahead of the features DAG
+        day = resolve_day(get_current_context()["params"].get("day"), None,
+                          latest_feature_day(settings))
+        return run_monitoring(settings, day)
+
+    @task(outlets=[DRIFT_DETECTED])
+    def signal_drift(result: dict[str, Any]) -> dict[str, Any]:
+        if not result["drifted"]:
+            raise AirflowSkipException("no drift")
+        return {"day": result["day"], "drifted_columns": result["drifted_columns"]}
+
+    signal_drift(check())
+
+
+reelrank_monitoring()

@@ -1,0 +1,74 @@
+"""reelrank_training: point-in-time datasets, XGBoost ranker, MLflow registry, the gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from assets import DEFAULT_ARGS, DRIFT_DETECTED, FEATURES_READY, MODEL_PROMOTED, START
+
+
+@dag(
+    dag_id="reelrank_training",
+    schedule=(FEATURES_READY | DRIFT_DETECTED),
+    start_date=pendulum.parse(START),
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    tags=["reelrank", "training"],
+    params={"day": Param(None, type=["null", "string"], description="holdout day YYYY-MM-DD")},
+    doc_md="""
+### Training
+Runs when features are ready or drift is detected. The holdout is the latest featurized day;
+the training window is the days before it. Trains the ranker, evaluates it beside the
+popularity baselines and the current champion on the same holdout, registers it in MLflow as
+`challenger`, and lets the gate decide. Emits **model promoted** only when it passed.
+""",
+)
+def reelrank_training() -> None:
+    @task
+    def holdout_day() -> str:
+        from features.pipeline import latest_feature_day
+        from ingest.calendar import resolve_day
+        from reelrank.settings import get_settings
+
+        day = get_current_context()["params"].get("day")
+        return resolve_day(day, None, latest_feature_day(get_settings())).isoformat()
+
+    @task
+    def datasets(day: str) -> dict[str, Any]:
+        from datetime import date
+
+        from reelrank.settings import get_settings
+        from training.pipeline import build_datasets
+
+        return build_datasets(get_settings(), date.fromisoformat(day))
+
+    @task
+    def train(info: dict[str, Any]) -> dict[str, Any]:
+        from datetime import date
+
+        from reelrank.settings import get_settings
+        from training.pipeline import train_and_register
+
+        return train_and_register(get_settings(), date.fromisoformat(info["window"]["holdout"]))
+
+    @task
+    def gate(trained: dict[str, Any]) -> dict[str, Any]:
+        from reelrank.settings import get_settings
+        from training.pipeline import gate_and_promote
+
+        return gate_and_promote(get_settings(), trained)
+
+    @task(outlets=[MODEL_PROMOTED])
+    def announce(gated: dict[str, Any]) -> dict[str, Any]:
+        if not gated["promoted"]:
+            raise AirflowSkipException(f"v{gated['version']} not promoted: gate failed")
+        return {"version": gated["version"]}
+
+    announce(gate(train(datasets(holdout_day()))))
+
+
+reelrank_training()

@@ -1,0 +1,123 @@
+"""Compute the daily feature tables from the lake, then register and materialize them in Feast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from features.batch import (
+    as_of_timestamp,
+    creator_stats,
+    enrich_impressions,
+    topic_vocabulary,
+    user_engagement,
+    user_topic_affinity,
+    video_stats,
+)
+from ingest.lake import partition_days, read_table
+from reelrank.settings import Settings
+
+log = logging.getLogger(__name__)
+VIEWS = ("user_engagement", "user_topic_affinity", "video_stats", "creator_stats")
+LOOKBACK_DAYS = 28
+
+
+@dataclass
+class FeatureResult:
+    through: date
+    days_computed: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    materialized: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"through": self.through.isoformat(), "days_computed": self.days_computed,
+                "rows": self.rows, "materialized": self.materialized}
+
+
+def table_path(settings: Settings, view: str, day: date) -> Path:
+    return settings.features_dir / view / f"{day.isoformat()}.parquet"
+
+
+def load_vocabulary(settings: Settings) -> list[str]:
+    path = settings.features_dir / "topic_vocab.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _save_vocabulary(settings: Settings, vocab: list[str]) -> None:
+    path = settings.features_dir / "topic_vocab.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(vocab))
+    os.replace(tmp, path)
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def compute_features(settings: Settings, through: date, force: bool = False) -> FeatureResult:
+    """Write the four feature tables for every lake day up to ``through`` that lacks them."""
+    result = FeatureResult(through=through)
+    days = [d for d in partition_days(settings.lake_dir, "impressions") if d <= through]
+    if not days:
+        raise FileNotFoundError(f"no impressions in the lake up to {through}")
+    todo = [d for d in days if force or not all(table_path(settings, v, d).exists() for v in VIEWS)]
+    if not todo:
+        return result
+
+    videos = read_table(settings.lake_dir, "videos", end=through)
+    vocab = topic_vocabulary(videos["topic"], load_vocabulary(settings))
+    _save_vocabulary(settings, vocab)
+    imp = read_table(settings.lake_dir, "impressions",
+                     start=todo[0] - timedelta(days=LOOKBACK_DAYS - 1), end=todo[-1])
+    imp = enrich_impressions(imp, videos, vocab)
+
+    for d in todo:
+        tables = {
+            "user_engagement": user_engagement(imp, d),
+            "user_topic_affinity": user_topic_affinity(imp, d, len(vocab)),
+            "video_stats": video_stats(imp, videos, d, vocab),
+            "creator_stats": creator_stats(imp, videos, d),
+        }
+        for view, df in tables.items():
+            _write(df, table_path(settings, view, d))
+            result.rows[view] = result.rows.get(view, 0) + len(df)
+        result.days_computed.append(d.isoformat())
+        log.info("features for %s: %s", d, {k: len(v) for k, v in tables.items()})
+    return result
+
+
+def register_and_materialize(settings: Settings, through: date) -> str:
+    """``feast apply`` the repository and load features up to ``through`` into the online store."""
+    from features.store import apply_repo, feature_store, materialize
+
+    store = feature_store(settings)
+    apply_repo(store, settings)
+    first = partition_days(settings.lake_dir, "impressions")[0]
+    return materialize(store, as_of_timestamp(first), as_of_timestamp(through))
+
+
+def latest_feature_day(settings: Settings) -> date:
+    """The last day whose feature tables are all written (what training may use)."""
+    days = sorted(p.stem for p in (settings.features_dir / VIEWS[0]).glob("*.parquet"))
+    for d in reversed(days):
+        day = date.fromisoformat(d)
+        if all(table_path(settings, v, day).exists() for v in VIEWS):
+            return day
+    raise FileNotFoundError(f"no feature tables under {settings.features_dir}")
+
+
+def run_features(settings: Settings, through: date, force: bool = False) -> FeatureResult:
+    """Compute features, ``feast apply`` the repository, and materialize up to ``through``."""
+    result = compute_features(settings, through, force)
+    result.materialized = register_and_materialize(settings, through)
+    return result

@@ -1,0 +1,299 @@
+"""A seeded short-video world: users with hidden tastes, creators, videos, and daily feeds.
+
+Every engagement signal in the impression log (watch time, completion, like, share, comment,
+follow, skip) is drawn from one hidden ground-truth utility per (user, video), which the
+simulator also exposes as an oracle so that evaluation can say how far a model is from the
+best possible ranking. Each day is drawn from its own seeded generator, so regenerating one
+day gives the same rows whatever else was generated before (idempotent ingestion).
+
+The feed that produced the log (the "logging policy") mixes popularity, a noisy topic match
+and uniform exploration, like a platform whose previous model was mediocre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from reelrank.settings import SimulationSettings
+
+TOPIC_WORDS: dict[str, tuple[str, ...]] = {
+    "cooking": ("recipe", "kitchen", "pasta", "chef", "bake", "spicy", "dinner", "noodles"),
+    "fitness": ("workout", "gym", "squat", "cardio", "protein", "abs", "running", "stretch"),
+    "gaming": ("gameplay", "speedrun", "boss", "console", "minecraft", "clutch", "rank", "loot"),
+    "music": ("guitar", "cover", "song", "piano", "beat", "vocals", "concert", "remix"),
+    "dance": ("choreo", "dance", "moves", "challenge", "hiphop", "ballet", "groove", "tutorial"),
+    "comedy": ("prank", "skit", "funny", "joke", "parody", "standup", "meme", "roast"),
+    "pets": ("puppy", "kitten", "dog", "cat", "parrot", "adopt", "zoomies", "paws"),
+    "travel": ("beach", "roadtrip", "hostel", "island", "hiking", "passport", "sunset", "city"),
+    "fashion": ("outfit", "thrift", "sneakers", "style", "haul", "streetwear", "vintage", "fit"),
+    "tech": ("gadget", "unboxing", "phone", "laptop", "coding", "review", "setup", "ai"),
+    "sports": ("goal", "dunk", "football", "tennis", "highlights", "skate", "surf", "match"),
+    "beauty": ("makeup", "skincare", "lipstick", "nails", "glow", "routine", "hair", "serum"),
+}
+TOPICS: tuple[str, ...] = tuple(TOPIC_WORDS)
+FILLER = ("wait", "for", "the", "end", "best", "new", "my", "you", "this", "day", "pov", "so",
+          "watch", "try", "part", "one", "how", "to", "why", "really")
+COUNTRIES = ("US", "BR", "IN", "ID", "GB", "DE", "MX", "JP")
+COUNTRY_P = (0.25, 0.15, 0.15, 0.1, 0.1, 0.1, 0.08, 0.07)
+LANG = {"US": "en", "BR": "pt", "IN": "hi", "ID": "id", "GB": "en", "DE": "de", "MX": "es",
+        "JP": "ja"}
+AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45+")
+DEVICES = ("android", "ios", "web")
+SURFACE_P = {"spotlight": 0.6, "discover": 0.3, "stories": 0.1}
+VISUAL_DIM = 16
+POLICY_VERSION = "sim-policy-v1"
+SURGE_TOPIC = "dance"
+
+
+def _ts(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+@dataclass
+class World:
+    """Everything about the world; the hidden parts (tastes, qualities) are never in the lake."""
+
+    sim: SimulationSettings
+    users: pd.DataFrame
+    videos: pd.DataFrame
+    interests: np.ndarray  # (n_users, n_topics), rows sum to 1: hidden taste
+    activity: np.ndarray  # (n_users,) probability of opening the app on a day
+    video_topic: np.ndarray  # (n_videos,) topic index
+    video_quality: np.ndarray  # (n_videos,) hidden quality incl. creator quality
+    user_index: dict[str, int]
+    video_index: dict[str, int]
+
+    # -- time ---------------------------------------------------------------------------
+    def day(self, i: int) -> date:
+        return self.sim.start_date + timedelta(days=i)
+
+    def day_index(self, d: date) -> int:
+        return (d - self.sim.start_date).days
+
+    @property
+    def scenario_start(self) -> int:
+        return self.sim.scenario_day if self.sim.scenario_day is not None else self.sim.days - 1
+
+    def interests_on(self, day_idx: int) -> np.ndarray:
+        """Tastes on a day; drift scenarios change them from ``scenario_start`` on."""
+        if self.sim.scenario == "none" or day_idx < self.scenario_start:
+            return self.interests
+        out = self.interests.copy()
+        if self.sim.scenario == "topic_surge":
+            k = TOPICS.index(SURGE_TOPIC)
+            out = 0.45 * out
+            out[:, k] += 0.55
+        elif self.sim.scenario == "interest_shift":
+            segment = (self.users["country"] == COUNTRIES[0]).to_numpy()
+            out[segment] = np.roll(out[segment], 3, axis=1)
+        return out
+
+    # -- ground truth -------------------------------------------------------------------
+    def oracle_utility(
+        self, user_ids: np.ndarray | pd.Series, video_ids: np.ndarray | pd.Series, day: date
+    ) -> np.ndarray:
+        """Expected utility of showing each video to each user on ``day`` (the oracle)."""
+        u = np.fromiter((self.user_index[x] for x in user_ids), dtype=np.int64)
+        v = np.fromiter((self.video_index[x] for x in video_ids), dtype=np.int64)
+        return self._utility(u, v, self.interests_on(self.day_index(day)))
+
+    def _utility(self, u: np.ndarray, v: np.ndarray, interests: np.ndarray) -> np.ndarray:
+        k = len(TOPICS)
+        aff = interests[u, self.video_topic[v]]
+        duration = self.videos["duration_s"].to_numpy()[v]
+        return (
+            1.3 * np.log(k * aff + 0.1)
+            + self.video_quality[v]
+            - 0.35 * np.log(duration / 20.0)
+        )
+
+    # -- the lake's view of a day ---------------------------------------------------------
+    def arrival_day(self, ts: pd.Series) -> pd.Series:
+        """Rows created before the simulation starts arrive in one bootstrap partition."""
+        bootstrap = self.sim.start_date - timedelta(days=1)
+        days = ts.dt.date
+        return days.where(days >= self.sim.start_date, bootstrap)
+
+    def impressions(self, day_idx: int) -> pd.DataFrame:
+        """The impression log of one day, drawn from that day's own seeded generator."""
+        return simulate_day(self, day_idx)
+
+
+def generate_world(sim: SimulationSettings) -> World:
+    rng = np.random.default_rng([sim.seed, 0])
+    k = len(TOPICS)
+    start = _ts(sim.start_date)
+
+    # users: peaked tastes over a few topics, a tenth sign up during the simulation
+    n_u = sim.n_users
+    interests = rng.dirichlet(np.full(k, 0.25), size=n_u)
+    activity = np.clip(rng.beta(2.0, 2.5, size=n_u), 0.05, 0.95)
+    new_user = rng.random(n_u) < 0.1
+    signup = np.where(
+        new_user,
+        rng.uniform(0, sim.days * 86400, n_u),
+        -rng.uniform(1, 365 * 86400, n_u),
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{i:06d}" for i in range(n_u)],
+            "signup_ts": start + pd.to_timedelta(np.round(signup), unit="s"),
+            "country": rng.choice(COUNTRIES, size=n_u, p=COUNTRY_P),
+            "age_bucket": rng.choice(AGE_BUCKETS, size=n_u, p=(0.15, 0.35, 0.3, 0.12, 0.08)),
+            "device": rng.choice(DEVICES, size=n_u, p=(0.6, 0.35, 0.05)),
+        }
+    )
+
+    # creators: a main topic and a hidden quality
+    n_c = sim.n_creators
+    creator_topic = rng.integers(0, k, n_c)
+    creator_quality = rng.normal(0.0, 0.4, n_c)
+    creator_country = rng.choice(COUNTRIES, size=n_c, p=COUNTRY_P)
+
+    # videos: mostly on their creator's topic; captions carry topic words
+    n_v = sim.n_videos
+    creator = rng.integers(0, n_c, n_v)
+    off_topic = rng.random(n_v) < 0.15
+    topic = np.where(off_topic, rng.integers(0, k, n_v), creator_topic[creator])
+    # a constant upload rate over the catalog's history and the simulated days
+    upload = rng.uniform(-sim.catalog_history_days * 86400, sim.days * 86400 - 60, n_v)
+    duration = np.clip(np.round(rng.lognormal(np.log(25.0), 0.7, n_v), 1), 3.0, 600.0)
+    quality = rng.normal(0.0, 0.5, n_v) + creator_quality[creator]
+    centroids = rng.normal(0.0, 1.0, (k, VISUAL_DIM))
+    visual = (centroids[topic] + rng.normal(0.0, 0.7, (n_v, VISUAL_DIM))).astype(np.float32)
+
+    captions, hashtags = [], []
+    for i in range(n_v):
+        words = TOPIC_WORDS[TOPICS[topic[i]]]
+        n_topic = int(rng.integers(2, 5))
+        n_fill = int(rng.integers(2, 5))
+        chosen = list(rng.choice(words, n_topic, replace=False)) + list(
+            rng.choice(FILLER, n_fill, replace=False)
+        )
+        rng.shuffle(chosen)
+        captions.append(" ".join(chosen))
+        tags = list(rng.choice(words, int(rng.integers(1, 4)), replace=False))
+        if rng.random() < 0.3:
+            tags.append("fyp")
+        hashtags.append([f"#{t}" for t in tags])
+
+    videos = pd.DataFrame(
+        {
+            "video_id": [f"v{i:06d}" for i in range(n_v)],
+            "creator_id": [f"c{c:05d}" for c in creator],
+            "upload_ts": start + pd.to_timedelta(np.round(upload), unit="s"),
+            "duration_s": duration,
+            "caption": captions,
+            "hashtags": hashtags,
+            "topic": [TOPICS[t] for t in topic],
+            "language": [LANG[creator_country[c]] for c in creator],
+            "visual_embedding": list(visual),
+        }
+    )
+    return World(
+        sim=sim,
+        users=users,
+        videos=videos,
+        interests=interests,
+        activity=activity,
+        video_topic=topic,
+        video_quality=quality,
+        user_index={u: i for i, u in enumerate(users["user_id"])},
+        video_index={v: i for i, v in enumerate(videos["video_id"])},
+    )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
+    """Draw the impression log of day ``day_idx`` (0-based) from the hidden utility."""
+    sim = world.sim
+    rng = np.random.default_rng([sim.seed, 1, day_idx])
+    day_start = _ts(world.day(day_idx))
+    k = len(TOPICS)
+    interests = world.interests_on(day_idx)
+
+    # who opens the app, and how many feed requests they make
+    signed_up = (world.users["signup_ts"] < day_start).to_numpy()
+    active = signed_up & (rng.random(len(world.users)) < world.activity)
+    users = np.flatnonzero(active)
+    n_req = rng.poisson(sim.requests_per_active_user, len(users)) + 1
+    req_user = np.repeat(users, n_req)
+    n_r, m = len(req_user), sim.impressions_per_request
+
+    # what the logging policy shows: videos uploaded before today, retired after the
+    # catalog's history window (short videos live for weeks, not years)
+    uploaded = world.videos["upload_ts"]
+    retire = day_start - pd.Timedelta(days=sim.catalog_history_days)
+    avail = np.flatnonzero(((uploaded < day_start) & (uploaded >= retire)).to_numpy())
+    popularity = np.exp(0.8 * world.video_quality[avail])
+    if sim.scenario == "topic_surge" and day_idx >= world.scenario_start:
+        popularity = popularity * np.where(
+            world.video_topic[avail] == TOPICS.index(SURGE_TOPIC), 6.0, 1.0
+        )
+    popularity /= popularity.sum()
+    by_topic = [avail[world.video_topic[avail] == t] for t in range(k)]
+
+    slot = rng.random((n_r, m))
+    shown = rng.choice(avail, size=(n_r, m))  # uniform exploration by default
+    pop_mask = slot < 0.4
+    shown[pop_mask] = rng.choice(avail, size=int(pop_mask.sum()), p=popularity)
+    pers_mask = (slot >= 0.4) & (slot < 0.75)
+    # a noisy topic match: the user's taste blurred with uniform noise
+    noisy = 0.6 * interests[req_user] + 0.4 / k
+    cum = np.cumsum(noisy, axis=1)
+    draw = rng.random(n_r)[:, None] * cum[:, -1:]
+    pick_topic = np.repeat((draw > cum).sum(axis=1)[:, None], m, axis=1)
+    for t in range(k):
+        sel = pers_mask & (pick_topic == t)
+        if sel.any() and len(by_topic[t]):
+            shown[sel] = by_topic[t][rng.integers(0, len(by_topic[t]), int(sel.sum()))]
+
+    u = np.repeat(req_user, m)
+    v = shown.reshape(-1)
+    utility = world._utility(u, v, interests)
+    z = utility + rng.normal(0.0, 0.8, len(u))
+    duration = world.videos["duration_s"].to_numpy()[v]
+    frac = _sigmoid(1.4 * (z + 0.3))
+    completed = frac > 0.8
+    watch = np.round(np.where(completed, duration, duration * frac), 2)
+    skipped = frac < 0.15
+    engaged = ~skipped
+    liked = engaged & (rng.random(len(u)) < _sigmoid(z - 3.4))
+    shared = engaged & (rng.random(len(u)) < _sigmoid(z - 5.0))
+    commented = engaged & (rng.random(len(u)) < _sigmoid(z - 5.0))
+    followed = engaged & (rng.random(len(u)) < _sigmoid(z - 5.5))
+
+    req_offset = np.sort(rng.uniform(0, 86400 - 60, n_r))
+    ts = day_start + pd.to_timedelta(
+        np.round(np.repeat(req_offset, m) + np.tile(np.arange(m) * 2.0, n_r), 3), unit="s"
+    )
+    surfaces = rng.choice(list(SURFACE_P), size=n_r, p=list(SURFACE_P.values()))
+    stamp = world.day(day_idx).strftime("%Y%m%d")
+    req_ids = np.array([f"r{stamp}-{i:07d}" for i in range(n_r)])
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{stamp}-{i:08d}" for i in range(len(u))],
+            "request_id": np.repeat(req_ids, m),
+            "ts": ts,
+            "user_id": world.users["user_id"].to_numpy()[u],
+            "video_id": world.videos["video_id"].to_numpy()[v],
+            "surface": np.repeat(surfaces, m),
+            "position": np.tile(np.arange(m, dtype=np.int32), n_r),
+            "watch_time_s": watch,
+            "duration_s": duration,
+            "completed": completed,
+            "liked": liked,
+            "shared": shared,
+            "commented": commented,
+            "followed": followed,
+            "skipped": skipped,
+            "model_version": POLICY_VERSION,
+        }
+    )

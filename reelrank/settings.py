@@ -1,0 +1,165 @@
+"""One typed Settings object for the whole loop.
+
+Every stage reads its knobs from here, so the same code runs on a laptop (`local`, no server)
+and on real infrastructure (`cluster`) with only environment variables changed. Values come
+from the environment with the prefix ``REELRANK_`` (nested groups use ``__``, e.g.
+``REELRANK_SIM__N_USERS=500``). Nothing here touches the disk or global state at import time:
+paths are computed, never created, until a stage needs them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SimulationSettings(BaseModel):
+    """Size and seed of the simulated short-video world."""
+
+    seed: int = 7
+    n_users: int = 2000
+    n_creators: int = 150
+    n_videos: int = 4000
+    catalog_history_days: int = Field(
+        60, ge=1, description="videos are uploaded at a constant rate from this many days before "
+        "day 0, and the feed retires videos older than this"
+    )
+    start_date: date = date(2025, 6, 1)
+    days: int = Field(40, ge=3, description="simulated days; 28-day windows fill after 28")
+    requests_per_active_user: float = 2.0
+    impressions_per_request: int = Field(10, ge=2, le=50)
+    scenario: Literal["none", "topic_surge", "interest_shift"] = "none"
+    scenario_day: int | None = Field(None, description="day index the scenario starts; default last")
+
+    @property
+    def end_date(self) -> date:
+        return self.start_date + timedelta(days=self.days - 1)
+
+
+class TrainingSettings(BaseModel):
+    """Training window and XGBoost parameters of the ranker."""
+
+    train_days: int = Field(7, ge=1, description="days of impressions before the holdout day")
+    n_estimators: int = 200
+    max_depth: int = 6
+    learning_rate: float = 0.08
+    min_child_weight: float = 5.0
+    subsample: float = 0.9
+    colsample_bytree: float = 0.9
+    nthread: int = 2
+    seed: int = 13
+    reference_sample_rows: int = Field(5000, description="training rows kept as drift reference")
+
+
+class GateSettings(BaseModel):
+    """Promotion rules: a challenger becomes champion only by clearing these margins."""
+
+    metric: str = "ndcg_at_10"
+    min_margin_over_baseline: float = 0.005
+    min_margin_over_champion: float = 0.0
+
+
+class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = 1
+    n_candidates: int = Field(200, description="recent-popular candidates ranked by /recommend")
+    max_k: int = 100
+    max_rank_candidates: int = 1000
+    startup_timeout_s: float = 120.0
+
+
+class DriftSettings(BaseModel):
+    """Evidently data drift: a column drifts when its test fires; the set drifts by share."""
+
+    drift_share: float = Field(0.3, ge=0.0, le=1.0)
+    sample_rows: int = 5000
+
+
+class Settings(BaseSettings):
+    """The whole configuration; build it with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REELRANK_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    profile: Literal["local", "cluster"] = "local"
+    home: Path = Field(Path("var"), description="root of every file the loop writes")
+    mlflow_tracking_uri: str | None = None
+    mlflow_artifact_root: str | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    postgres_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/reelrank"
+    dataset: Literal["simulator"] = Field(
+        "simulator", description="where the lake's data comes from; the simulator has an oracle"
+    )
+    ranker_model_name: str = "reelrank-ranker"
+    feature_service: str = "ranker_v1"
+    log_level: str = "INFO"
+
+    sim: SimulationSettings = SimulationSettings()
+    training: TrainingSettings = TrainingSettings()
+    gate: GateSettings = GateSettings()
+    serving: ServingSettings = ServingSettings()
+    drift: DriftSettings = DriftSettings()
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # Stages run in other processes (Airflow tasks, BentoML workers) with other working
+        # directories; an absolute home keeps them all on the same files.
+        return value.expanduser().resolve()
+
+    # -- derived paths (computed, never created here) -------------------------------------
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.home / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.home / "serving"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @cached_property
+    def artifact_root(self) -> str:
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with keyword overrides winning."""
+    return Settings(**overrides)  # type: ignore[arg-type]

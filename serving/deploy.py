@@ -1,0 +1,49 @@
+"""Deployment of a promoted champion: load it the way the service will, smoke-test, record.
+
+The BentoML service loads whatever ``champion`` points at when it starts; this step proves
+the new champion loads with the current feature store and answers a request before anyone
+restarts or reloads a server, and writes a deployment record people and tools can read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from reelrank.settings import Settings
+
+
+def deploy_champion(settings: Settings, n_requests: int = 50) -> dict[str, Any]:
+    from serving.loader import build_recommender
+
+    t0 = time.perf_counter()
+    rec = build_recommender(settings)
+    load_s = time.perf_counter() - t0
+    users = [f"smoke-{i}" for i in range(n_requests)]
+    latencies = []
+    for u in users:
+        t = time.perf_counter()
+        out = rec.recommend(u, 10)
+        latencies.append((time.perf_counter() - t) * 1e3)
+        if len(out.video_ids) != 10 or not np.all(np.isfinite(out.scores)):
+            raise RuntimeError(f"smoke test failed for v{rec.model.version}: {out}")
+    record = {
+        "model_name": rec.model.name,
+        "model_version": rec.model.version,
+        "deployed_at": datetime.now(UTC).isoformat(),
+        "catalog_videos": len(rec.items.video_ids),
+        "load_seconds": round(load_s, 2),
+        "smoke_p50_ms": round(float(np.percentile(latencies, 50)), 3),
+        "smoke_p99_ms": round(float(np.percentile(latencies, 99)), 3),
+    }
+    settings.serving_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.serving_dir / "deployment.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+    return {**record, "record": str(path)}

@@ -1,0 +1,66 @@
+"""The promotion gate: a challenger is blessed only if it beats every reference by a margin."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from reelrank.settings import GateSettings
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    promote: bool
+    metric: str
+    challenger: float
+    references: dict[str, float] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return "passed" if self.promote else "failed"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"promote": self.promote, "metric": self.metric, "challenger": self.challenger,
+                "references": self.references, "reasons": list(self.reasons)}
+
+
+def decide(
+    challenger: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    champion: dict[str, float] | None,
+    gate: GateSettings,
+) -> GateVerdict:
+    """Compare the challenger with each baseline and the champion on the gate's metric.
+
+    All metrics must come from the same holdout. A missing or NaN challenger metric fails
+    the gate: a model that cannot be measured is not promoted.
+    """
+    m = gate.metric
+    value = challenger.get(m, float("nan"))
+    reasons: list[str] = []
+    refs: dict[str, float] = {}
+    ok = not math.isnan(value)
+    if not ok:
+        reasons.append(f"challenger {m} is undefined")
+    for name, metrics in baselines.items():
+        ref = metrics[m]
+        refs[name] = ref
+        need = ref + gate.min_margin_over_baseline
+        if not value >= need:
+            ok = False
+            reasons.append(f"{m} {value:.4f} < {name} {ref:.4f} + margin {gate.min_margin_over_baseline}")
+        else:
+            reasons.append(f"{m} {value:.4f} >= {name} {ref:.4f} + margin {gate.min_margin_over_baseline}")
+    if champion is not None:
+        ref = champion[m]
+        refs["champion"] = ref
+        need = ref + gate.min_margin_over_champion
+        if not value >= need:
+            ok = False
+            reasons.append(f"{m} {value:.4f} < champion {ref:.4f} + margin {gate.min_margin_over_champion}")
+        else:
+            reasons.append(f"{m} {value:.4f} >= champion {ref:.4f} + margin {gate.min_margin_over_champion}")
+    else:
+        reasons.append("no champion yet")
+    return GateVerdict(ok, m, value, refs, tuple(reasons))

@@ -1,0 +1,247 @@
+"""Training as three idempotent steps keyed on the holdout day, each callable from a DAG task.
+
+1. :func:`build_datasets`: point-in-time training and holdout sets (Parquet on disk).
+2. :func:`train_and_register`: fit, evaluate beside the baselines and the current champion
+   on the same holdout, log everything to MLflow, register, alias ``challenger``.
+3. :func:`gate_and_promote`: the gate decides; the verdict is written on the version, and
+   ``champion`` moves only when it passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.cross import MODEL_FEATURES, model_matrix
+from reelrank.settings import Settings
+from training import baselines
+from training.dataset import DataWindow, JoinReport, build_sets
+from training.evaluate import Metrics, evaluate_scores
+from training.gate import GateVerdict, decide
+from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
+
+log = logging.getLogger(__name__)
+
+
+def _dir(settings: Settings, holdout: date) -> Path:
+    return settings.home / "training" / holdout.isoformat()
+
+
+def build_datasets(settings: Settings, holdout: date) -> dict[str, Any]:
+    """Join features for the window ending at ``holdout``; write train/holdout Parquet."""
+    from features.store import feature_store
+
+    window = DataWindow.ending_at(holdout, settings.training.train_days)
+    train, hold, reports = build_sets(settings, feature_store(settings), window)
+    out = _dir(settings, holdout)
+    out.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(out / "train.parquet", index=False)
+    hold.to_parquet(out / "holdout.parquet", index=False)
+    info = {
+        "dir": str(out),
+        "window": window.to_dict(),
+        "rows": {"train": len(train), "holdout": len(hold)},
+        "join": {k: r.to_dict() for k, r in reports.items()},
+    }
+    (out / "datasets.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _oracle_metrics(settings: Settings, hold: pd.DataFrame, holdout: date) -> Metrics | None:
+    """The best ranking possible: the simulator's hidden utility (simulated data only)."""
+    if settings.dataset != "simulator":
+        return None
+    from ingest.simulator import generate_world
+
+    world = generate_world(settings.sim)
+    return evaluate_scores(hold, world.oracle_utility(hold["user_id"], hold["video_id"], holdout))
+
+
+def _champion_metrics(settings: Settings, hold: pd.DataFrame) -> tuple[str | None, Metrics | None]:
+    import mlflow
+
+    c = client(settings)
+    version = alias_version(c, settings.ranker_model_name, CHAMPION)
+    if version is None:
+        return None, None
+    model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
+    names = list(model.get_booster().feature_names or [])
+    if names != list(MODEL_FEATURES):
+        log.warning("champion v%s uses other features; not comparable on this holdout", version)
+        return version, None
+    return version, evaluate_scores(hold, model.predict_proba(model_matrix(hold))[:, 1])
+
+
+def model_card(
+    settings: Settings, info: dict[str, Any], metrics: dict[str, Metrics],
+    verdict: GateVerdict | None,
+) -> str:
+    w = info["window"]
+    rows = "\n".join(
+        f"| {name} | {m.ndcg_at_10:.4f} | {m.auc:.4f} |" for name, m in metrics.items()
+    )
+    gate = (f"**{verdict.label}**: " + "; ".join(verdict.reasons)) if verdict else "pending"
+    return f"""# reelrank ranker: model card
+
+**What it does.** Scores (user, video) pairs by the probability that the impression creates
+value (completed, liked or shared). `/rank` and `/recommend` sort candidates by this score.
+
+**Data.** Impressions {w['train_start']} .. {w['train_end']} (train, {info['rows']['train']} rows),
+holdout {w['holdout']} ({info['rows']['holdout']} rows), dataset `{settings.dataset}`.
+Features: Feast service `{settings.feature_service}` ({len(MODEL_FEATURES)} model inputs incl.
+user x topic affinity), point-in-time joined; rows imputed: {info['join']['train']}.
+
+**Model.** XGBoost binary classifier, {settings.training.max_depth} deep, learning rate
+{settings.training.learning_rate}, early stopping on the last training day.
+
+**Holdout metrics** (same rows for every line; NDCG@10 within each feed request on the value
+label completed + liked + shared):
+
+| model | NDCG@10 | AUC |
+|---|---|---|
+{rows}
+
+**Gate** (metric `{settings.gate.metric}`, margin over baselines
+{settings.gate.min_margin_over_baseline}, over champion {settings.gate.min_margin_over_champion}):
+{gate}
+
+**Known limits.** Trained on logs of a mixed popularity/topic policy, so it inherits that
+policy's exposure bias; no position debiasing yet; a single value objective.
+"""
+
+
+def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
+    """Train, evaluate, log and register a challenger; return references for the next step."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    from training.ranker import predict, train_ranker
+
+    out = _dir(settings, holdout)
+    info = json.loads((out / "datasets.json").read_text())
+    train = pd.read_parquet(out / "train.parquet")
+    hold = pd.read_parquet(out / "holdout.parquet")
+
+    last_day = train["event_timestamp"].max().normalize()
+    fit_part, valid_part = train[train["event_timestamp"] < last_day], train[
+        train["event_timestamp"] >= last_day]
+    model, curves = train_ranker(fit_part, valid_part, settings.training)
+
+    metrics: dict[str, Metrics] = {"challenger": evaluate_scores(hold, predict(model, hold))}
+    metrics["popularity"] = evaluate_scores(
+        hold, baselines.score(baselines.popularity(train), hold["video_id"]))
+    metrics["recent_popularity"] = evaluate_scores(
+        hold, baselines.score(baselines.recent_popularity(train), hold["video_id"]))
+    champ_version, champ = _champion_metrics(settings, hold)
+    if champ is not None:
+        metrics["champion"] = champ
+    oracle = _oracle_metrics(settings, hold, holdout)
+    if oracle is not None:
+        metrics["oracle"] = oracle
+
+    exp_id = configure_mlflow(settings)
+    x_hold = model_matrix(hold)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"ranker-{holdout.isoformat()}") as run:
+        mlflow.log_params({
+            **{f"xgb_{k}": v for k, v in settings.training.model_dump().items()},
+            "best_iteration": model.best_iteration,
+            "feature_service": settings.feature_service,
+            "n_features": len(MODEL_FEATURES),
+            "rows_train": len(train), "rows_holdout": len(hold),
+            **{f"window_{k}": v for k, v in info["window"].items()},
+        })
+        flat: dict[str, float] = {}
+        for name, m in metrics.items():
+            prefix = "" if name == "challenger" else f"{name}_"
+            flat.update({k: v for k, v in m.to_dict(prefix).items() if not math.isnan(v)})
+        if oracle is not None and oracle.ndcg_at_10 > 0:
+            flat["pct_of_oracle_ndcg"] = 100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
+        mlflow.log_metrics(flat)
+        now = int(pd.Timestamp.now().timestamp() * 1000)
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[
+            Metric(name, float(v), now, step) for name, values in curves.items()
+            for step, v in enumerate(values)])
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+            (t / "feature_spec.json").write_text(json.dumps(
+                {"feature_service": settings.feature_service, "features": list(MODEL_FEATURES)},
+                indent=2))
+            (t / "evaluation.json").write_text(json.dumps(
+                {k: m.to_dict() for k, m in metrics.items()}, indent=2))
+            (t / "datasets.json").write_text(json.dumps(info, indent=2))
+            ref = model_matrix(train.sample(min(len(train), settings.training.reference_sample_rows),
+                                            random_state=0))
+            ref["prediction"] = model.predict_proba(ref)[:, 1].astype(np.float32)
+            ref.to_parquet(t / "reference.parquet", index=False)
+            mlflow.log_artifacts(tmp, artifact_path="review")
+        signature = infer_signature(x_hold.head(100), model.predict_proba(x_hold.head(100))[:, 1])
+        info_model = mlflow.xgboost.log_model(
+            model, name="model", signature=signature, input_example=x_hold.head(3),
+            registered_model_name=settings.ranker_model_name,
+        )
+        version = str(info_model.registered_model_version)
+
+    c = client(settings)
+    name = settings.ranker_model_name
+    c.set_registered_model_alias(name, CHALLENGER, version)
+    tags = {
+        "data_window": f"{info['window']['train_start']}..{info['window']['holdout']}",
+        "feature_service": settings.feature_service,
+        "git_sha": git_sha(),
+        "gate_verdict": "pending",
+        "ndcg_at_10": f"{metrics['challenger'].ndcg_at_10:.4f}",
+        "run_id": run.info.run_id,
+    }
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, v)
+    c.update_model_version(name, version, description=model_card(settings, info, metrics, None))
+    return {
+        "version": version,
+        "run_id": run.info.run_id,
+        "holdout": holdout.isoformat(),
+        "champion_version": champ_version,
+        "metrics": {k: m.to_dict() for k, m in metrics.items()},
+    }
+
+
+def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
+    """Decide on the challenger; on a pass, point ``champion`` at it."""
+    all_metrics = {k: Metrics(**d) for k, d in trained["metrics"].items()}
+    refs = {k: m.to_dict() for k, m in all_metrics.items()
+            if k not in ("challenger", "champion", "oracle")}
+    champion = all_metrics["champion"].to_dict() if "champion" in all_metrics else None
+    verdict = decide(all_metrics["challenger"].to_dict(), refs, champion, settings.gate)
+    c = client(settings)
+    name, version = settings.ranker_model_name, trained["version"]
+    c.set_model_version_tag(name, version, "gate_verdict", verdict.label)
+    c.set_model_version_tag(name, version, "gate_reasons", " | ".join(verdict.reasons))
+    info = json.loads((_dir(settings, date.fromisoformat(trained["holdout"])) / "datasets.json")
+                      .read_text())
+    c.update_model_version(name, version,
+                           description=model_card(settings, info, all_metrics, verdict))
+    if verdict.promote:
+        c.set_registered_model_alias(name, CHAMPION, version)
+        log.info("promoted %s v%s to champion", name, version)
+    else:
+        log.warning("gate failed for %s v%s: %s", name, version, verdict.reasons)
+    return {"version": version, "promoted": verdict.promote, "verdict": verdict.to_dict()}
+
+
+def run_training(settings: Settings, holdout: date) -> dict[str, Any]:
+    """All three steps in one call (the CLI's path; the DAG runs them as separate tasks)."""
+    datasets = build_datasets(settings, holdout)
+    trained = train_and_register(settings, holdout)
+    gated = gate_and_promote(settings, trained)
+    return {"datasets": datasets, "trained": trained, "gate": gated}
+
+
+__all__ = ["JoinReport", "build_datasets", "gate_and_promote", "run_training", "train_and_register"]
