@@ -6,7 +6,6 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import dag, task
-
 from assets import DEFAULT_ARGS, MODEL_PROMOTED, START
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
-
 from assets import DEFAULT_ARGS, FEATURES_READY, START
 
 

@@ -7,7 +7,6 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
-
 from assets import DEFAULT_ARGS, DRIFT_DETECTED, START
 
 
@@ -36,8 +35,9 @@ def reelrank_monitoring() -> None:
 
         settings = get_settings()
         # the latest featurized day: monitoring never runs ahead of the features DAG
-        day = resolve_day(get_current_context()["params"].get("day"), None,
-                          latest_feature_day(settings))
+        day = resolve_day(
+            get_current_context()["params"].get("day"), None, latest_feature_day(settings)
+        )
         return run_monitoring(settings, day)
 
     @task(outlets=[DRIFT_DETECTED])

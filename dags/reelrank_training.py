@@ -7,7 +7,6 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
-
 from assets import DEFAULT_ARGS, DRIFT_DETECTED, FEATURES_READY, MODEL_PROMOTED, START
 
 

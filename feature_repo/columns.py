@@ -3,15 +3,36 @@
 N_TOPIC_SLOTS = 16
 AFFINITY_COLUMNS: tuple[str, ...] = tuple(f"aff_{i:02d}" for i in range(N_TOPIC_SLOTS))
 USER_COLUMNS: tuple[str, ...] = (
-    "imp_1d", "imp_7d", "imp_28d", "watch_time_7d", "watch_time_28d",
-    "completion_rate_7d", "completion_rate_28d", "like_rate_28d", "share_rate_28d",
-    "skip_rate_7d", "skip_rate_28d", "days_active_28d",
+    "imp_1d",
+    "imp_7d",
+    "imp_28d",
+    "watch_time_7d",
+    "watch_time_28d",
+    "completion_rate_7d",
+    "completion_rate_28d",
+    "like_rate_28d",
+    "share_rate_28d",
+    "skip_rate_7d",
+    "skip_rate_28d",
+    "days_active_28d",
 )
 VIDEO_COLUMNS: tuple[str, ...] = (
-    "v_imp_1d", "v_imp_7d", "v_completion_rate_7d", "v_like_rate_7d", "v_share_rate_7d",
-    "v_skip_rate_7d", "v_watch_frac_7d", "v_age_hours", "v_velocity", "v_duration_s",
+    "v_imp_1d",
+    "v_imp_7d",
+    "v_completion_rate_7d",
+    "v_like_rate_7d",
+    "v_share_rate_7d",
+    "v_skip_rate_7d",
+    "v_watch_frac_7d",
+    "v_age_hours",
+    "v_velocity",
+    "v_duration_s",
     "v_topic_slot",
 )
 CREATOR_COLUMNS: tuple[str, ...] = (
-    "c_videos_28d", "c_imp_28d", "c_completion_rate_28d", "c_like_rate_28d", "c_follow_rate_28d",
+    "c_videos_28d",
+    "c_imp_28d",
+    "c_completion_rate_28d",
+    "c_like_rate_28d",
+    "c_follow_rate_28d",
 )

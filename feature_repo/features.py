@@ -5,6 +5,7 @@ from datetime import timedelta
 from feast import FeatureView, Field
 from feast.types import Float64
 
+from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 from feature_repo.data_sources import (
     creator_stats_source,
     user_engagement_source,
@@ -12,7 +13,6 @@ from feature_repo.data_sources import (
     video_stats_source,
 )
 from feature_repo.entities import creator, user, video
-from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 
 # Rows are daily snapshots; a row older than the TTL is treated as missing, so an entity
 # that went quiet for a month falls back to defaults instead of stale values.

@@ -66,16 +66,23 @@ def _window(imp: pd.DataFrame, day: date, days: int) -> pd.DataFrame:
 def _priors(imp: pd.DataFrame) -> dict[str, float]:
     if imp.empty:
         return {"completed": 0.3, "liked": 0.05, "shared": 0.01, "skipped": 0.3, "followed": 0.01}
-    return {c: float(imp[c].mean()) for c in ("completed", "liked", "shared", "skipped", "followed")}
+    return {
+        c: float(imp[c].mean()) for c in ("completed", "liked", "shared", "skipped", "followed")
+    }
 
 
-def enrich_impressions(impressions: pd.DataFrame, videos: pd.DataFrame,
-                       vocab: Sequence[str]) -> pd.DataFrame:
+def enrich_impressions(
+    impressions: pd.DataFrame, videos: pd.DataFrame, vocab: Sequence[str]
+) -> pd.DataFrame:
     """Attach creator and topic slot to each impression (the catalog join done once)."""
     cat = videos[["video_id", "creator_id", "topic"]].copy()
     cat["topic_slot"] = topic_slots(cat["topic"], vocab)
-    out = impressions.merge(cat[["video_id", "creator_id", "topic_slot"]], on="video_id",
-                            how="left", validate="many_to_one")
+    out = impressions.merge(
+        cat[["video_id", "creator_id", "topic_slot"]],
+        on="video_id",
+        how="left",
+        validate="many_to_one",
+    )
     out["positive"] = out["completed"] | out["liked"] | out["shared"]
     out["watch_frac"] = (out["watch_time_s"] / out["duration_s"]).clip(0.0, 1.0)
     out["day"] = out["ts"].dt.floor("D")
@@ -132,8 +139,9 @@ def user_topic_affinity(imp: pd.DataFrame, day: date, n_topics: int) -> pd.DataF
     return out
 
 
-def video_stats(imp: pd.DataFrame, videos: pd.DataFrame, day: date,
-                vocab: Sequence[str]) -> pd.DataFrame:
+def video_stats(
+    imp: pd.DataFrame, videos: pd.DataFrame, day: date, vocab: Sequence[str]
+) -> pd.DataFrame:
     """Per-video engagement, freshness and velocity for every video uploaded by ``day``."""
     asof = as_of_timestamp(day)
     cat = videos[videos["upload_ts"] < asof].set_index("video_id")
@@ -194,13 +202,23 @@ def creator_stats(imp: pd.DataFrame, videos: pd.DataFrame, day: date) -> pd.Data
 # priors' neutral values, so a missing row looks "average", not "terrible".
 FEATURE_DEFAULTS: dict[str, float] = {
     **{c: 0.0 for c in USER_COLUMNS},
-    "completion_rate_7d": 0.3, "completion_rate_28d": 0.3, "like_rate_28d": 0.05,
-    "share_rate_28d": 0.01, "skip_rate_7d": 0.35, "skip_rate_28d": 0.35,
+    "completion_rate_7d": 0.3,
+    "completion_rate_28d": 0.3,
+    "like_rate_28d": 0.05,
+    "share_rate_28d": 0.01,
+    "skip_rate_7d": 0.35,
+    "skip_rate_28d": 0.35,
     **{c: 1.0 / 12 for c in AFFINITY_COLUMNS},
     **{c: 0.0 for c in VIDEO_COLUMNS},
-    "v_completion_rate_7d": 0.3, "v_like_rate_7d": 0.05, "v_share_rate_7d": 0.01,
-    "v_skip_rate_7d": 0.35, "v_watch_frac_7d": 0.4, "v_duration_s": 25.0,
+    "v_completion_rate_7d": 0.3,
+    "v_like_rate_7d": 0.05,
+    "v_share_rate_7d": 0.01,
+    "v_skip_rate_7d": 0.35,
+    "v_watch_frac_7d": 0.4,
+    "v_duration_s": 25.0,
     "v_topic_slot": float(N_TOPIC_SLOTS - 1),
     **{c: 0.0 for c in CREATOR_COLUMNS},
-    "c_completion_rate_28d": 0.3, "c_like_rate_28d": 0.05, "c_follow_rate_28d": 0.01,
+    "c_completion_rate_28d": 0.3,
+    "c_like_rate_28d": 0.05,
+    "c_follow_rate_28d": 0.01,
 }

@@ -28,8 +28,9 @@ def topic_affinity(affinity: np.ndarray, topic_slot: np.ndarray) -> np.ndarray:
 
 def add_cross_features(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
-    aff = topic_affinity(out[list(AFFINITY_COLUMNS)].to_numpy(np.float64),
-                         out["v_topic_slot"].to_numpy())
+    aff = topic_affinity(
+        out[list(AFFINITY_COLUMNS)].to_numpy(np.float64), out["v_topic_slot"].to_numpy()
+    )
     out["x_topic_affinity"] = aff
     out["x_affinity_x_completion"] = aff * out["v_completion_rate_7d"].to_numpy(np.float64)
     return out

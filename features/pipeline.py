@@ -36,8 +36,12 @@ class FeatureResult:
     materialized: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        return {"through": self.through.isoformat(), "days_computed": self.days_computed,
-                "rows": self.rows, "materialized": self.materialized}
+        return {
+            "through": self.through.isoformat(),
+            "days_computed": self.days_computed,
+            "rows": self.rows,
+            "materialized": self.materialized,
+        }
 
 
 def table_path(settings: Settings, view: str, day: date) -> Path:
@@ -77,8 +81,12 @@ def compute_features(settings: Settings, through: date, force: bool = False) -> 
     videos = read_table(settings.lake_dir, "videos", end=through)
     vocab = topic_vocabulary(videos["topic"], load_vocabulary(settings))
     _save_vocabulary(settings, vocab)
-    imp = read_table(settings.lake_dir, "impressions",
-                     start=todo[0] - timedelta(days=LOOKBACK_DAYS - 1), end=todo[-1])
+    imp = read_table(
+        settings.lake_dir,
+        "impressions",
+        start=todo[0] - timedelta(days=LOOKBACK_DAYS - 1),
+        end=todo[-1],
+    )
     imp = enrich_impressions(imp, videos, vocab)
 
     for d in todo:

@@ -27,8 +27,11 @@ def repo_config(settings: Settings) -> dict[str, Any]:
         host_port = settings.redis_url.split("://", 1)[-1].split("/", 1)[0]
         online: dict[str, Any] = {"type": "redis", "connection_string": host_port}
     else:
-        registry = {"registry_type": "file", "path": str(settings.feast_dir / "registry.db"),
-                    "cache_ttl_seconds": 60}
+        registry = {
+            "registry_type": "file",
+            "path": str(settings.feast_dir / "registry.db"),
+            "cache_ttl_seconds": 60,
+        }
         online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
     return {
         "project": PROJECT,
@@ -52,17 +55,27 @@ def repo_objects(settings: Settings) -> list[Any]:
     with file sources re-rooted at the configured home."""
     from feature_repo import data_sources, entities, feature_services, features
 
-    views = [features.user_engagement, features.user_topic_affinity, features.video_stats,
-             features.creator_stats]
+    views = [
+        features.user_engagement,
+        features.user_topic_affinity,
+        features.video_stats,
+        features.creator_stats,
+    ]
     for view in views:
         source = view.batch_source
         relative = source.path.split("features/", 1)[-1]
         source.file_options.uri = str(settings.features_dir / relative)
     return [
-        entities.user, entities.video, entities.creator,
-        data_sources.user_engagement_source, data_sources.user_topic_affinity_source,
-        data_sources.video_stats_source, data_sources.creator_stats_source,
-        features.user_engagement, features.user_topic_affinity, features.video_stats,
+        entities.user,
+        entities.video,
+        entities.creator,
+        data_sources.user_engagement_source,
+        data_sources.user_topic_affinity_source,
+        data_sources.video_stats_source,
+        data_sources.creator_stats_source,
+        features.user_engagement,
+        features.user_topic_affinity,
+        features.video_stats,
         features.creator_stats,
         feature_services.ranker_v1,
     ]

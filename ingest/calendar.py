@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 
-def resolve_day(explicit: str | None, logical_date: datetime | None,
-                fallback: date | None = None) -> date:
+def resolve_day(
+    explicit: str | None, logical_date: datetime | None, fallback: date | None = None
+) -> date:
     if explicit:
         return date.fromisoformat(str(explicit))
     if logical_date is not None:

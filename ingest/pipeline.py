@@ -30,15 +30,22 @@ class IngestResult:
 
 
 def _write_by_arrival(
-    settings: Settings, world: World, table: str, df: pd.DataFrame, ts_col: str, through: date,
-    existing: set[date], result: IngestResult,
+    settings: Settings,
+    world: World,
+    table: str,
+    df: pd.DataFrame,
+    ts_col: str,
+    through: date,
+    existing: set[date],
+    result: IngestResult,
 ) -> None:
     arrival = world.arrival_day(df[ts_col])
     for day, part in df.groupby(arrival, sort=True):
         if day > through or day in existing:
             continue
-        write_partition(settings.lake_dir, settings.quarantine_dir, table, day,
-                        part.reset_index(drop=True))
+        write_partition(
+            settings.lake_dir, settings.quarantine_dir, table, day, part.reset_index(drop=True)
+        )
         result.written.setdefault(table, []).append(day.isoformat())
 
 
@@ -72,8 +79,9 @@ def ingest_simulated(settings: Settings, through: date, force: bool = False) -> 
     while d <= through:
         if d not in existing:
             imp = world.impressions(world.day_index(d))
-            write_partition(settings.lake_dir, settings.quarantine_dir, "impressions", d, imp,
-                            known_ids=known)
+            write_partition(
+                settings.lake_dir, settings.quarantine_dir, "impressions", d, imp, known_ids=known
+            )
             result.written.setdefault("impressions", []).append(d.isoformat())
             result.impressions_rows += len(imp)
             log.info("ingested %s impressions for %s", len(imp), d)

@@ -227,7 +227,9 @@ def validate(
         dup = df[contract.key].duplicated()
         if dup.any():
             problems.append(
-                Problem(contract.key, "duplicate key", int(dup.sum()), _examples(df[contract.key][dup]))
+                Problem(
+                    contract.key, "duplicate key", int(dup.sum()), _examples(df[contract.key][dup])
+                )
             )
 
     for column, table in contract.references.items():
@@ -248,4 +250,6 @@ def validate(
 
 def to_arrow(contract: Contract, df: pd.DataFrame) -> pa.Table:
     """Cast a validated batch to the contract's exact Arrow schema (column order included)."""
-    return pa.Table.from_pandas(df[contract.names], schema=contract.arrow_schema(), preserve_index=False)
+    return pa.Table.from_pandas(
+        df[contract.names], schema=contract.arrow_schema(), preserve_index=False
+    )

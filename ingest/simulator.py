@@ -35,12 +35,40 @@ TOPIC_WORDS: dict[str, tuple[str, ...]] = {
     "beauty": ("makeup", "skincare", "lipstick", "nails", "glow", "routine", "hair", "serum"),
 }
 TOPICS: tuple[str, ...] = tuple(TOPIC_WORDS)
-FILLER = ("wait", "for", "the", "end", "best", "new", "my", "you", "this", "day", "pov", "so",
-          "watch", "try", "part", "one", "how", "to", "why", "really")
+FILLER = (
+    "wait",
+    "for",
+    "the",
+    "end",
+    "best",
+    "new",
+    "my",
+    "you",
+    "this",
+    "day",
+    "pov",
+    "so",
+    "watch",
+    "try",
+    "part",
+    "one",
+    "how",
+    "to",
+    "why",
+    "really",
+)
 COUNTRIES = ("US", "BR", "IN", "ID", "GB", "DE", "MX", "JP")
 COUNTRY_P = (0.25, 0.15, 0.15, 0.1, 0.1, 0.1, 0.08, 0.07)
-LANG = {"US": "en", "BR": "pt", "IN": "hi", "ID": "id", "GB": "en", "DE": "de", "MX": "es",
-        "JP": "ja"}
+LANG = {
+    "US": "en",
+    "BR": "pt",
+    "IN": "hi",
+    "ID": "id",
+    "GB": "en",
+    "DE": "de",
+    "MX": "es",
+    "JP": "ja",
+}
 AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45+")
 DEVICES = ("android", "ios", "web")
 SURFACE_P = {"spotlight": 0.6, "discover": 0.3, "stories": 0.1}
@@ -105,11 +133,7 @@ class World:
         k = len(TOPICS)
         aff = interests[u, self.video_topic[v]]
         duration = self.videos["duration_s"].to_numpy()[v]
-        return (
-            1.3 * np.log(k * aff + 0.1)
-            + self.video_quality[v]
-            - 0.35 * np.log(duration / 20.0)
-        )
+        return 1.3 * np.log(k * aff + 0.1) + self.video_quality[v] - 0.35 * np.log(duration / 20.0)
 
     # -- the lake's view of a day ---------------------------------------------------------
     def arrival_day(self, ts: pd.Series) -> pd.Series:

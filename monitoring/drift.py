@@ -55,9 +55,11 @@ class DriftVerdict:
     def summary(self) -> str:
         cols = ", ".join(self.drifted_columns) or "none"
         state = "DRIFT DETECTED" if self.drifted else "no dataset drift"
-        return (f"{state}: {len(self.drifted_columns)}/{len(self.columns)} columns drifted "
-                f"(share {self.share_drifted:.2f}, threshold {self.drift_share_threshold:.2f}); "
-                f"drifted: {cols}; report: {self.report_html}")
+        return (
+            f"{state}: {len(self.drifted_columns)}/{len(self.columns)} columns drifted "
+            f"(share {self.share_drifted:.2f}, threshold {self.drift_share_threshold:.2f}); "
+            f"drifted: {cols}; report: {self.report_html}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -66,19 +68,31 @@ class DriftVerdict:
         return d
 
 
-def verdict_from_snapshot(snapshot: dict[str, Any], reference_rows: int, current_rows: int,
-                          report_html: str = "", report_json: str = "") -> DriftVerdict:
+def verdict_from_snapshot(
+    snapshot: dict[str, Any],
+    reference_rows: int,
+    current_rows: int,
+    report_html: str = "",
+    report_json: str = "",
+) -> DriftVerdict:
     """Turn an Evidently DataDriftPreset snapshot (``snapshot.dict()``) into a verdict."""
-    failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL"
-              for t in snapshot.get("tests", [])}
+    failed = {
+        t["metric_config"]["metric_id"]: t["status"] == "FAIL" for t in snapshot.get("tests", [])
+    }
     columns: list[ColumnDrift] = []
     share, threshold = 0.0, 0.5
     for m in snapshot["metrics"]:
         cfg = m["config"]
         if cfg["type"] == VALUE_DRIFT:
-            columns.append(ColumnDrift(str(cfg["column"]), float(m["value"]),
-                                       float(cfg["threshold"]), str(cfg["method"]),
-                                       bool(failed.get(m["id"], False))))
+            columns.append(
+                ColumnDrift(
+                    str(cfg["column"]),
+                    float(m["value"]),
+                    float(cfg["threshold"]),
+                    str(cfg["method"]),
+                    bool(failed.get(m["id"], False)),
+                )
+            )
         elif cfg["type"] == DRIFTED_COUNT:
             share = float(m["value"]["share"])
             threshold = float(cfg["drift_share"])
@@ -96,8 +110,14 @@ def verdict_from_snapshot(snapshot: dict[str, Any], reference_rows: int, current
     )
 
 
-def check_drift(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path,
-                drift_share: float = 0.3, sample_rows: int = 5000, seed: int = 0) -> DriftVerdict:
+def check_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    out_dir: Path,
+    drift_share: float = 0.3,
+    sample_rows: int = 5000,
+    seed: int = 0,
+) -> DriftVerdict:
     """Run Evidently's DataDriftPreset on shared columns; save HTML and JSON reports.
 
     Both sides are sampled to ``sample_rows`` (Evidently's cost grows with rows x columns,
@@ -112,7 +132,8 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path,
     ref = reference[cols].sample(min(len(reference), sample_rows), random_state=seed)
     cur = current[cols].sample(min(len(current), sample_rows), random_state=seed)
     snap = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True).run(
-        current_data=cur, reference_data=ref)
+        current_data=cur, reference_data=ref
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     html, js = out_dir / "drift_report.html", out_dir / "drift_report.json"
     snap.save_html(str(html))

@@ -25,9 +25,11 @@ def champion_reference(settings: Settings) -> tuple[str, pd.DataFrame]:
 
     c = client(settings)
     mv = c.get_model_version_by_alias(settings.ranker_model_name, CHAMPION)
-    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id,
-                                                artifact_path="review/reference.parquet",
-                                                dst_path=str(settings.home / "tmp" / mv.run_id))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id,
+        artifact_path="review/reference.parquet",
+        dst_path=str(settings.home / "tmp" / mv.run_id),
+    )
     return str(mv.version), pd.read_parquet(local)
 
 
@@ -42,8 +44,9 @@ def current_features(settings: Settings, day: date) -> pd.DataFrame:
     videos = read_table(settings.lake_dir, "videos", end=day)
     ents = entity_frame(imp, videos)
     sample = ents.sample(min(len(ents), settings.drift.sample_rows), random_state=0)
-    joined, _ = join_features(feature_store(settings), sample.reset_index(drop=True),
-                              settings.feature_service)
+    joined, _ = join_features(
+        feature_store(settings), sample.reset_index(drop=True), settings.feature_service
+    )
     return model_matrix(joined)
 
 
@@ -56,8 +59,9 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
     current["prediction"] = model.predict_proba(current[model.get_booster().feature_names])[:, 1]
     out: Path = settings.reports_dir / "drift" / day.isoformat()
-    verdict: DriftVerdict = check_drift(reference, current, out, settings.drift.drift_share,
-                                        settings.drift.sample_rows)
+    verdict: DriftVerdict = check_drift(
+        reference, current, out, settings.drift.drift_share, settings.drift.sample_rows
+    )
     alerted = alert(verdict)
     return {
         "day": day.isoformat(),

@@ -39,17 +39,21 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": os.environ.get(
-            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY", "5"),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL",
-                                                          "WARNING"),
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY", "5"
+        ),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
+            "AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"
+        ),
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "REELRANK_HOME": str(settings.home),
+        **settings.to_env(),
         "PYTHONWARNINGS": "ignore",
         "BENTOML_DO_NOT_TRACK": "True",
     }
     if settings.profile == "cluster":
-        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                       settings.postgres_url.replace("/reelrank", "/airflow"))
+        env.setdefault(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            settings.postgres_url.replace("/reelrank", "/airflow"),
+        )
     return env
 
 
@@ -60,14 +64,20 @@ def _airflow() -> str:
 def migrate(settings: Settings) -> None:
     """Create or upgrade the metadata DB (idempotent, about 3 s)."""
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run([_airflow(), "db", "migrate"], env=airflow_env(settings),
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [_airflow(), "db", "migrate"],
+        env=airflow_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise DagRunFailed(f"airflow db migrate failed:\n{out.stdout[-2000:]}{out.stderr[-4000:]}")
 
 
-def run_dag(settings: Settings, dag_id: str, conf: dict[str, object] | None = None,
-            timeout_s: float = 1800) -> DagRunResult:
+def run_dag(
+    settings: Settings, dag_id: str, conf: dict[str, object] | None = None, timeout_s: float = 1800
+) -> DagRunResult:
     """One real DAG run with ``airflow dags test``; raises with the log's tail on failure."""
     log_dir = settings.airflow_home / "runs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +87,14 @@ def run_dag(settings: Settings, dag_id: str, conf: dict[str, object] | None = No
         cmd += ["--conf", json.dumps(conf)]
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, env=airflow_env(settings), stdout=log,
-                              stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            cmd,
+            env=airflow_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+            check=False,
+        )
     seconds = time.perf_counter() - t0
     text = log_path.read_text(errors="replace")
     if proc.returncode != 0 or "DagRun failed" in text:

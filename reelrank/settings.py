@@ -26,15 +26,19 @@ class SimulationSettings(BaseModel):
     n_creators: int = 150
     n_videos: int = 4000
     catalog_history_days: int = Field(
-        60, ge=1, description="videos are uploaded at a constant rate from this many days before "
-        "day 0, and the feed retires videos older than this"
+        60,
+        ge=1,
+        description="videos are uploaded at a constant rate from this many days before "
+        "day 0, and the feed retires videos older than this",
     )
     start_date: date = date(2025, 6, 1)
     days: int = Field(40, ge=3, description="simulated days; 28-day windows fill after 28")
     requests_per_active_user: float = 2.0
     impressions_per_request: int = Field(10, ge=2, le=50)
     scenario: Literal["none", "topic_surge", "interest_shift"] = "none"
-    scenario_day: int | None = Field(None, description="day index the scenario starts; default last")
+    scenario_day: int | None = Field(
+        None, description="day index the scenario starts; default last"
+    )
 
     @property
     def end_date(self) -> date:
@@ -158,6 +162,20 @@ class Settings(BaseSettings):
         if self.mlflow_artifact_root:
             return self.mlflow_artifact_root
         return (self.mlflow_dir / "artifacts").as_uri()
+
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``REELRANK_*`` environment variables, for child processes
+        (Airflow tasks, BentoML workers) that must see exactly the same configuration."""
+        env: dict[str, str] = {}
+        for key, value in self.model_dump(mode="json", exclude_none=True).items():
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    if v is not None:
+                        env[f"REELRANK_{key.upper()}__{sub.upper()}"] = str(v)
+            else:
+                env[f"REELRANK_{key.upper()}"] = str(value)
+        return env
 
 
 def get_settings(**overrides: object) -> Settings:

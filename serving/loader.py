@@ -35,20 +35,28 @@ class FeastUserReader:
         self.refs = [f"{_view_of(c)}:{c}" for c in USER_FEATURES]
 
     def __call__(self, user_id: str) -> np.ndarray | None:
-        resp = self.store.get_online_features(features=self.refs,
-                                              entity_rows=[{"user_id": user_id}]).to_dict()
+        resp = self.store.get_online_features(
+            features=self.refs, entity_rows=[{"user_id": user_id}]
+        ).to_dict()
         values = [resp[c][0] for c in USER_FEATURES]
         if all(v is None for v in values):
             return None
-        return np.array([FEATURE_DEFAULTS[c] if v is None else v
-                         for c, v in zip(USER_FEATURES, values, strict=True)], dtype=np.float32)
+        return np.array(
+            [
+                FEATURE_DEFAULTS[c] if v is None else v
+                for c, v in zip(USER_FEATURES, values, strict=True)
+            ],
+            dtype=np.float32,
+        )
 
 
 def load_item_table(settings: Settings, store: Any) -> ItemTable:
     """All catalog videos' features in one bulk online read (refreshed on reload)."""
     videos = read_table(settings.lake_dir, "videos", columns=["video_id", "creator_id"])
-    rows = [{"video_id": v, "creator_id": c}
-            for v, c in zip(videos["video_id"], videos["creator_id"], strict=True)]
+    rows = [
+        {"video_id": v, "creator_id": c}
+        for v, c in zip(videos["video_id"], videos["creator_id"], strict=True)
+    ]
     refs = [f"{_view_of(c)}:{c}" for c in ITEM_FEATURES]
     resp = store.get_online_features(features=refs, entity_rows=rows).to_dict()
     return ItemTable.from_columns(videos["video_id"].tolist(), {c: resp[c] for c in ITEM_FEATURES})
@@ -64,8 +72,9 @@ def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{mv.version}")
     booster = model.get_booster()
     booster.set_param({"nthread": 1})
-    return RankedModel(booster, settings.ranker_model_name, str(mv.version),
-                       tuple(booster.feature_names or ()))
+    return RankedModel(
+        booster, settings.ranker_model_name, str(mv.version), tuple(booster.feature_names or ())
+    )
 
 
 def build_recommender(settings: Settings) -> Recommender:
@@ -79,6 +88,7 @@ def build_recommender(settings: Settings) -> Recommender:
     for _ in range(3):
         rec.recommend("__warmup__", 10)
     rec.stats = dict.fromkeys(rec.stats, 0)
-    log.info("recommender ready: %s v%s, %d videos", model.name, model.version,
-             len(items.video_ids))
+    log.info(
+        "recommender ready: %s v%s, %d videos", model.name, model.version, len(items.video_ids)
+    )
     return rec

@@ -72,8 +72,9 @@ class ItemTable:
     def popular(self, n: int, fresh_share: float = 0.1) -> np.ndarray:
         """Candidate rows: the most engaging recent videos plus a few of the freshest."""
         engagement = self.column("v_imp_7d") * (
-            self.column("v_completion_rate_7d") + self.column("v_like_rate_7d"))
-        n_fresh = int(round(n * fresh_share))
+            self.column("v_completion_rate_7d") + self.column("v_like_rate_7d")
+        )
+        n_fresh = round(n * fresh_share)
         top = np.argsort(-engagement, kind="stable")[: max(n - n_fresh, 0)]
         fresh_order = np.argsort(self.column("v_age_hours"), kind="stable")
         fresh = fresh_order[~np.isin(fresh_order, top)][:n_fresh]
@@ -90,8 +91,13 @@ class Scored:
 
 
 class Recommender:
-    def __init__(self, model: RankedModel, items: ItemTable, users: UserFeatureReader,
-                 n_candidates: int = 200) -> None:
+    def __init__(
+        self,
+        model: RankedModel,
+        items: ItemTable,
+        users: UserFeatureReader,
+        n_candidates: int = 200,
+    ) -> None:
         self.model = model
         self.items = items
         self.users = users
@@ -108,7 +114,7 @@ class Recommender:
         item = self.items.features[rows]
         x = np.empty((len(rows), len(MODEL_FEATURES)), dtype=np.float32)
         x[:, : len(USER_COLUMNS)] = user[: len(USER_COLUMNS)]
-        x[:, len(USER_COLUMNS): len(USER_COLUMNS) + len(ITEM_FEATURES)] = item
+        x[:, len(USER_COLUMNS) : len(USER_COLUMNS) + len(ITEM_FEATURES)] = item
         aff = topic_affinity(user[self._aff][None, :], item[:, self._slot])
         x[:, -2] = aff
         x[:, -1] = aff * item[:, self._compl]
@@ -143,5 +149,6 @@ class Recommender:
         rows = self._candidates
         scores, cold, timings = self._score(user_id, rows)
         top = np.argsort(-scores, kind="stable")[:k]
-        return Scored(self.items.video_ids[rows[top]].tolist(), scores[top].tolist(), cold, [],
-                      timings)
+        return Scored(
+            self.items.video_ids[rows[top]].tolist(), scores[top].tolist(), cold, [], timings
+        )

@@ -27,8 +27,9 @@ class RankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: str = Field(..., min_length=1, max_length=128, examples=["u000001"])
-    video_ids: list[str] = Field(..., min_length=1, max_length=MAX_CANDIDATES,
-                                 examples=[["v000001", "v000002"]])
+    video_ids: list[str] = Field(
+        ..., min_length=1, max_length=MAX_CANDIDATES, examples=[["v000001", "v000002"]]
+    )
 
 
 class ScoredVideo(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -48,10 +49,8 @@ class RunningServer:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             for pid in [self.pid, *children]:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self.process.wait(timeout=10)
 
 
@@ -67,15 +66,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def start_server(settings: Settings, port: int | None = None, log_path: Path | None = None,
-                 env: dict[str, str] | None = None) -> RunningServer:
+def start_server(
+    settings: Settings,
+    port: int | None = None,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
     """Start ``bentoml serve`` on 127.0.0.1 and wait until ``/readyz`` answers 200."""
     port = port or settings.serving.port
     log_path = log_path or settings.serving_dir / "bentoml.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = {
         **os.environ,
-        "REELRANK_HOME": str(settings.home),
+        **settings.to_env(),
         "BENTOML_DO_NOT_TRACK": "True",
         "BENTOML_HOME": str(settings.serving_dir / "bentoml_home"),
         **(env or {}),
@@ -83,9 +86,19 @@ def start_server(settings: Settings, port: int | None = None, log_path: Path | N
     bentoml_bin = Path(sys.executable).parent / "bentoml"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [str(bentoml_bin), "serve", "serving.service:RecommenderService",
-             "--host", settings.serving.host, "--port", str(port)],
-            cwd=PROJECT_ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(bentoml_bin),
+                "serve",
+                "serving.service:RecommenderService",
+                "--host",
+                settings.serving.host,
+                "--port",
+                str(port),
+            ],
+            cwd=PROJECT_ROOT,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     server = RunningServer(proc, f"http://{settings.serving.host}:{port}", log_path)
@@ -100,4 +113,6 @@ def start_server(settings: Settings, port: int | None = None, log_path: Path | N
             pass
         time.sleep(0.3)
     server.stop()
-    raise TimeoutError(f"server not ready after {settings.serving.startup_timeout_s}s; see {log_path}")
+    raise TimeoutError(
+        f"server not ready after {settings.serving.startup_timeout_s}s; see {log_path}"
+    )

@@ -26,8 +26,10 @@ from serving.schemas import (
 
 
 def _items(scored: Scored) -> list[ScoredVideo]:
-    return [ScoredVideo(video_id=v, score=s, rank=i + 1)
-            for i, (v, s) in enumerate(zip(scored.video_ids, scored.scores, strict=True))]
+    return [
+        ScoredVideo(video_id=v, score=s, rank=i + 1)
+        for i, (v, s) in enumerate(zip(scored.video_ids, scored.scores, strict=True))
+    ]
 
 
 @bentoml.service(
@@ -54,8 +56,12 @@ class RecommenderService:
         scored = self.rec.recommend(req.user_id, req.k)
         m = self.rec.model
         return RecommendResponse(
-            request_id=uuid.uuid4().hex, user_id=req.user_id, surface=req.surface,
-            model_name=m.name, model_version=m.version, cold_start=scored.cold_start,
+            request_id=uuid.uuid4().hex,
+            user_id=req.user_id,
+            surface=req.surface,
+            model_name=m.name,
+            model_version=m.version,
+            cold_start=scored.cold_start,
             items=_items(scored),
         )
 
@@ -66,11 +72,16 @@ class RecommenderService:
         if len(req.video_ids) > self.settings.serving.max_rank_candidates:
             raise InvalidArgument(
                 f"{len(req.video_ids)} candidates exceed the limit of "
-                f"{self.settings.serving.max_rank_candidates}")
+                f"{self.settings.serving.max_rank_candidates}"
+            )
         scored = self.rec.rank(req.user_id, req.video_ids)
         m = self.rec.model
         return RankResponse(
-            request_id=uuid.uuid4().hex, user_id=req.user_id, model_name=m.name,
-            model_version=m.version, cold_start=scored.cold_start, items=_items(scored),
+            request_id=uuid.uuid4().hex,
+            user_id=req.user_id,
+            model_name=m.name,
+            model_version=m.version,
+            cold_start=scored.cold_start,
+            items=_items(scored),
             unknown_video_ids=scored.unknown_video_ids,
         )

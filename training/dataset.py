@@ -57,20 +57,33 @@ class JoinReport:
 
 def value_label(df: pd.DataFrame) -> np.ndarray:
     """Graded relevance of an impression: completion, like and share each add one."""
-    return (df["completed"].astype(int) + df["liked"].astype(int) + df["shared"].astype(int)
-            ).to_numpy(np.float64)
+    return (
+        df["completed"].astype(int) + df["liked"].astype(int) + df["shared"].astype(int)
+    ).to_numpy(np.float64)
 
 
 def entity_frame(impressions: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
     """One row per impression: join keys, timestamp, context and labels."""
-    df = impressions.merge(videos[["video_id", "creator_id"]], on="video_id", how="left",
-                           validate="many_to_one")
+    df = impressions.merge(
+        videos[["video_id", "creator_id"]], on="video_id", how="left", validate="many_to_one"
+    )
     df = df.rename(columns={"ts": "event_timestamp"})
     df["row_id"] = np.arange(len(df), dtype=np.int64)
     df["value"] = value_label(df)
     df["positive"] = df["value"] > 0
-    keep = ["row_id", "request_id", "user_id", "video_id", "creator_id", "event_timestamp",
-            "surface", "position", *LABEL_COLUMNS, "value", "positive"]
+    keep = [
+        "row_id",
+        "request_id",
+        "user_id",
+        "video_id",
+        "creator_id",
+        "event_timestamp",
+        "surface",
+        "position",
+        *LABEL_COLUMNS,
+        "value",
+        "positive",
+    ]
     return df[keep]
 
 
@@ -108,8 +121,11 @@ class DataWindow:
         return cls(holdout - timedelta(days=train_days), holdout - timedelta(days=1), holdout)
 
     def to_dict(self) -> dict[str, str]:
-        return {"train_start": self.train_start.isoformat(), "train_end": self.train_end.isoformat(),
-                "holdout": self.holdout.isoformat()}
+        return {
+            "train_start": self.train_start.isoformat(),
+            "train_end": self.train_end.isoformat(),
+            "holdout": self.holdout.isoformat(),
+        }
 
 
 def build_sets(
@@ -117,8 +133,7 @@ def build_sets(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, JoinReport]]:
     """Training rows (train window) and holdout rows (the next day), features joined."""
     videos = read_table(settings.lake_dir, "videos", end=window.holdout)
-    imp = read_table(settings.lake_dir, "impressions", start=window.train_start,
-                     end=window.holdout)
+    imp = read_table(settings.lake_dir, "impressions", start=window.train_start, end=window.holdout)
     if imp.empty:
         raise FileNotFoundError(f"no impressions between {window.train_start} and {window.holdout}")
     holdout_start = as_of_timestamp(window.train_end)

@@ -47,7 +47,11 @@ def evaluate_scores(holdout: pd.DataFrame, scores: np.ndarray) -> Metrics:
     groups = holdout["request_id"].to_numpy()
     rel = holdout["value"].to_numpy()
     positive = holdout["positive"].to_numpy()
-    auc = float(roc_auc_score(positive, scores)) if 0 < positive.sum() < len(positive) else float("nan")
+    auc = (
+        float(roc_auc_score(positive, scores))
+        if 0 < positive.sum() < len(positive)
+        else float("nan")
+    )
     valid_requests = int(holdout.groupby("request_id")["value"].max().gt(0).sum())
     return Metrics(
         ndcg_at_10=ndcg_at_k(groups, rel, scores, 10),

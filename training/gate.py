@@ -21,8 +21,13 @@ class GateVerdict:
         return "passed" if self.promote else "failed"
 
     def to_dict(self) -> dict[str, object]:
-        return {"promote": self.promote, "metric": self.metric, "challenger": self.challenger,
-                "references": self.references, "reasons": list(self.reasons)}
+        return {
+            "promote": self.promote,
+            "metric": self.metric,
+            "challenger": self.challenger,
+            "references": self.references,
+            "reasons": list(self.reasons),
+        }
 
 
 def decide(
@@ -38,29 +43,18 @@ def decide(
     """
     m = gate.metric
     value = challenger.get(m, float("nan"))
-    reasons: list[str] = []
-    refs: dict[str, float] = {}
-    ok = not math.isnan(value)
-    if not ok:
-        reasons.append(f"challenger {m} is undefined")
-    for name, metrics in baselines.items():
-        ref = metrics[m]
-        refs[name] = ref
-        need = ref + gate.min_margin_over_baseline
-        if not value >= need:
-            ok = False
-            reasons.append(f"{m} {value:.4f} < {name} {ref:.4f} + margin {gate.min_margin_over_baseline}")
-        else:
-            reasons.append(f"{m} {value:.4f} >= {name} {ref:.4f} + margin {gate.min_margin_over_baseline}")
+    refs = {name: metrics[m] for name, metrics in baselines.items()}
+    margins = dict.fromkeys(refs, gate.min_margin_over_baseline)
     if champion is not None:
-        ref = champion[m]
-        refs["champion"] = ref
-        need = ref + gate.min_margin_over_champion
-        if not value >= need:
-            ok = False
-            reasons.append(f"{m} {value:.4f} < champion {ref:.4f} + margin {gate.min_margin_over_champion}")
-        else:
-            reasons.append(f"{m} {value:.4f} >= champion {ref:.4f} + margin {gate.min_margin_over_champion}")
-    else:
+        refs["champion"] = champion[m]
+        margins["champion"] = gate.min_margin_over_champion
+    ok = not math.isnan(value)
+    reasons = [] if ok else [f"challenger {m} is undefined"]
+    for name, ref in refs.items():
+        passed = value >= ref + margins[name]
+        ok = ok and passed
+        sign = ">=" if passed else "<"
+        reasons.append(f"{m} {value:.4f} {sign} {name} {ref:.4f} + margin {margins[name]}")
+    if champion is None:
         reasons.append("no champion yet")
     return GateVerdict(ok, m, value, refs, tuple(reasons))

@@ -81,7 +81,9 @@ def _champion_metrics(settings: Settings, hold: pd.DataFrame) -> tuple[str | Non
 
 
 def model_card(
-    settings: Settings, info: dict[str, Any], metrics: dict[str, Metrics],
+    settings: Settings,
+    info: dict[str, Any],
+    metrics: dict[str, Metrics],
     verdict: GateVerdict | None,
 ) -> str:
     w = info["window"]
@@ -94,10 +96,10 @@ def model_card(
 **What it does.** Scores (user, video) pairs by the probability that the impression creates
 value (completed, liked or shared). `/rank` and `/recommend` sort candidates by this score.
 
-**Data.** Impressions {w['train_start']} .. {w['train_end']} (train, {info['rows']['train']} rows),
-holdout {w['holdout']} ({info['rows']['holdout']} rows), dataset `{settings.dataset}`.
+**Data.** Impressions {w["train_start"]} .. {w["train_end"]} (train, {info["rows"]["train"]} rows),
+holdout {w["holdout"]} ({info["rows"]["holdout"]} rows), dataset `{settings.dataset}`.
 Features: Feast service `{settings.feature_service}` ({len(MODEL_FEATURES)} model inputs incl.
-user x topic affinity), point-in-time joined; rows imputed: {info['join']['train']}.
+user x topic affinity), point-in-time joined; rows imputed: {info["join"]["train"]}.
 
 **Model.** XGBoost binary classifier, {settings.training.max_depth} deep, learning rate
 {settings.training.learning_rate}, early stopping on the last training day.
@@ -132,15 +134,19 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     hold = pd.read_parquet(out / "holdout.parquet")
 
     last_day = train["event_timestamp"].max().normalize()
-    fit_part, valid_part = train[train["event_timestamp"] < last_day], train[
-        train["event_timestamp"] >= last_day]
+    fit_part, valid_part = (
+        train[train["event_timestamp"] < last_day],
+        train[train["event_timestamp"] >= last_day],
+    )
     model, curves = train_ranker(fit_part, valid_part, settings.training)
 
     metrics: dict[str, Metrics] = {"challenger": evaluate_scores(hold, predict(model, hold))}
     metrics["popularity"] = evaluate_scores(
-        hold, baselines.score(baselines.popularity(train), hold["video_id"]))
+        hold, baselines.score(baselines.popularity(train), hold["video_id"])
+    )
     metrics["recent_popularity"] = evaluate_scores(
-        hold, baselines.score(baselines.recent_popularity(train), hold["video_id"]))
+        hold, baselines.score(baselines.recent_popularity(train), hold["video_id"])
+    )
     champ_version, champ = _champion_metrics(settings, hold)
     if champ is not None:
         metrics["champion"] = champ
@@ -151,41 +157,61 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     exp_id = configure_mlflow(settings)
     x_hold = model_matrix(hold)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"ranker-{holdout.isoformat()}") as run:
-        mlflow.log_params({
-            **{f"xgb_{k}": v for k, v in settings.training.model_dump().items()},
-            "best_iteration": model.best_iteration,
-            "feature_service": settings.feature_service,
-            "n_features": len(MODEL_FEATURES),
-            "rows_train": len(train), "rows_holdout": len(hold),
-            **{f"window_{k}": v for k, v in info["window"].items()},
-        })
+        mlflow.log_params(
+            {
+                **{f"xgb_{k}": v for k, v in settings.training.model_dump().items()},
+                "best_iteration": model.best_iteration,
+                "feature_service": settings.feature_service,
+                "n_features": len(MODEL_FEATURES),
+                "rows_train": len(train),
+                "rows_holdout": len(hold),
+                **{f"window_{k}": v for k, v in info["window"].items()},
+            }
+        )
         flat: dict[str, float] = {}
         for name, m in metrics.items():
             prefix = "" if name == "challenger" else f"{name}_"
             flat.update({k: v for k, v in m.to_dict(prefix).items() if not math.isnan(v)})
         if oracle is not None and oracle.ndcg_at_10 > 0:
-            flat["pct_of_oracle_ndcg"] = 100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
+            flat["pct_of_oracle_ndcg"] = (
+                100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
+            )
         mlflow.log_metrics(flat)
         now = int(pd.Timestamp.now().timestamp() * 1000)
-        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[
-            Metric(name, float(v), now, step) for name, values in curves.items()
-            for step, v in enumerate(values)])
+        mlflow.MlflowClient().log_batch(
+            run.info.run_id,
+            metrics=[
+                Metric(name, float(v), now, step)
+                for name, values in curves.items()
+                for step, v in enumerate(values)
+            ],
+        )
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
-            (t / "feature_spec.json").write_text(json.dumps(
-                {"feature_service": settings.feature_service, "features": list(MODEL_FEATURES)},
-                indent=2))
-            (t / "evaluation.json").write_text(json.dumps(
-                {k: m.to_dict() for k, m in metrics.items()}, indent=2))
+            (t / "feature_spec.json").write_text(
+                json.dumps(
+                    {"feature_service": settings.feature_service, "features": list(MODEL_FEATURES)},
+                    indent=2,
+                )
+            )
+            (t / "evaluation.json").write_text(
+                json.dumps({k: m.to_dict() for k, m in metrics.items()}, indent=2)
+            )
             (t / "datasets.json").write_text(json.dumps(info, indent=2))
-            ref = model_matrix(train.sample(min(len(train), settings.training.reference_sample_rows),
-                                            random_state=0))
+            ref = model_matrix(
+                train.sample(
+                    min(len(train), settings.training.reference_sample_rows), random_state=0
+                )
+            )
             ref["prediction"] = model.predict_proba(ref)[:, 1].astype(np.float32)
             ref.to_parquet(t / "reference.parquet", index=False)
             mlflow.log_artifacts(tmp, artifact_path="review")
         signature = infer_signature(x_hold.head(100), model.predict_proba(x_hold.head(100))[:, 1])
         info_model = mlflow.xgboost.log_model(
-            model, name="model", signature=signature, input_example=x_hold.head(3),
+            model,
+            name="model",
+            signature=signature,
+            input_example=x_hold.head(3),
             registered_model_name=settings.ranker_model_name,
         )
         version = str(info_model.registered_model_version)
@@ -216,18 +242,23 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
 def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
     """Decide on the challenger; on a pass, point ``champion`` at it."""
     all_metrics = {k: Metrics(**d) for k, d in trained["metrics"].items()}
-    refs = {k: m.to_dict() for k, m in all_metrics.items()
-            if k not in ("challenger", "champion", "oracle")}
+    refs = {
+        k: m.to_dict()
+        for k, m in all_metrics.items()
+        if k not in ("challenger", "champion", "oracle")
+    }
     champion = all_metrics["champion"].to_dict() if "champion" in all_metrics else None
     verdict = decide(all_metrics["challenger"].to_dict(), refs, champion, settings.gate)
     c = client(settings)
     name, version = settings.ranker_model_name, trained["version"]
     c.set_model_version_tag(name, version, "gate_verdict", verdict.label)
     c.set_model_version_tag(name, version, "gate_reasons", " | ".join(verdict.reasons))
-    info = json.loads((_dir(settings, date.fromisoformat(trained["holdout"])) / "datasets.json")
-                      .read_text())
-    c.update_model_version(name, version,
-                           description=model_card(settings, info, all_metrics, verdict))
+    info = json.loads(
+        (_dir(settings, date.fromisoformat(trained["holdout"])) / "datasets.json").read_text()
+    )
+    c.update_model_version(
+        name, version, description=model_card(settings, info, all_metrics, verdict)
+    )
     if verdict.promote:
         c.set_registered_model_alias(name, CHAMPION, version)
         log.info("promoted %s v%s to champion", name, version)

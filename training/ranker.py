@@ -31,12 +31,18 @@ def train_ranker(
         eval_metric=["logloss", "auc"],
         early_stopping_rounds=20,
     )
-    model.fit(x_tr, train["positive"].astype(int), eval_set=[(x_tr, train["positive"].astype(int)),
-              (x_va, valid["positive"].astype(int))], verbose=False)
+    model.fit(
+        x_tr,
+        train["positive"].astype(int),
+        eval_set=[(x_tr, train["positive"].astype(int)), (x_va, valid["positive"].astype(int))],
+        verbose=False,
+    )
     ev = model.evals_result()
-    curves = {"train_logloss": ev["validation_0"]["logloss"],
-              "valid_logloss": ev["validation_1"]["logloss"],
-              "valid_auc": ev["validation_1"]["auc"]}
+    curves = {
+        "train_logloss": ev["validation_0"]["logloss"],
+        "valid_logloss": ev["validation_1"]["logloss"],
+        "valid_auc": ev["validation_1"]["auc"],
+    }
     return model, curves
 
 

@@ -29,13 +29,15 @@ def configure_mlflow(settings: Settings, experiment: str = EXPERIMENT) -> str:
     import mlflow
 
     if settings.tracking_uri.startswith("sqlite:///"):
-        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True,
-                                                                            exist_ok=True)
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
     mlflow.set_tracking_uri(settings.tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        return mlflow.create_experiment(experiment,
-                                        artifact_location=f"{settings.artifact_root}/{experiment}")
+        return mlflow.create_experiment(
+            experiment, artifact_location=f"{settings.artifact_root}/{experiment}"
+        )
     return exp.experiment_id
 
 
@@ -58,8 +60,14 @@ def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
 
 def git_sha() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, cwd=Path(__file__).resolve().parent, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

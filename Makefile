@@ -1,0 +1,48 @@
+# reelrank: `make demo` runs the whole loop, `make test` runs the test suite.
+# Both create or refresh .venv from the project's own files first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-fast lint format lock clean
+
+install: $(STAMP)
+
+# Re-installs when the requirements or the package metadata change. torch is installed first,
+# pinned, so that nothing can pull a different (CUDA) build.
+$(STAMP): requirements.in requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.in -c requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/reelrank demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not serving and not dags"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Re-resolve the pins from requirements.in in the current venv and write the lock file.
+lock: $(STAMP)
+	( echo "# Tested pins for 'pip install -r requirements.in -c requirements.lock' (Python 3.11)."; \
+	  echo "# Regenerate after changing requirements.in: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^reelrank' \
+	    | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/' ) > requirements.lock
+
+clean:
+	rm -rf var

@@ -1,0 +1,180 @@
+"""The ``reelrank`` command line: every stage of the loop, and the whole loop as ``demo``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import date
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reelrank.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="reelrank: short-video recommendation as a closed MLOps loop.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+models_app = typer.Typer(
+    help="Inspect and move model aliases in the MLflow registry.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+console = Console()
+
+DayOpt = Annotated[str | None, typer.Option(help="day to process, YYYY-MM-DD")]
+
+
+def _settings() -> Settings:
+    s = get_settings()
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return s
+
+
+def _day(value: str | None, default: date) -> date:
+    return date.fromisoformat(value) if value else default
+
+
+def _print_json(obj: Any) -> None:
+    console.print_json(json.dumps(obj, default=str))
+
+
+@app.command()
+def simulate(through: DayOpt = None) -> None:
+    """Write the simulated world into the raw lake up to a day (default: the last)."""
+    from ingest.pipeline import ingest_simulated
+
+    s = _settings()
+    _print_json(ingest_simulated(s, _day(through, s.sim.end_date)).to_dict())
+
+
+@app.command()
+def features(through: DayOpt = None) -> None:
+    """Compute batch features, apply the Feast repository and materialize."""
+    from features.pipeline import run_features
+
+    s = _settings()
+    _print_json(run_features(s, _day(through, s.sim.end_date)).to_dict())
+
+
+@app.command()
+def train(holdout: DayOpt = None) -> None:
+    """Train, evaluate, register and gate a ranker (holdout: the latest featurized day)."""
+    from features.pipeline import latest_feature_day
+    from training.pipeline import run_training
+
+    s = _settings()
+    out = run_training(s, _day(holdout, latest_feature_day(s)))
+    _print_json(
+        {
+            "version": out["gate"]["version"],
+            "promoted": out["gate"]["promoted"],
+            "metrics": out["trained"]["metrics"],
+            "gate": out["gate"]["verdict"],
+        }
+    )
+
+
+@app.command()
+def monitor(day: DayOpt = None) -> None:
+    """Check a day's features for drift against the champion's training reference."""
+    from features.pipeline import latest_feature_day
+    from monitoring.pipeline import run_monitoring
+
+    s = _settings()
+    result = run_monitoring(s, _day(day, latest_feature_day(s)))
+    _print_json(result)
+    raise typer.Exit(code=3 if result["drifted"] else 0)
+
+
+@app.command()
+def serve(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = None) -> None:
+    """Serve the champion over HTTP with BentoML (Ctrl-C stops it)."""
+    from serving.server import start_server
+
+    s = _settings()
+    server = start_server(s, port=port)
+    console.print(
+        f"serving {s.ranker_model_name}@champion at {server.url} (pid {server.pid}); "
+        f"log: {server.log_path}"
+    )
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@app.command()
+def dag(dag_id: str, day: DayOpt = None) -> None:
+    """Run one DAG for real through Airflow (``airflow dags test``) on this profile."""
+    from reelrank.airflow_runner import migrate, run_dag
+
+    s = _settings()
+    migrate(s)
+    r = run_dag(s, dag_id, {"day": day} if day else None)
+    console.print(f"{dag_id}: success in {r.seconds:.1f}s (log: {r.log_path})")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Versions of the ranker with their aliases, gate verdicts and metrics."""
+    from training.registry import client
+
+    s = _settings()
+    c = client(s)
+    table = Table("version", "aliases", "gate", "ndcg@10", "data window", "created")
+    for mv in sorted(
+        c.search_model_versions(f"name='{s.ranker_model_name}'"), key=lambda m: int(m.version)
+    ):
+        table.add_row(
+            str(mv.version),
+            ",".join(mv.aliases),
+            mv.tags.get("gate_verdict", ""),
+            mv.tags.get("ndcg_at_10", ""),
+            mv.tags.get("data_window", ""),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1e3)),
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: str, alias: Annotated[str, typer.Option(help="alias to move")] = "champion"
+) -> None:
+    """Point an alias (default ``champion``) at a version: promotion or rollback."""
+    from training.registry import client
+
+    s = _settings()
+    c = client(s)
+    c.get_model_version(s.ranker_model_name, version)  # raises if it does not exist
+    c.set_registered_model_alias(s.ranker_model_name, alias, version)
+    console.print(f"{s.ranker_model_name}@{alias} -> v{version}")
+
+
+@app.command()
+def demo(
+    scenario: Annotated[
+        str,
+        typer.Option(help="simulated drift on the last day: none, topic_surge or interest_shift"),
+    ] = "none",
+) -> None:
+    """The whole loop once, through Airflow, ending with a readable summary."""
+    from reelrank.demo import run_demo
+
+    if scenario != "none":
+        os.environ["REELRANK_SIM__SCENARIO"] = scenario
+    s = _settings()
+    summary = run_demo(s, console)
+    path = s.home / "demo_summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    console.print(f"\nsummary written to {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,213 @@
+"""The demo: the whole loop once, through Airflow, with a summary a person can read.
+
+1. ``reelrank_features`` for the day before the last: ingest the world, features, Feast.
+2. ``reelrank_training``: datasets, ranker, MLflow registry, gate.
+3. ``reelrank_deploy``: load and smoke-test the champion.
+4. The real BentoML server answers one ``POST /recommend`` over HTTP, then stops.
+5. ``reelrank_features`` for the last day: a new day arrives.
+6. ``reelrank_monitoring``: Evidently drift of the new day against the training reference.
+Every figure in the summary is read back from the stores (lake, Feast, MLflow, reports).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from reelrank.settings import Settings
+
+
+def _lake_counts(settings: Settings) -> dict[str, int]:
+    import pyarrow.parquet as pq
+
+    from ingest.lake import partition_days, partition_path
+
+    return {
+        t: sum(
+            pq.read_metadata(partition_path(settings.lake_dir, t, d)).num_rows
+            for d in partition_days(settings.lake_dir, t)
+        )
+        for t in ("users", "videos", "impressions")
+    }
+
+
+def _pick_user(settings: Settings) -> str:
+    from ingest.lake import read_table
+
+    imp = read_table(
+        settings.lake_dir,
+        "impressions",
+        start=settings.sim.end_date,
+        end=settings.sim.end_date,
+        columns=["user_id"],
+    )
+    return str(imp["user_id"].value_counts().index[0])
+
+
+def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
+    from reelrank.airflow_runner import migrate, run_dag
+    from serving.server import free_port, start_server
+    from training.registry import CHALLENGER, CHAMPION, alias_version, client
+
+    sim = settings.sim
+    last = sim.end_date
+    first_day = last - timedelta(days=1)
+    timings: dict[str, float] = {}
+
+    with console.status("preparing the Airflow metadata DB"):
+        migrate(settings)
+    steps = [
+        ("reelrank_features", {"day": first_day.isoformat()}, f"features through {first_day}"),
+        ("reelrank_training", None, "train, evaluate, register, gate"),
+        ("reelrank_deploy", None, "load and smoke-test the champion"),
+    ]
+    for dag_id, conf, what in steps:
+        with console.status(f"[bold]{dag_id}[/]: {what}"):
+            r = run_dag(settings, dag_id, conf)
+        timings[dag_id] = round(r.seconds, 1)
+        console.print(f"[green]✓[/] {dag_id} ({what}) in {r.seconds:.1f}s")
+
+    user = _pick_user(settings)
+    with console.status("starting the BentoML server"):
+        server = start_server(settings, port=free_port())
+    try:
+        resp = httpx.post(f"{server.url}/recommend", json={"user_id": user, "k": 5}, timeout=30)
+        resp.raise_for_status()
+        recommendation = resp.json()
+        cold = httpx.post(
+            f"{server.url}/recommend", json={"user_id": "someone-new", "k": 3}, timeout=30
+        ).json()
+    finally:
+        server.stop()
+    console.print(f"[green]✓[/] BentoML answered POST {server.url}/recommend (server stopped)")
+
+    for dag_id, conf, what in [
+        ("reelrank_features", {"day": last.isoformat()}, f"a new day arrives: {last}"),
+        ("reelrank_monitoring", None, f"drift check of {last}"),
+    ]:
+        with console.status(f"[bold]{dag_id}[/]: {what}"):
+            r = run_dag(settings, dag_id, conf)
+        timings[f"{dag_id}:{last}" if dag_id == "reelrank_features" else dag_id] = round(
+            r.seconds, 1
+        )
+        console.print(f"[green]✓[/] {dag_id} ({what}) in {r.seconds:.1f}s")
+
+    c = client(settings)
+    name = settings.ranker_model_name
+    champion = alias_version(c, name, CHAMPION)
+    challenger = alias_version(c, name, CHALLENGER)
+    mv = c.get_model_version(name, challenger) if challenger else None
+    run = c.get_run(mv.run_id) if mv else None
+    metrics = run.data.metrics if run else {}
+    verdict = json.loads(
+        (settings.reports_dir / "drift" / last.isoformat() / "verdict.json").read_text()
+    )
+    counts = _lake_counts(settings)
+    datasets = json.loads(
+        (settings.home / "training" / first_day.isoformat() / "datasets.json").read_text()
+    )
+    feature_days = len(list((settings.features_dir / "user_engagement").glob("*.parquet")))
+
+    summary = {
+        "data": {**counts, "days": f"{sim.start_date}..{last}", "scenario": sim.scenario},
+        "features": {
+            "days": feature_days,
+            "feature_service": settings.feature_service,
+            "online_store": settings.feast_dir / "online_store.db",
+        },
+        "training": {"window": datasets["window"], "rows": datasets["rows"]},
+        "metrics": {
+            k: round(v, 4)
+            for k, v in sorted(metrics.items())
+            if not k.endswith(("n_rows", "n_requests")) and "logloss" not in k and k != "valid_auc"
+        },
+        "registry": {
+            "model": name,
+            "challenger": challenger,
+            "champion": champion,
+            "gate": mv.tags.get("gate_verdict") if mv else None,
+            "tracking_uri": settings.tracking_uri,
+        },
+        "recommendation": recommendation,
+        "cold_start_recommendation": cold,
+        "drift": {
+            "drifted": verdict["drifted"],
+            "severity": verdict["severity"],
+            "drifted_columns": verdict["drifted_columns"],
+            "share_drifted": round(verdict["share_drifted"], 3),
+            "report_html": verdict["report_html"],
+        },
+        "dag_seconds": timings,
+    }
+    _print_summary(console, summary)
+    return summary
+
+
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    m = s["metrics"]
+    t = Table(title="reelrank demo: the whole loop", show_header=False, title_justify="left")
+    t.add_column(style="bold cyan")
+    t.add_column()
+    d = s["data"]
+    t.add_row(
+        "data generated",
+        f"{d['impressions']:,} impressions, {d['users']:,} users, "
+        f"{d['videos']:,} videos ({d['days']}, scenario {d['scenario']})",
+    )
+    f = s["features"]
+    t.add_row(
+        "features",
+        f"{f['days']} days x 4 views, FeatureService {f['feature_service']}, "
+        f"materialized to SQLite online store",
+    )
+    w = s["training"]["window"]
+    t.add_row(
+        "training set",
+        f"{w['train_start']}..{w['train_end']} "
+        f"({s['training']['rows']['train']:,} rows), holdout {w['holdout']} "
+        f"({s['training']['rows']['holdout']:,} rows)",
+    )
+    t.add_row(
+        "ranker NDCG@10",
+        f"{m.get('ndcg_at_10', float('nan')):.4f}  vs popularity "
+        f"{m.get('popularity_ndcg_at_10', float('nan')):.4f}, recent popularity "
+        f"{m.get('recent_popularity_ndcg_at_10', float('nan')):.4f}, oracle "
+        f"{m.get('oracle_ndcg_at_10', float('nan')):.4f}",
+    )
+    t.add_row(
+        "ranker AUC",
+        f"{m.get('auc', float('nan')):.4f}  vs popularity "
+        f"{m.get('popularity_auc', float('nan')):.4f}",
+    )
+    r = s["registry"]
+    t.add_row(
+        "registry",
+        f"{r['model']} v{r['challenger']} (challenger, gate {r['gate']}); "
+        f"champion -> v{r['champion']}",
+    )
+    rec = s["recommendation"]
+    items = ", ".join(f"{i['video_id']} ({i['score']:.3f})" for i in rec["items"])
+    t.add_row(
+        "HTTP /recommend",
+        f"user {rec['user_id']} -> {items}; model v{rec['model_version']}"
+        f", request_id {rec['request_id'][:12]}…",
+    )
+    t.add_row(
+        "cold start",
+        f"unknown user -> {len(s['cold_start_recommendation']['items'])} "
+        f"items, cold_start={s['cold_start_recommendation']['cold_start']}",
+    )
+    dr = s["drift"]
+    cols = ", ".join(dr["drifted_columns"][:6]) or "none"
+    t.add_row(
+        "drift verdict",
+        f"{'DRIFT' if dr['drifted'] else 'no drift'} (severity "
+        f"{dr['severity']}, share {dr['share_drifted']}, drifted: {cols})",
+    )
+    t.add_row("drift report", str(dr["report_html"]))
+    console.print(t)
