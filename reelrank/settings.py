@@ -163,7 +163,6 @@ class Settings(BaseSettings):
             return self.mlflow_artifact_root
         return (self.mlflow_dir / "artifacts").as_uri()
 
-
     def to_env(self) -> dict[str, str]:
         """These settings as ``REELRANK_*`` environment variables, for child processes
         (Airflow tasks, BentoML workers) that must see exactly the same configuration."""

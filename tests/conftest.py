@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny worlds that build in seconds, in temporary homes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reelrank.settings import Settings, get_settings
+
+# Keep library noise and side effects out of the suite.
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("FEAST_USAGE", "False")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tiny_settings(home: Path, **overrides: object) -> Settings:
+    """A world small enough for tests: 300 users, 600 videos, 10 days."""
+    base: dict[str, object] = {
+        "home": home,
+        "sim": {
+            "n_users": 300,
+            "n_creators": 30,
+            "n_videos": 600,
+            "days": 10,
+            "catalog_history_days": 30,
+        },
+        "training": {"train_days": 3, "n_estimators": 60, "reference_sample_rows": 2000},
+        "drift": {"sample_rows": 2000},
+        "serving": {"n_candidates": 50},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}  # type: ignore[dict-item]
+        else:
+            base[key] = value
+    return get_settings(**base)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return tiny_settings(tmp_path / "var")
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_mlruns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Run each test from a scratch directory: nothing may write into the working dir."""
+    monkeypatch.chdir(tmp_path)
+    yield
+    assert not (tmp_path / "mlruns").exists(), "MLflow wrote ./mlruns"

@@ -1,0 +1,117 @@
+"""Each DAG run for real with ``airflow dags test`` on a tiny world, and what it left behind."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from features.pipeline import VIEWS, table_path
+from ingest.lake import partition_days
+from reelrank.airflow_runner import DagRunFailed, migrate, run_dag
+from training.registry import CHALLENGER, CHAMPION, alias_version, client
+
+pytestmark = [pytest.mark.integration, pytest.mark.dags]
+FEATURES = "reelrank://features/ranker_v1"
+PROMOTED = "reelrank://models/reelrank-ranker/champion"
+DRIFT = "reelrank://monitoring/drift-detected"
+
+
+def test_features_dag_fills_lake_tables_and_online_store(loop):
+    s = loop.settings
+    days = partition_days(s.lake_dir, "impressions")
+    assert days[0] == s.sim.start_date and days[-1] == s.sim.end_date
+    assert len(days) == s.sim.days
+    assert all(table_path(s, v, d).exists() for v in VIEWS for d in days)
+    from features.store import feature_store
+
+    store = feature_store(s)
+    out = store.get_online_features(
+        features=["user_engagement:imp_7d", "video_stats:v_imp_7d"],
+        entity_rows=[{"user_id": "u000001", "video_id": "v000010"}],
+    ).to_dict()
+    assert out["imp_7d"][0] is not None and out["v_imp_7d"][0] is not None
+    assert (FEATURES, "reelrank_features") in loop.asset_events()
+
+
+def test_training_dag_registers_and_promotes_a_model_that_beats_popularity(loop):
+    s = loop.settings
+    c = client(s)
+    name = s.ranker_model_name
+    assert alias_version(c, name, CHALLENGER) == alias_version(c, name, CHAMPION) == "1"
+    mv = c.get_model_version(name, "1")
+    assert mv.tags["gate_verdict"] == "passed"
+    assert mv.tags["feature_service"] == "ranker_v1" and mv.tags["git_sha"]
+    assert "model card" in mv.description and "Gate" in mv.description
+    metrics = c.get_run(mv.run_id).data.metrics
+    assert metrics["ndcg_at_10"] > metrics["popularity_ndcg_at_10"]
+    assert metrics["ndcg_at_10"] > metrics["recent_popularity_ndcg_at_10"]
+    assert 0.5 < metrics["auc"] <= 1.0
+    assert metrics["ndcg_at_10"] <= metrics["oracle_ndcg_at_10"] + 0.02
+    assert (PROMOTED, "reelrank_training") in loop.asset_events()
+    # artifacts live under the configured root, never in the working directory
+    artifacts = s.mlflow_dir / "artifacts"
+    assert any(artifacts.rglob("reference.parquet"))
+    assert any(artifacts.rglob("MLmodel"))
+
+
+def test_training_rows_are_never_silently_lost(loop):
+    s = loop.settings
+    holdout = s.sim.end_date - timedelta(days=1)
+    info = json.loads((s.home / "training" / holdout.isoformat() / "datasets.json").read_text())
+    for part in ("train", "holdout"):
+        join = info["join"][part]
+        assert join["rows"] == info["rows"][part]
+        # rows Feast could not match were imputed and counted, not dropped
+        assert join["imputed_user_engagement"] >= join["rows"] - join["rows_returned_by_feast"]
+
+
+def test_deploy_dag_records_the_champion(loop):
+    record = json.loads((loop.settings.serving_dir / "deployment.json").read_text())
+    assert record["model_version"] == "1"
+    assert record["smoke_p99_ms"] < 1000
+
+
+def test_monitoring_dag_writes_reports_and_a_verdict(loop):
+    s = loop.settings
+    out = s.reports_dir / "drift" / s.sim.end_date.isoformat()
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert (out / "drift_report.html").stat().st_size > 10_000
+    assert json.loads((out / "drift_report.json").read_text())["metrics"]
+    assert {c["column"] for c in verdict["columns"]} >= {"prediction", "x_topic_affinity"}
+    emitted = (DRIFT, "reelrank_monitoring") in loop.asset_events()
+    assert emitted == verdict["drifted"]
+
+
+def test_features_dag_is_idempotent(loop):
+    s = loop.settings
+    day = s.sim.end_date
+    before = {p: p.stat().st_mtime_ns for p in s.lake_dir.rglob("*.parquet")}
+    feats = {v: table_path(s, v, day).stat().st_mtime_ns for v in VIEWS}
+    run_dag(s, "reelrank_features", {"day": day.isoformat()})
+    assert {p: p.stat().st_mtime_ns for p in s.lake_dir.rglob("*.parquet")} == before
+    assert {v: table_path(s, v, day).stat().st_mtime_ns for v in VIEWS} == feats
+
+
+def test_gate_failure_keeps_the_champion_and_emits_nothing(loop):
+    s = loop.settings.model_copy(
+        update={"gate": loop.settings.gate.model_copy(update={"min_margin_over_baseline": 1.0})}
+    )
+    promoted_before = loop.asset_events().count((PROMOTED, "reelrank_training"))
+    run_dag(s, "reelrank_training")
+    c = client(s)
+    name = s.ranker_model_name
+    assert alias_version(c, name, CHALLENGER) == "2"
+    assert alias_version(c, name, CHAMPION) == "1"
+    assert c.get_model_version(name, "2").tags["gate_verdict"] == "failed"
+    assert loop.asset_events().count((PROMOTED, "reelrank_training")) == promoted_before
+
+
+def test_a_failing_task_fails_the_run(loop):
+    """A task that raises (no features in an empty home) makes the run, and the call, fail."""
+    s = loop.settings.model_copy(update={"home": loop.settings.home.parent / "empty"})
+    migrate(s)
+    with pytest.raises(DagRunFailed, match="reelrank_training") as err:
+        run_dag(s, "reelrank_training", timeout_s=300)
+    assert "no feature tables" in err.value.args[0]

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.drift import DRIFTED_COUNT, VALUE_DRIFT, alert, check_drift, verdict_from_snapshot
+
+pytestmark = pytest.mark.unit
+
+
+def snapshot(cols: dict[str, tuple[float, bool]], share: float, drift_share: float) -> dict:
+    metrics = [
+        {
+            "id": "count",
+            "config": {"type": DRIFTED_COUNT, "drift_share": drift_share},
+            "value": {"count": 1.0, "share": share},
+        }
+    ]
+    tests = []
+    for i, (col, (score, failed)) in enumerate(cols.items()):
+        metrics.append(
+            {
+                "id": f"m{i}",
+                "value": score,
+                "config": {
+                    "type": VALUE_DRIFT,
+                    "column": col,
+                    "method": "Wasserstein distance (normed)",
+                    "threshold": 0.1,
+                },
+            }
+        )
+        tests.append(
+            {"status": "FAIL" if failed else "SUCCESS", "metric_config": {"metric_id": f"m{i}"}}
+        )
+    return {"metrics": metrics, "tests": tests}
+
+
+def test_verdict_reads_columns_share_and_threshold():
+    v = verdict_from_snapshot(snapshot({"a": (0.5, True), "b": (0.01, False)}, 0.5, 0.3), 10, 20)
+    assert v.drifted and v.severity == "critical"
+    assert v.drifted_columns == ["a"]
+    assert v.columns[0].score == 0.5 and v.columns[0].threshold == 0.1
+    assert "DRIFT DETECTED" in v.summary() and "a" in v.summary()
+
+
+def test_verdict_below_the_share_is_a_warning_not_an_alert(caplog):
+    v = verdict_from_snapshot(
+        snapshot({"a": (0.5, True), "b": (0.0, False), "c": (0.0, False)}, 1 / 3, 0.5), 10, 20
+    )
+    assert not v.drifted and v.severity == "warning"
+    with caplog.at_level(logging.INFO):
+        assert alert(v) is False
+    assert "ALERT" not in caplog.text
+
+
+def test_verdict_rejects_a_snapshot_without_columns():
+    with pytest.raises(ValueError):
+        verdict_from_snapshot({"metrics": [], "tests": []}, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    n = 3000
+    ref = pd.DataFrame({f"f{i}": rng.normal(0, 1, n) for i in range(5)})
+    same = pd.DataFrame({f"f{i}": rng.normal(0, 1, n) for i in range(5)})
+    shifted = same.copy()
+    shifted["f0"] += 2.0
+    shifted["f3"] *= 4.0
+    return ref, same, shifted
+
+
+def test_evidently_flags_the_shifted_columns_and_saves_reports(tmp_path, frames, caplog):
+    ref, _, shifted = frames
+    v = check_drift(ref, shifted, tmp_path, drift_share=0.3)
+    assert v.drifted
+    assert set(v.drifted_columns) == {"f0", "f3"}
+    assert v.share_drifted == pytest.approx(0.4)
+    assert (tmp_path / "drift_report.html").stat().st_size > 10_000
+    assert json.loads((tmp_path / "verdict.json").read_text())["drifted_columns"] == ["f0", "f3"]
+    with caplog.at_level(logging.WARNING):
+        assert alert(v) is True
+    assert "ALERT reelrank drift" in caplog.text and "f0" in caplog.text
+
+
+def test_evidently_stays_quiet_on_the_same_distribution(tmp_path, frames):
+    ref, same, _ = frames
+    v = check_drift(ref, same, tmp_path)
+    assert not v.drifted and v.drifted_columns == []

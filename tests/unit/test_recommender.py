@@ -1,0 +1,99 @@
+"""The serving class on its own: a real XGBoost model, an in-memory user store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from feature_repo.columns import AFFINITY_COLUMNS, USER_COLUMNS
+from features.batch import FEATURE_DEFAULTS
+from features.cross import MODEL_FEATURES, model_matrix
+from serving.pipeline import ITEM_FEATURES, USER_FEATURES, ItemTable, RankedModel, Recommender
+
+pytestmark = pytest.mark.unit
+N_VIDEOS = 40
+
+
+@pytest.fixture(scope="module")
+def booster() -> xgb.Booster:
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.random((500, len(MODEL_FEATURES))), columns=list(MODEL_FEATURES))
+    y = (x["x_topic_affinity"] + 0.1 * rng.random(500) > 0.5).astype(int)
+    model = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(x.astype(np.float32), y)
+    return model.get_booster()
+
+
+@pytest.fixture
+def items() -> ItemTable:
+    rng = np.random.default_rng(1)
+    cols: dict[str, list[float | None]] = {c: list(rng.random(N_VIDEOS)) for c in ITEM_FEATURES}
+    cols["v_topic_slot"] = [float(i % 4) for i in range(N_VIDEOS)]
+    cols["v_imp_7d"] = [float(i) for i in range(N_VIDEOS)]
+    cols["c_like_rate_28d"][0] = None  # a missing value
+    return ItemTable.from_columns([f"v{i}" for i in range(N_VIDEOS)], cols)
+
+
+def user_vector(topic: int) -> np.ndarray:
+    u = np.array([FEATURE_DEFAULTS[c] for c in USER_FEATURES], dtype=np.float32)
+    aff = np.full(len(AFFINITY_COLUMNS), 0.01, np.float32)
+    aff[topic] = 0.9
+    u[len(USER_COLUMNS) :] = aff
+    return u
+
+
+@pytest.fixture
+def rec(booster, items) -> Recommender:
+    users = {"fan-of-2": user_vector(2)}
+    return Recommender(RankedModel(booster, "m", "7"), items, users.get, n_candidates=20)
+
+
+def test_missing_item_values_get_defaults_and_are_flagged(items):
+    assert items.missing[0] and not items.missing[1:].any()
+    assert items.features[0, ITEM_FEATURES.index("c_like_rate_28d")] == pytest.approx(
+        FEATURE_DEFAULTS["c_like_rate_28d"]
+    )
+
+
+def test_serving_matrix_equals_the_training_matrix(rec, items):
+    """Training (pandas) and serving (numpy) must build identical model inputs."""
+    user = user_vector(2)
+    rows = np.arange(N_VIDEOS)
+    served = rec.feature_matrix(user, rows)
+    frame = pd.DataFrame(items.features, columns=list(ITEM_FEATURES))
+    for c, v in zip(USER_FEATURES, user, strict=True):
+        frame[c] = v
+    np.testing.assert_allclose(served, model_matrix(frame).to_numpy(), rtol=1e-6)
+
+
+def test_rank_orders_scores_and_reports_unknown_videos(rec):
+    out = rec.rank("fan-of-2", ["v1", "v2", "nope", "v6"])
+    assert out.unknown_video_ids == ["nope"]
+    assert sorted(out.video_ids) == ["v1", "v2", "v6"]
+    assert out.scores == sorted(out.scores, reverse=True)
+    assert not out.cold_start
+
+
+def test_recommend_prefers_the_users_topic(rec, items):
+    out = rec.recommend("fan-of-2", 5)
+    slots = [
+        items.features[items.index[v], ITEM_FEATURES.index("v_topic_slot")] for v in out.video_ids
+    ]
+    assert len(out.video_ids) == 5 and slots.count(2.0) >= 4
+
+
+def test_unknown_user_gets_the_cold_start_path(rec):
+    out = rec.recommend("stranger", 3)
+    assert out.cold_start and len(out.video_ids) == 3
+    assert rec.stats["cold_start"] == 1
+
+
+def test_candidate_pool_mixes_popular_and_fresh(items):
+    rows = items.popular(10, fresh_share=0.2).tolist()
+    engagement = items.column("v_imp_7d") * (
+        items.column("v_completion_rate_7d") + items.column("v_like_rate_7d")
+    )
+    top = np.argsort(-engagement)[:8].tolist()
+    freshest = [i for i in np.argsort(items.column("v_age_hours")).tolist() if i not in top][:2]
+    assert rows == top + freshest
