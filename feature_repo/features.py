@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from feast import FeatureView, Field
+from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Float64
 
 from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
@@ -19,47 +19,55 @@ from feature_repo.entities import creator, user, video
 TTL = timedelta(days=30)
 
 
-def _fields(names: tuple[str, ...]) -> list[Field]:
-    return [Field(name=n, dtype=Float64) for n in names]
+def _view(
+    name: str,
+    entity: Entity,
+    columns: tuple[str, ...],
+    source: FileSource,
+    windows: str,
+    description: str,
+) -> FeatureView:
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=TTL,
+        schema=[Field(name=c, dtype=Float64) for c in columns],
+        source=source,
+        online=True,
+        tags={"owner": "reelrank", "windows": windows},
+        description=description,
+    )
 
 
-user_engagement = FeatureView(
-    name="user_engagement",
-    entities=[user],
-    ttl=TTL,
-    schema=_fields(USER_COLUMNS),
-    source=user_engagement_source,
-    online=True,
-    tags={"owner": "reelrank", "windows": "1d,7d,28d"},
-    description="Per-user impressions, watch time and engagement rates over 1/7/28 days.",
+user_engagement = _view(
+    "user_engagement",
+    user,
+    USER_COLUMNS,
+    user_engagement_source,
+    "1d,7d,28d",
+    "Per-user impressions, watch time and engagement rates over 1/7/28 days.",
 )
-user_topic_affinity = FeatureView(
-    name="user_topic_affinity",
-    entities=[user],
-    ttl=TTL,
-    schema=_fields(AFFINITY_COLUMNS),
-    source=user_topic_affinity_source,
-    online=True,
-    tags={"owner": "reelrank", "windows": "28d"},
-    description="Share of a user's positive engagement per topic slot (28 days, smoothed).",
+user_topic_affinity = _view(
+    "user_topic_affinity",
+    user,
+    AFFINITY_COLUMNS,
+    user_topic_affinity_source,
+    "28d",
+    "Share of a user's positive engagement per topic slot (28 days, smoothed).",
 )
-video_stats = FeatureView(
-    name="video_stats",
-    entities=[video],
-    ttl=TTL,
-    schema=_fields(VIDEO_COLUMNS),
-    source=video_stats_source,
-    online=True,
-    tags={"owner": "reelrank", "windows": "1d,7d"},
-    description="Per-video engagement, freshness (age) and velocity.",
+video_stats = _view(
+    "video_stats",
+    video,
+    VIDEO_COLUMNS,
+    video_stats_source,
+    "1d,7d",
+    "Per-video engagement, freshness (age) and velocity.",
 )
-creator_stats = FeatureView(
-    name="creator_stats",
-    entities=[creator],
-    ttl=TTL,
-    schema=_fields(CREATOR_COLUMNS),
-    source=creator_stats_source,
-    online=True,
-    tags={"owner": "reelrank", "windows": "28d"},
-    description="Per-creator catalog size and 28-day engagement quality.",
+creator_stats = _view(
+    "creator_stats",
+    creator,
+    CREATOR_COLUMNS,
+    creator_stats_source,
+    "28d",
+    "Per-creator videos uploaded and engagement quality over 28 days.",
 )

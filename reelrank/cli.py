@@ -32,6 +32,7 @@ DayOpt = Annotated[str | None, typer.Option(help="day to process, YYYY-MM-DD")]
 def _settings() -> Settings:
     s = get_settings()
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return s
 
 
