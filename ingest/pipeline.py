@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -49,6 +50,31 @@ def _write_by_arrival(
         result.written.setdefault(table, []).append(day.isoformat())
 
 
+class WorldMismatch(ValueError):
+    """The lake holds another simulated world than the settings describe."""
+
+
+def check_world_manifest(settings: Settings) -> None:
+    """Refuse to mix two simulated worlds in one lake (idempotent skips would hide it).
+
+    The first ingestion records the simulation settings in ``<lake>/_world.json``; a later
+    one with other settings stops with a message instead of appending days of another world.
+    """
+    path = settings.lake_dir / "_world.json"
+    current = settings.sim.model_dump(mode="json")
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != current:
+            diff = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
+            raise WorldMismatch(
+                f"the lake in {settings.lake_dir} was simulated with other settings "
+                f"(recorded, now): {diff}; use another REELRANK_HOME or `make clean`"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2))
+
+
 def ingest_simulated(settings: Settings, through: date, force: bool = False) -> IngestResult:
     """Write every missing partition up to and including ``through`` (idempotent).
 
@@ -60,6 +86,7 @@ def ingest_simulated(settings: Settings, through: date, force: bool = False) -> 
     through = min(through, sim.end_date)
     if through < sim.start_date:
         raise ValueError(f"{through} is before the simulation starts ({sim.start_date})")
+    check_world_manifest(settings)
     world = generate_world(sim)
     result = IngestResult(through=through)
 

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from datetime import date
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,13 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 console = Console()
+
+
+class Scenario(StrEnum):
+    none = "none"
+    topic_surge = "topic_surge"
+    interest_shift = "interest_shift"
+
 
 DayOpt = Annotated[str | None, typer.Option(help="day to process, YYYY-MM-DD")]
 
@@ -161,15 +169,16 @@ def models_promote(
 @app.command()
 def demo(
     scenario: Annotated[
-        str,
-        typer.Option(help="simulated drift on the last day: none, topic_surge or interest_shift"),
-    ] = "none",
+        Scenario, typer.Option(help="simulated drift injected on the last day")
+    ] = Scenario.none,
 ) -> None:
     """The whole loop once, through Airflow, ending with a readable summary."""
     from reelrank.demo import run_demo
 
-    if scenario != "none":
-        os.environ["REELRANK_SIM__SCENARIO"] = scenario
+    if scenario is not Scenario.none:
+        os.environ["REELRANK_SIM__SCENARIO"] = scenario.value
+        # a drifted world is another world: keep it apart from the stationary one
+        os.environ.setdefault("REELRANK_HOME", f"var/scenario-{scenario.value}")
     s = _settings()
     summary = run_demo(s, console)
     path = s.home / "demo_summary.json"

@@ -102,3 +102,14 @@ def test_crash_mid_write_leaves_no_partition(tmp_path, world, impressions, monke
     part_dir = partition_path(tmp_path / "lake", "impressions", DAY).parent
     assert not any(part_dir.iterdir())
     assert read_table(tmp_path / "lake", "impressions").empty
+
+
+def test_a_lake_refuses_a_second_world(tmp_path):
+    from ingest.pipeline import WorldMismatch, check_world_manifest
+    from reelrank.settings import get_settings
+
+    s = get_settings(home=tmp_path, sim={"n_users": 10})
+    check_world_manifest(s)
+    check_world_manifest(s)  # same world: fine
+    with pytest.raises(WorldMismatch, match="n_users"):
+        check_world_manifest(get_settings(home=tmp_path, sim={"n_users": 11}))
