@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
@@ -44,8 +45,13 @@ def _settings() -> Settings:
     return s
 
 
-def _day(value: str | None, default: date) -> date:
-    return date.fromisoformat(value) if value else default
+def _day(value: str | None, default: Callable[[], date]) -> date:
+    if not value:
+        return default()
+    try:
+        return date.fromisoformat(value)
+    except ValueError as err:
+        raise typer.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)") from err
 
 
 def _print_json(obj: Any) -> None:
@@ -58,7 +64,7 @@ def simulate(through: DayOpt = None) -> None:
     from ingest.pipeline import ingest_simulated
 
     s = _settings()
-    _print_json(ingest_simulated(s, _day(through, s.sim.end_date)).to_dict())
+    _print_json(ingest_simulated(s, _day(through, lambda: s.sim.end_date)).to_dict())
 
 
 @app.command()
@@ -67,7 +73,7 @@ def features(through: DayOpt = None) -> None:
     from features.pipeline import run_features
 
     s = _settings()
-    _print_json(run_features(s, _day(through, s.sim.end_date)).to_dict())
+    _print_json(run_features(s, _day(through, lambda: s.sim.end_date)).to_dict())
 
 
 @app.command()
@@ -77,7 +83,7 @@ def train(holdout: DayOpt = None) -> None:
     from training.pipeline import run_training
 
     s = _settings()
-    out = run_training(s, _day(holdout, latest_feature_day(s)))
+    out = run_training(s, _day(holdout, lambda: latest_feature_day(s)))
     _print_json(
         {
             "version": out["gate"]["version"],
@@ -95,7 +101,7 @@ def monitor(day: DayOpt = None) -> None:
     from monitoring.pipeline import run_monitoring
 
     s = _settings()
-    result = run_monitoring(s, _day(day, latest_feature_day(s)))
+    result = run_monitoring(s, _day(day, lambda: latest_feature_day(s)))
     _print_json(result)
     raise typer.Exit(code=3 if result["drifted"] else 0)
 
@@ -186,5 +192,18 @@ def demo(
     console.print(f"\nsummary written to {path}")
 
 
+def main() -> None:
+    """Entry point: expected failures (missing data, a rejected batch, a failed DAG run)
+    print one clear message and exit 1 instead of a stack trace."""
+    from ingest.lake import BatchRejected
+    from reelrank.airflow_runner import DagRunFailed
+
+    try:
+        app(standalone_mode=True)
+    except (FileNotFoundError, BatchRejected, DagRunFailed, ValueError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from reelrank.cli import app
+
+pytestmark = pytest.mark.unit
+runner = CliRunner()
+
+
+def test_help_lists_every_stage():
+    out = runner.invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for cmd in ("demo", "simulate", "features", "train", "serve", "monitor", "dag", "models"):
+        assert cmd in out.output
+
+
+def test_a_bad_day_is_a_usage_error():
+    out = runner.invoke(app, ["train", "--holdout", "2025-13-45"])
+    assert out.exit_code == 2
+    assert "is not a day" in out.output
+
+
+def test_an_unknown_scenario_is_refused():
+    out = runner.invoke(app, ["demo", "--scenario", "meteor"])
+    assert out.exit_code == 2
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reelrank.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+
+
+def test_missing_data_is_one_clear_line_and_exit_1(tmp_path):
+    import os
+
+    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "empty"), "COLUMNS": "200"}
+    out = run_cli("train", env=env)
+    assert out.returncode == 1
+    assert "error: no feature tables" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_simulate_writes_the_lake(tmp_path):
+    import os
+
+    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "h"), "REELRANK_SIM__N_USERS": "50",
+           "REELRANK_SIM__N_VIDEOS": "100", "REELRANK_SIM__N_CREATORS": "5",
+           "REELRANK_SIM__DAYS": "3"}
+    out = run_cli("simulate", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "h" / "lake" / "impressions" / "day=2025-06-03").is_dir()
