@@ -67,6 +67,14 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
         timings[dag_id] = round(r.seconds, 1)
         console.print(f"[green]✓[/] {dag_id} ({what}) in {r.seconds:.1f}s")
 
+    # what the first training registered, read back from MLflow
+    c = client(settings)
+    name = settings.ranker_model_name
+    champion = alias_version(c, name, CHAMPION)
+    challenger = alias_version(c, name, CHALLENGER)
+    mv = c.get_model_version(name, challenger) if challenger else None
+    metrics = c.get_run(mv.run_id).data.metrics if mv else {}
+
     user = _pick_user(settings, first_day)
     with console.status("starting the BentoML server"):
         server = start_server(settings, port=free_port())
@@ -92,16 +100,29 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
         )
         console.print(f"[green]✓[/] {dag_id} ({what}) in {r.seconds:.1f}s")
 
-    c = client(settings)
-    name = settings.ranker_model_name
-    champion = alias_version(c, name, CHAMPION)
-    challenger = alias_version(c, name, CHALLENGER)
-    mv = c.get_model_version(name, challenger) if challenger else None
-    run = c.get_run(mv.run_id) if mv else None
-    metrics = run.data.metrics if run else {}
-    verdict = json.loads(
-        (settings.reports_dir / "drift" / last.isoformat() / "verdict.json").read_text()
-    )
+    # The scheduler would now run reelrank_training on the "drift detected" Asset (and
+    # reelrank_deploy on "model promoted"); `airflow dags test` does not follow Assets, so the
+    # demo runs what they would schedule.
+    drift_file = settings.reports_dir / "drift" / last.isoformat() / "verdict.json"
+    retrain: dict[str, Any] | None = None
+    if json.loads(drift_file.read_text())["drifted"]:
+        before = alias_version(c, name, CHAMPION)
+        with console.status("[bold]reelrank_training[/]: retraining on drift"):
+            r = run_dag(settings, "reelrank_training")
+        timings["reelrank_training:drift"] = round(r.seconds, 1)
+        after = alias_version(c, name, CHAMPION)
+        retrain = {
+            "champion_before": before,
+            "champion_after": after,
+            "challenger": alias_version(c, name, CHALLENGER),
+        }
+        console.print(f"[green]✓[/] reelrank_training (retrain on drift) in {r.seconds:.1f}s")
+        if after != before:
+            r = run_dag(settings, "reelrank_deploy")
+            timings["reelrank_deploy:drift"] = round(r.seconds, 1)
+            console.print(f"[green]✓[/] reelrank_deploy (v{after}) in {r.seconds:.1f}s")
+
+    verdict = json.loads(drift_file.read_text())
     counts = _lake_counts(settings)
     datasets = json.loads(
         (settings.home / "training" / first_day.isoformat() / "datasets.json").read_text()
@@ -137,6 +158,7 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
             "share_drifted": round(verdict["share_drifted"], 3),
             "report_html": verdict["report_html"],
         },
+        "retrain_on_drift": retrain,
         "dag_seconds": timings,
     }
     _print_summary(console, summary)
@@ -204,5 +226,17 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         f"{'DRIFT' if dr['drifted'] else 'no drift'} (severity "
         f"{dr['severity']}, share {dr['share_drifted']}, drifted: {cols})",
     )
-    t.add_row("drift report", str(dr["report_html"]))
+    if s["retrain_on_drift"]:
+        rt = s["retrain_on_drift"]
+        moved = rt["champion_after"] != rt["champion_before"]
+        t.add_row(
+            "retrain on drift",
+            f"challenger v{rt['challenger']}: "
+            + (
+                f"promoted, champion v{rt['champion_before']} -> v{rt['champion_after']}"
+                if moved
+                else f"gate failed, champion stays v{rt['champion_before']}"
+            ),
+        )
     console.print(t)
+    console.print(f"drift report: {dr['report_html']}")

@@ -31,8 +31,14 @@ def test_an_unknown_scenario_is_refused():
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reelrank.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "reelrank.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_missing_data_is_one_clear_line_and_exit_1(tmp_path):
@@ -48,9 +54,14 @@ def test_missing_data_is_one_clear_line_and_exit_1(tmp_path):
 def test_simulate_writes_the_lake(tmp_path):
     import os
 
-    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "h"), "REELRANK_SIM__N_USERS": "50",
-           "REELRANK_SIM__N_VIDEOS": "100", "REELRANK_SIM__N_CREATORS": "5",
-           "REELRANK_SIM__DAYS": "3"}
+    env = {
+        **os.environ,
+        "REELRANK_HOME": str(tmp_path / "h"),
+        "REELRANK_SIM__N_USERS": "50",
+        "REELRANK_SIM__N_VIDEOS": "100",
+        "REELRANK_SIM__N_CREATORS": "5",
+        "REELRANK_SIM__DAYS": "3",
+    }
     out = run_cli("simulate", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "h" / "lake" / "impressions" / "day=2025-06-03").is_dir()
