@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from features.batch import (
     user_topic_affinity,
     video_stats,
 )
-from ingest.lake import partition_days, read_table
+from ingest.lake import atomic_write, partition_days, read_table
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,18 +53,12 @@ def load_vocabulary(settings: Settings) -> list[str]:
 
 
 def _save_vocabulary(settings: Settings, vocab: list[str]) -> None:
-    path = settings.features_dir / "topic_vocab.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(vocab))
-    os.replace(tmp, path)
+    text = json.dumps(vocab)
+    atomic_write(settings.features_dir / "topic_vocab.json", lambda tmp: tmp.write_text(text))
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def compute_features(settings: Settings, through: date, force: bool = False) -> FeatureResult:

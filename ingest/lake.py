@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 
@@ -35,15 +35,21 @@ def partition_path(lake_dir: Path, table: str, day: date) -> Path:
     return lake_dir / table / f"day={day.isoformat()}" / PART
 
 
-def _atomic_write_parquet(table: object, path: Path) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write through ``write(tmp)`` into a hidden temporary file, then rename it into place.
+
+    Readers see the old file or the new one, never half of one; a crash leaves at most a
+    hidden ``.tmp`` file, which readers ignore and the next write removes.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        pq.write_table(table, tmp)  # type: ignore[arg-type]
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
 
 
 def write_partition(
@@ -64,7 +70,8 @@ def write_partition(
         (qdir / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
         raise BatchRejected(report, qdir)
     path = partition_path(lake_dir, table, day)
-    _atomic_write_parquet(to_arrow(contract, df), path)
+    table = to_arrow(contract, df)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 

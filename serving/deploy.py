@@ -8,13 +8,13 @@ restarts or reloads a server, and writes a deployment record people and tools ca
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from ingest.lake import atomic_write
 from reelrank.settings import Settings
 
 
@@ -41,9 +41,6 @@ def deploy_champion(settings: Settings, n_requests: int = 50) -> dict[str, Any]:
         "smoke_p50_ms": round(float(np.percentile(latencies, 50)), 3),
         "smoke_p99_ms": round(float(np.percentile(latencies, 99)), 3),
     }
-    settings.serving_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.serving_dir / "deployment.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    text = json.dumps(record, indent=2)
+    path = atomic_write(settings.serving_dir / "deployment.json", lambda t: t.write_text(text))
     return {**record, "record": str(path)}

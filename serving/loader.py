@@ -13,8 +13,6 @@ from reelrank.settings import Settings
 from serving.pipeline import ITEM_FEATURES, USER_FEATURES, ItemTable, RankedModel, Recommender
 
 log = logging.getLogger(__name__)
-USER_VIEWS = ("user_engagement", "user_topic_affinity")
-ITEM_VIEWS = {"video_stats": "video", "creator_stats": "creator"}
 
 
 def _view_of(feature: str) -> str:

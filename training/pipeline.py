@@ -23,7 +23,7 @@ import pandas as pd
 from features.cross import MODEL_FEATURES, model_matrix
 from reelrank.settings import Settings
 from training import baselines
-from training.dataset import DataWindow, JoinReport, build_sets
+from training.dataset import DataWindow, build_sets
 from training.evaluate import Metrics, evaluate_scores
 from training.gate import GateVerdict, decide
 from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
@@ -273,6 +273,3 @@ def run_training(settings: Settings, holdout: date) -> dict[str, Any]:
     trained = train_and_register(settings, holdout)
     gated = gate_and_promote(settings, trained)
     return {"datasets": datasets, "trained": trained, "gate": gated}
-
-
-__all__ = ["JoinReport", "build_datasets", "gate_and_promote", "run_training", "train_and_register"]
