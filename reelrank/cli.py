@@ -144,12 +144,15 @@ def models_list() -> None:
     s = _settings()
     c = client(s)
     table = Table("version", "aliases", "gate", "ndcg@10", "data window", "created")
+    by_version: dict[str, list[str]] = {}
+    for alias, v in c.get_registered_model(s.ranker_model_name).aliases.items():
+        by_version.setdefault(str(v), []).append(alias)
     for mv in sorted(
         c.search_model_versions(f"name='{s.ranker_model_name}'"), key=lambda m: int(m.version)
     ):
         table.add_row(
             str(mv.version),
-            ",".join(mv.aliases),
+            ",".join(sorted(by_version.get(str(mv.version), []))),
             mv.tags.get("gate_verdict", ""),
             mv.tags.get("ndcg_at_10", ""),
             mv.tags.get("data_window", ""),
@@ -167,7 +170,13 @@ def models_promote(
 
     s = _settings()
     c = client(s)
-    c.get_model_version(s.ranker_model_name, version)  # raises if it does not exist
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_model_version(s.ranker_model_name, version)
+    except MlflowException as err:
+        console.print(f"[bold red]error:[/] {s.ranker_model_name} has no version {version!r}")
+        raise typer.Exit(code=1) from err
     c.set_registered_model_alias(s.ranker_model_name, alias, version)
     console.print(f"{s.ranker_model_name}@{alias} -> v{version}")
 

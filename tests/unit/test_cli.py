@@ -65,3 +65,23 @@ def test_simulate_writes_the_lake(tmp_path):
     out = run_cli("simulate", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "h" / "lake" / "impressions" / "day=2025-06-03").is_dir()
+
+
+def test_models_promote_moves_the_alias_and_refuses_unknown_versions(tmp_path):
+    import os
+
+    from reelrank.settings import get_settings
+    from training.registry import client
+
+    s = get_settings(home=tmp_path / "h")
+    c = client(s)
+    c.create_registered_model(s.ranker_model_name)
+    for _ in range(2):
+        c.create_model_version(s.ranker_model_name, source=str(tmp_path))
+    env = {**os.environ, "REELRANK_HOME": str(s.home), "COLUMNS": "200"}
+    assert run_cli("models", "promote", "2", env=env).returncode == 0
+    assert str(c.get_model_version_by_alias(s.ranker_model_name, "champion").version) == "2"
+    bad = run_cli("models", "promote", "9", env=env)
+    assert bad.returncode == 1 and "no version '9'" in bad.stdout
+    listing = run_cli("models", "list", env=env)
+    assert listing.returncode == 0 and "champion" in listing.stdout
