@@ -20,7 +20,7 @@ from assets import DEFAULT_ARGS, DRIFT_DETECTED, START
     params={"day": Param(None, type=["null", "string"], description="YYYY-MM-DD to check")},
     doc_md="""
 ### Monitoring
-Compares the model inputs and predictions of the latest featurized day with the training
+Compares the model inputs and predictions of the day that just ended (or `day`) with the training
 reference stored beside the champion (Evidently DataDriftPreset). Saves HTML and JSON
 reports, logs an alert line on drift, and emits **drift detected**, which schedules training.
 """,
@@ -28,16 +28,18 @@ reports, logs an alert line on drift, and emits **drift detected**, which schedu
 def reelrank_monitoring() -> None:
     @task
     def check() -> dict[str, Any]:
-        from features.pipeline import latest_feature_day
+        from features.pipeline import has_features
         from ingest.calendar import resolve_day
         from monitoring.pipeline import run_monitoring
         from reelrank.settings import get_settings
 
+        ctx = get_current_context()
         settings = get_settings()
-        # the latest featurized day: monitoring never runs ahead of the features DAG
-        day = resolve_day(
-            get_current_context()["params"].get("day"), None, latest_feature_day(settings)
-        )
+        # keyed on the data interval: a scheduled run checks the day that just ended, and
+        # skips (rather than re-checking an old day) when its features are not there yet
+        day = resolve_day(ctx["params"].get("day"), ctx.get("logical_date"))
+        if not has_features(settings, day):
+            raise AirflowSkipException(f"no features for {day} yet")
         return run_monitoring(settings, day)
 
     @task(outlets=[DRIFT_DETECTED])

@@ -15,6 +15,7 @@ from assets import DEFAULT_ARGS, DRIFT_DETECTED, FEATURES_READY, MODEL_PROMOTED,
     schedule=(FEATURES_READY | DRIFT_DETECTED),
     start_date=pendulum.parse(START),
     catchup=False,
+    max_active_runs=1,  # features and drift can both trigger it; runs must not interleave
     default_args=DEFAULT_ARGS,
     tags=["reelrank", "training"],
     params={"day": Param(None, type=["null", "string"], description="holdout day YYYY-MM-DD")},

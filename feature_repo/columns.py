@@ -36,3 +36,10 @@ CREATOR_COLUMNS: tuple[str, ...] = (
     "c_like_rate_28d",
     "c_follow_rate_28d",
 )
+
+VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "user_engagement": USER_COLUMNS,
+    "user_topic_affinity": AFFINITY_COLUMNS,
+    "video_stats": VIDEO_COLUMNS,
+    "creator_stats": CREATOR_COLUMNS,
+}

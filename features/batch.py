@@ -182,7 +182,10 @@ def creator_stats(imp: pd.DataFrame, videos: pd.DataFrame, day: date) -> pd.Data
     w28 = _window(imp, day, 28)
     p = _priors(w28)
     g = w28.groupby("creator_id")
-    out = pd.DataFrame({"c_videos_28d": cat.groupby("creator_id").size()})
+    # every creator with recent uploads or recent impressions (old videos still get watched)
+    creators = pd.Index(cat["creator_id"].unique()).union(pd.Index(w28["creator_id"].unique()))
+    out = pd.DataFrame(index=creators.rename(None))
+    out["c_videos_28d"] = cat.groupby("creator_id").size()
     out["c_imp_28d"] = g.size()
     out = out.fillna(0.0)
     for name, col in (

@@ -107,6 +107,10 @@ def register_and_materialize(settings: Settings, through: date) -> str:
     return materialize(store, as_of_timestamp(first), as_of_timestamp(through))
 
 
+def has_features(settings: Settings, day: date) -> bool:
+    return all(table_path(settings, v, day).exists() for v in VIEWS)
+
+
 def latest_feature_day(settings: Settings) -> date:
     """The last day whose feature tables are all written (what training may use)."""
     days = sorted(p.stem for p in (settings.features_dir / VIEWS[0]).glob("*.parquet"))

@@ -61,10 +61,8 @@ def repo_objects(settings: Settings) -> list[Any]:
         features.video_stats,
         features.creator_stats,
     ]
-    for view in views:
-        source = view.batch_source
-        relative = source.path.split("features/", 1)[-1]
-        source.file_options.uri = str(settings.features_dir / relative)
+    for view in views:  # each view reads the table of its own name
+        view.batch_source.file_options.uri = str(settings.features_dir / view.name / "*.parquet")
     return [
         entities.user,
         entities.video,

@@ -91,7 +91,7 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
 
     for dag_id, conf, what in [
         ("reelrank_features", {"day": last.isoformat()}, f"a new day arrives: {last}"),
-        ("reelrank_monitoring", None, f"drift check of {last}"),
+        ("reelrank_monitoring", {"day": last.isoformat()}, f"drift check of {last}"),
     ]:
         with console.status(f"[bold]{dag_id}[/]: {what}"):
             r = run_dag(settings, dag_id, conf)

@@ -73,8 +73,6 @@ class ServingSettings(BaseModel):
     port: int = 3000
     workers: int = 1
     n_candidates: int = Field(200, description="recent-popular candidates ranked by /recommend")
-    max_k: int = 100
-    max_rank_candidates: int = 1000
     startup_timeout_s: float = 120.0
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from feature_repo.columns import VIEW_COLUMNS
 from features.batch import FEATURE_DEFAULTS
+from features.cross import MODEL_FEATURES
 from ingest.lake import read_table
 from reelrank.settings import Settings
 from serving.pipeline import ITEM_FEATURES, USER_FEATURES, ItemTable, RankedModel, Recommender
@@ -15,14 +17,11 @@ from serving.pipeline import ITEM_FEATURES, USER_FEATURES, ItemTable, RankedMode
 log = logging.getLogger(__name__)
 
 
-def _view_of(feature: str) -> str:
-    from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS
+_VIEW_OF = {c: view for view, cols in VIEW_COLUMNS.items() for c in cols}
 
-    if feature in USER_COLUMNS:
-        return "user_engagement"
-    if feature in AFFINITY_COLUMNS:
-        return "user_topic_affinity"
-    return "creator_stats" if feature in CREATOR_COLUMNS else "video_stats"
+
+def _view_of(feature: str) -> str:
+    return _VIEW_OF[feature]  # a KeyError here means a feature no view declares
 
 
 class FeastUserReader:
@@ -69,10 +68,15 @@ def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
     mv = c.get_model_version_by_alias(settings.ranker_model_name, alias)
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{mv.version}")
     booster = model.get_booster()
+    names = tuple(booster.feature_names or ())
+    if names != MODEL_FEATURES:
+        # numpy input is positional: a model trained on other columns would score garbage
+        raise ValueError(
+            f"{settings.ranker_model_name} v{mv.version} expects features {names}, "
+            f"serving builds {MODEL_FEATURES}"
+        )
     booster.set_param({"nthread": 1})
-    return RankedModel(
-        booster, settings.ranker_model_name, str(mv.version), tuple(booster.feature_names or ())
-    )
+    return RankedModel(booster, settings.ranker_model_name, str(mv.version), names)
 
 
 def build_recommender(settings: Settings) -> Recommender:

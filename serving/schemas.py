@@ -11,6 +11,7 @@ from ingest.schema import SURFACES
 Surface = Literal["spotlight", "discover", "stories"]
 assert set(SURFACES) == set(Surface.__args__)  # type: ignore[attr-defined]
 
+# Input limits live here only: BentoML validates them and answers 400 with the field's name.
 MAX_K = 100
 MAX_CANDIDATES = 1000
 

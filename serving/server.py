@@ -48,7 +48,10 @@ class RunningServer:
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            for pid in [self.pid, *children]:
+            # the workers run in sessions of their own: kill the group and each child
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            for pid in children:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.process.wait(timeout=10)
@@ -103,15 +106,19 @@ def start_server(
         )
     server = RunningServer(proc, f"http://{settings.serving.host}:{port}", log_path)
     deadline = time.monotonic() + settings.serving.startup_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}; see {log_path}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+    except BaseException:  # Ctrl-C while waiting must not leave a server behind
+        server.stop()
+        raise
     server.stop()
     raise TimeoutError(
         f"server not ready after {settings.serving.startup_timeout_s}s; see {log_path}"

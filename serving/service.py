@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
 
 from reelrank.settings import get_settings
 from serving.pipeline import Scored
@@ -44,15 +43,10 @@ class RecommenderService:
         self.settings = get_settings()
         self.rec = build_recommender(self.settings)
 
-    def _check_k(self, k: int) -> None:
-        if k > self.settings.serving.max_k:
-            raise InvalidArgument(f"k={k} exceeds the limit of {self.settings.serving.max_k}")
-
     @bentoml.api(input_spec=RecommendRequest)
     def recommend(self, **params: Any) -> RecommendResponse:
         """The user's feed: the top k of the candidate pool, ranked by the champion."""
         req = RecommendRequest(**params)
-        self._check_k(req.k)
         scored = self.rec.recommend(req.user_id, req.k)
         m = self.rec.model
         return RecommendResponse(
@@ -69,11 +63,6 @@ class RecommenderService:
     def rank(self, **params: Any) -> RankResponse:
         """Scores for the given candidate videos, best first."""
         req = RankRequest(**params)
-        if len(req.video_ids) > self.settings.serving.max_rank_candidates:
-            raise InvalidArgument(
-                f"{len(req.video_ids)} candidates exceed the limit of "
-                f"{self.settings.serving.max_rank_candidates}"
-            )
         scored = self.rec.rank(req.user_id, req.video_ids)
         m = self.rec.model
         return RankResponse(

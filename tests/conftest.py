@@ -84,6 +84,6 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
         "training": run_dag(settings, "reelrank_training"),
         "deploy": run_dag(settings, "reelrank_deploy"),
         "features_last": run_dag(settings, "reelrank_features", {"day": last.isoformat()}),
-        "monitoring": run_dag(settings, "reelrank_monitoring"),
+        "monitoring": run_dag(settings, "reelrank_monitoring", {"day": last.isoformat()}),
     }
     return Loop(settings, runs)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
+from feature_repo.columns import VIEW_COLUMNS
 from features.batch import FEATURE_DEFAULTS, as_of_timestamp
 from ingest.lake import read_table
 from reelrank.settings import Settings
@@ -26,12 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
-    "user_engagement": USER_COLUMNS,
-    "user_topic_affinity": AFFINITY_COLUMNS,
-    "video_stats": VIDEO_COLUMNS,
-    "creator_stats": CREATOR_COLUMNS,
-}
 LABEL_COLUMNS = ("completed", "liked", "shared", "skipped", "watch_time_s", "duration_s")
 
 

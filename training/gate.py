@@ -51,9 +51,12 @@ def decide(
     ok = not math.isnan(value)
     reasons = [] if ok else [f"challenger {m} is undefined"]
     for name, ref in refs.items():
-        passed = value >= ref + margins[name]
+        # a baseline must be matched plus its margin; the champion must be strictly beaten,
+        # so retraining on the same data (a tie) does not churn deployments
+        need = ref + margins[name]
+        passed = value > need if name == "champion" else value >= need
         ok = ok and passed
-        sign = ">=" if passed else "<"
+        sign = (">" if name == "champion" else ">=") if passed else "<="
         reasons.append(f"{m} {value:.4f} {sign} {name} {ref:.4f} + margin {margins[name]}")
     if champion is None:
         reasons.append("no champion yet")

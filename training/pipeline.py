@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.cross import MODEL_FEATURES, model_matrix
+from ingest.lake import atomic_write
 from reelrank.settings import Settings
 from training import baselines
 from training.dataset import DataWindow, build_sets
@@ -42,16 +43,16 @@ def build_datasets(settings: Settings, holdout: date) -> dict[str, Any]:
     window = DataWindow.ending_at(holdout, settings.training.train_days)
     train, hold, reports = build_sets(settings, feature_store(settings), window)
     out = _dir(settings, holdout)
-    out.mkdir(parents=True, exist_ok=True)
-    train.to_parquet(out / "train.parquet", index=False)
-    hold.to_parquet(out / "holdout.parquet", index=False)
+    atomic_write(out / "train.parquet", lambda tmp: train.to_parquet(tmp, index=False))
+    atomic_write(out / "holdout.parquet", lambda tmp: hold.to_parquet(tmp, index=False))
     info = {
         "dir": str(out),
         "window": window.to_dict(),
         "rows": {"train": len(train), "holdout": len(hold)},
         "join": {k: r.to_dict() for k, r in reports.items()},
     }
-    (out / "datasets.json").write_text(json.dumps(info, indent=2))
+    text = json.dumps(info, indent=2)
+    atomic_write(out / "datasets.json", lambda tmp: tmp.write_text(text))
     return info
 
 
@@ -160,7 +161,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         mlflow.log_params(
             {
                 **{f"xgb_{k}": v for k, v in settings.training.model_dump().items()},
-                "best_iteration": model.best_iteration,
+                "n_trees": model.n_estimators,
                 "feature_service": settings.feature_service,
                 "n_features": len(MODEL_FEATURES),
                 "rows_train": len(train),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +13,15 @@ EXPECTED = {"reelrank_features", "reelrank_training", "reelrank_deploy", "reelra
 
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory):
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
-    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
-    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    # Airflow puts the DAG bundle's folder on sys.path when it parses it; do the same here
-    if str(DAGS) not in sys.path:
-        sys.path.insert(0, str(DAGS))
-    from airflow.dag_processing.dagbag import DagBag
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
+        mp.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
+        mp.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        # Airflow puts the DAG bundle's folder on sys.path when it parses it; do the same
+        mp.syspath_prepend(str(DAGS))
+        from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS))
+        yield DagBag(dag_folder=str(DAGS))
 
 
 def test_no_import_errors(dagbag):

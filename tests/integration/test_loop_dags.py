@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
+import pandas as pd
 import pytest
 
+from feature_repo.columns import USER_COLUMNS, VIDEO_COLUMNS
 from features.pipeline import VIEWS, table_path
-from ingest.lake import partition_days
+from ingest.lake import partition_days, read_table
 from reelrank.airflow_runner import DagRunFailed, migrate, run_dag
 from training.registry import CHALLENGER, CHAMPION, alias_version, client
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
 FEATURES = "reelrank://features/ranker_v1"
 PROMOTED = "reelrank://models/reelrank-ranker/champion"
+MODEL_INPUTS = (*USER_COLUMNS, *VIDEO_COLUMNS)
 DRIFT = "reelrank://monitoring/drift-detected"
 
 
@@ -60,11 +63,24 @@ def test_training_rows_are_never_silently_lost(loop):
     s = loop.settings
     holdout = s.sim.end_date - timedelta(days=1)
     info = json.loads((s.home / "training" / holdout.isoformat() / "datasets.json").read_text())
+    entities = 0
     for part in ("train", "holdout"):
         join = info["join"][part]
-        assert join["rows"] == info["rows"][part]
-        # rows Feast could not match were imputed and counted, not dropped
-        assert join["imputed_user_engagement"] >= join["rows"] - join["rows_returned_by_feast"]
+        df = pd.read_parquet(s.home / "training" / holdout.isoformat() / f"{part}.parquet")
+        assert join["rows"] == info["rows"][part] == len(df)
+        assert not df[list(MODEL_INPUTS)].isna().any().any()
+        entities += join["rows"]
+    # every impression of the window is a row, including new users' first-day impressions
+    # (no feature row yet): those were imputed and counted
+    window = info["window"]
+    imp = read_table(
+        s.lake_dir,
+        "impressions",
+        start=date.fromisoformat(window["train_start"]),
+        end=date.fromisoformat(window["holdout"]),
+    )
+    assert entities == len(imp)
+    assert info["join"]["train"]["imputed_user_engagement"] > 0
 
 
 def test_deploy_dag_records_the_champion(loop):

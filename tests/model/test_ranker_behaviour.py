@@ -1,7 +1,6 @@
-"""Behavioural checks of the trained champion (invariance, direction, minimum functionality).
-
-They use the model the tiny loop trained and promoted, with inputs built the way serving
-builds them, so they test the model people would get.
+"""Behavioural checks of the trained champion: consistency, invariance, direction, minimum
+functionality. They use the model the tiny loop trained and promoted, loaded the way the
+service loads it, so they test the model people would get.
 """
 
 from __future__ import annotations
@@ -25,28 +24,39 @@ def model_and_rows(loop):
     s = loop.settings
     configure_mlflow(s)
     model = mlflow.xgboost.load_model(f"models:/{s.ranker_model_name}@champion")
-    holdout = sorted((s.home / "training").iterdir())[-1] / "holdout.parquet"
+    holdout = sorted((s.home / "training").iterdir())[0] / "holdout.parquet"
     rows = pd.read_parquet(holdout).sample(400, random_state=0).reset_index(drop=True)
     return model, rows
+
+
+@pytest.fixture(scope="module")
+def recommender(loop):
+    from serving.loader import build_recommender
+
+    return build_recommender(loop.settings)
 
 
 def score(model, df: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(model_matrix(df))[:, 1]
 
 
-def test_model_reads_exactly_the_declared_features(model_and_rows):
-    model, _ = model_and_rows
-    assert list(model.get_booster().feature_names) == list(MODEL_FEATURES)
-
-
-def test_invariance_to_affinity_for_topics_the_video_is_not_about(model_and_rows):
+def test_serving_scores_with_exactly_the_evaluated_model(model_and_rows, recommender):
+    """The served booster (raw inplace_predict) gives the offline predict_proba scores."""
     model, rows = model_and_rows
-    other = rows.copy()
-    slots = other["v_topic_slot"].astype(int).to_numpy()
-    for i, col in enumerate(AFFINITY_COLUMNS):
-        mask = slots != i
-        other.loc[mask, col] = 1.0 - other.loc[mask, col]
-    np.testing.assert_allclose(score(model, rows), score(model, other), rtol=1e-6)
+    x = model_matrix(rows).to_numpy()
+    served = recommender.model.scorer.inplace_predict(x)
+    np.testing.assert_allclose(served, score(model, rows), rtol=1e-5, atol=1e-6)
+    assert recommender.model.features == MODEL_FEATURES
+
+
+def test_invariance_scores_do_not_depend_on_candidate_order(recommender):
+    videos = recommender.items.video_ids[:50].tolist()
+    user = "u000001"
+    first = recommender.rank(user, videos)
+    forward = dict(zip(first.video_ids, first.scores, strict=True))
+    backward = recommender.rank(user, videos[::-1])
+    for v, s in zip(backward.video_ids, backward.scores, strict=True):
+        assert s == pytest.approx(forward[v], rel=1e-6)
 
 
 def test_direction_more_affinity_to_the_topic_raises_the_score(model_and_rows):

@@ -47,6 +47,11 @@ def test_gate_needs_the_margin_over_baselines():
     assert any("recent_popularity" in r and "<" in r for r in v.reasons)
 
 
+def test_gate_does_not_promote_a_tie_with_the_champion():
+    v = decide({"ndcg_at_10": 0.70}, BASE, {"ndcg_at_10": 0.70}, GATE)
+    assert not v.promote
+
+
 def test_gate_fails_below_the_champion():
     v = decide({"ndcg_at_10": 0.70}, BASE, {"ndcg_at_10": 0.71}, GATE)
     assert not v.promote and any("champion" in r for r in v.reasons)

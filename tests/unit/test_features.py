@@ -107,6 +107,29 @@ def test_creator_stats(imp, videos):
     assert "c2" not in f.index  # its only video is uploaded after D
 
 
+def test_creators_whose_videos_are_old_keep_their_stats(videos):
+    old = pd.concat(
+        [
+            videos,
+            pd.DataFrame(
+                {
+                    "video_id": ["v9"],
+                    "creator_id": ["c9"],
+                    "topic": ["pets"],
+                    "upload_ts": [ts(1) - pd.Timedelta(days=60)],
+                    "duration_s": [10.0],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    rows = [impression(10, "u1", "v9", completed=True) for _ in range(5)]
+    e = enrich_impressions(pd.DataFrame(rows), old, topic_vocabulary(old["topic"]))
+    f = creator_stats(e, old, D).set_index("creator_id")
+    assert f.loc["c9", "c_videos_28d"] == 0 and f.loc["c9", "c_imp_28d"] == 5
+    assert f.loc["c9", "c_completion_rate_28d"] > 0.5
+
+
 def test_topic_affinity_is_a_distribution(imp, videos):
     vocab = topic_vocabulary(videos["topic"])
     f = user_topic_affinity(imp, D, len(vocab)).set_index("user_id")
