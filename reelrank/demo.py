@@ -58,7 +58,7 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
         migrate(settings)
     steps = [
         ("reelrank_features", {"day": first_day.isoformat()}, f"features through {first_day}"),
-        ("reelrank_training", None, "train, evaluate, register, gate"),
+        ("reelrank_training", {"day": first_day.isoformat()}, "train, evaluate, register, gate"),
         ("reelrank_deploy", None, "load and smoke-test the champion"),
     ]
     for dag_id, conf, what in steps:
