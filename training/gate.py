@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reelrank.settings import GateSettings
@@ -35,6 +36,7 @@ def decide(
     baselines: dict[str, dict[str, float]],
     champion: dict[str, float] | None,
     gate: GateSettings,
+    blockers: Sequence[str] = (),
 ) -> GateVerdict:
     """Compare the challenger with each baseline and the champion on the gate's metric.
 
@@ -58,6 +60,9 @@ def decide(
         ok = ok and passed
         sign = (">" if name == "champion" else ">=") if passed else "<="
         reasons.append(f"{m} {value:.4f} {sign} {name} {ref:.4f} + margin {margins[name]}")
-    if champion is None:
+    if champion is None and not blockers:
         reasons.append("no champion yet")
+    if blockers:  # reasons found upstream that forbid promotion whatever the metrics
+        ok = False
+        reasons.extend(blockers)
     return GateVerdict(ok, m, value, refs, tuple(reasons))

@@ -66,19 +66,35 @@ def _oracle_metrics(settings: Settings, hold: pd.DataFrame, holdout: date) -> Me
     return evaluate_scores(hold, world.oracle_utility(hold["user_id"], hold["video_id"], holdout))
 
 
-def _champion_metrics(settings: Settings, hold: pd.DataFrame) -> tuple[str | None, Metrics | None]:
+def _champion_metrics(
+    settings: Settings, hold: pd.DataFrame, holdout: date
+) -> tuple[str | None, Metrics | None, str | None]:
+    """The champion on the challenger's holdout: (version, metrics, why it cannot compete).
+
+    A champion whose training data already contains the holdout day would be judged on data
+    it has seen; such a comparison is refused (a replay must not replace a newer champion).
+    """
     import mlflow
 
     c = client(settings)
     version = alias_version(c, settings.ranker_model_name, CHAMPION)
     if version is None:
-        return None, None
+        return None, None, None
+    window = c.get_model_version(settings.ranker_model_name, version).tags.get("data_window", "")
+    champion_holdout = window.split("..")[-1]
+    if champion_holdout and date.fromisoformat(champion_holdout) > holdout:
+        why = (
+            f"champion v{version} used data up to {champion_holdout}, which "
+            f"includes this holdout ({holdout}); not comparable"
+        )
+        log.warning(why)
+        return version, None, why
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
     names = list(model.get_booster().feature_names or [])
     if names != list(MODEL_FEATURES):
         log.warning("champion v%s uses other features; not comparable on this holdout", version)
-        return version, None
-    return version, evaluate_scores(hold, model.predict_proba(model_matrix(hold))[:, 1])
+        return version, None, None
+    return version, evaluate_scores(hold, model.predict_proba(model_matrix(hold))[:, 1]), None
 
 
 def model_card(
@@ -148,7 +164,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     metrics["recent_popularity"] = evaluate_scores(
         hold, baselines.score(baselines.recent_popularity(train), hold["video_id"])
     )
-    champ_version, champ = _champion_metrics(settings, hold)
+    champ_version, champ, blocker = _champion_metrics(settings, hold, holdout)
     if champ is not None:
         metrics["champion"] = champ
     oracle = _oracle_metrics(settings, hold, holdout)
@@ -236,6 +252,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         "run_id": run.info.run_id,
         "holdout": holdout.isoformat(),
         "champion_version": champ_version,
+        "blockers": [blocker] if blocker else [],
         "metrics": {k: m.to_dict() for k, m in metrics.items()},
     }
 
@@ -249,7 +266,13 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
         if k not in ("challenger", "champion", "oracle")
     }
     champion = all_metrics["champion"].to_dict() if "champion" in all_metrics else None
-    verdict = decide(all_metrics["challenger"].to_dict(), refs, champion, settings.gate)
+    verdict = decide(
+        all_metrics["challenger"].to_dict(),
+        refs,
+        champion,
+        settings.gate,
+        blockers=trained.get("blockers", []),
+    )
     c = client(settings)
     name, version = settings.ranker_model_name, trained["version"]
     c.set_model_version_tag(name, version, "gate_verdict", verdict.label)

@@ -57,6 +57,11 @@ def test_gate_fails_below_the_champion():
     assert not v.promote and any("champion" in r for r in v.reasons)
 
 
+def test_gate_blockers_veto_promotion():
+    v = decide({"ndcg_at_10": 0.9}, BASE, None, GATE, blockers=["champion saw this holdout"])
+    assert not v.promote and "champion saw this holdout" in v.reasons
+
+
 def test_gate_fails_an_unmeasurable_challenger():
     assert not decide({"ndcg_at_10": float("nan")}, BASE, None, GATE).promote
     assert not decide({}, BASE, None, GATE).promote
