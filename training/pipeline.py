@@ -119,7 +119,8 @@ Features: Feast service `{settings.feature_service}` ({len(MODEL_FEATURES)} mode
 user x topic affinity), point-in-time joined; rows imputed: {info["join"]["train"]}.
 
 **Model.** XGBoost binary classifier, {settings.training.max_depth} deep, learning rate
-{settings.training.learning_rate}, early stopping on the last training day.
+{settings.training.learning_rate}; early stopping on the last training day picks the number of
+trees, then the model is refitted with exactly that many (what is evaluated is what serves).
 
 **Holdout metrics** (same rows for every line; NDCG@10 within each feed request on the value
 label completed + liked + shared):
