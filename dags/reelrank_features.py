@@ -27,7 +27,8 @@ def _day() -> str:
     doc_md="""
 ### Daily features
 Ingests the last complete day into the raw lake (validated; a bad batch is quarantined),
-computes the 1/7/28-day batch feature tables, applies the Feast repository and
+computes the 1/7/28-day batch feature tables and the caption embeddings of the day's new
+videos (all-MiniLM-L6-v2, incremental), applies the Feast repository and
 materializes into the online store. Emits **features ready**, which schedules training.
 Idempotent per day: partitions that exist are not rewritten.
 """,
@@ -51,8 +52,17 @@ def reelrank_features() -> None:
 
         return compute_features(get_settings(), date.fromisoformat(ingested["through"])).to_dict()
 
+    @task
+    def embed(ingested: dict[str, Any]) -> dict[str, Any]:
+        from datetime import date
+
+        from features.content import embed_catalog
+        from reelrank.settings import get_settings
+
+        return embed_catalog(get_settings(), date.fromisoformat(ingested["through"])).to_dict()
+
     @task(outlets=[FEATURES_READY])
-    def materialize(computed: dict[str, Any]) -> dict[str, Any]:
+    def materialize(computed: dict[str, Any], embedded: dict[str, Any]) -> dict[str, Any]:
         from datetime import date
 
         from features.pipeline import register_and_materialize
@@ -61,7 +71,8 @@ def reelrank_features() -> None:
         mode = register_and_materialize(get_settings(), date.fromisoformat(computed["through"]))
         return {"through": computed["through"], "materialized": mode}
 
-    materialize(compute(ingest()))
+    ingested = ingest()
+    materialize(compute(ingested), embed(ingested))
 
 
 reelrank_features()

@@ -43,3 +43,7 @@ VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
     "video_stats": VIDEO_COLUMNS,
     "creator_stats": CREATOR_COLUMNS,
 }
+
+# Retrieval views: list-valued, so they are declared field by field in features.py
+HISTORY_COLUMNS: tuple[str, ...] = ("hist_video_ids", "hist_len")
+CONTENT_COLUMNS: tuple[str, ...] = ("caption_embedding", "visual_embedding", "has_visual")

@@ -2,11 +2,26 @@
 
 from feast import FeatureService
 
-from feature_repo.features import creator_stats, user_engagement, user_topic_affinity, video_stats
+from feature_repo.features import (
+    creator_stats,
+    user_engagement,
+    user_history,
+    user_topic_affinity,
+    video_content,
+    video_stats,
+)
 
 ranker_v1 = FeatureService(
     name="ranker_v1",
     features=[user_engagement, user_topic_affinity, video_stats, creator_stats],
     tags={"model": "reelrank-ranker", "version": "1"},
     description="Everything the XGBoost ranker reads: user, topic affinity, video, creator.",
+)
+
+retrieval_v1 = FeatureService(
+    name="retrieval_v1",
+    features=[user_engagement, user_history, video_content],
+    tags={"model": "reelrank-retrieval", "version": "1"},
+    description="What the two-tower model reads: user rates, recent positive history, and "
+    "each video's caption and visual embeddings.",
 )

@@ -3,13 +3,15 @@
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource
-from feast.types import Float64
+from feast.types import Array, Float32, Float64, String
 
 from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 from feature_repo.data_sources import (
     creator_stats_source,
     user_engagement_source,
+    user_history_source,
     user_topic_affinity_source,
+    video_content_source,
     video_stats_source,
 )
 from feature_repo.entities import creator, user, video
@@ -70,4 +72,34 @@ creator_stats = _view(
     creator_stats_source,
     "28d",
     "Per-creator videos uploaded and engagement quality over 28 days.",
+)
+
+user_history = FeatureView(
+    name="user_history",
+    entities=[user],
+    ttl=TTL,
+    schema=[
+        Field(name="hist_video_ids", dtype=Array(String)),
+        Field(name="hist_len", dtype=Float64),
+    ],
+    source=user_history_source,
+    online=True,
+    tags={"owner": "reelrank", "windows": "28d"},
+    description="A user's most recent distinct positive videos, newest first (retrieval).",
+)
+# Content does not change after upload, so it never expires (ttl 0 = no limit).
+video_content = FeatureView(
+    name="video_content",
+    entities=[video],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="caption_embedding", dtype=Array(Float32)),
+        Field(name="visual_embedding", dtype=Array(Float32)),
+        Field(name="has_visual", dtype=Float64),
+    ],
+    source=video_content_source,
+    online=True,
+    tags={"owner": "reelrank", "encoder": "all-MiniLM-L6-v2"},
+    description="Caption + hashtag embedding (all-MiniLM-L6-v2) and the upstream visual "
+    "embedding of each video, computed once when it enters the catalog.",
 )

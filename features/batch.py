@@ -139,6 +139,28 @@ def user_topic_affinity(imp: pd.DataFrame, day: date, n_topics: int) -> pd.DataF
     return out
 
 
+def user_history(imp: pd.DataFrame, day: date, length: int) -> pd.DataFrame:
+    """Each user's most recent positive videos (newest first, distinct) over 28 days.
+
+    The retrieval model's user tower pools the content of these videos, so a user is
+    described by what they actually enjoyed, not only by aggregate rates.
+    """
+    w28 = _window(imp, day, 28)
+    pos = w28.loc[w28["positive"], ["user_id", "video_id", "ts"]]
+    pos = pos.sort_values("ts", ascending=False, kind="stable")
+    pos = pos.drop_duplicates(["user_id", "video_id"])
+    pos = pos.groupby("user_id", sort=True).head(length)
+    hist = pos.groupby("user_id", sort=True)["video_id"].agg(list)
+    return pd.DataFrame(
+        {
+            "user_id": hist.index.to_numpy(),
+            "event_timestamp": as_of_timestamp(day),
+            "hist_video_ids": hist.to_list(),
+            "hist_len": hist.map(len).astype("float64").to_numpy(),
+        }
+    )
+
+
 def video_stats(
     imp: pd.DataFrame, videos: pd.DataFrame, day: date, vocab: Sequence[str]
 ) -> pd.DataFrame:

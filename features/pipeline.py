@@ -16,6 +16,7 @@ from features.batch import (
     enrich_impressions,
     topic_vocabulary,
     user_engagement,
+    user_history,
     user_topic_affinity,
     video_stats,
 )
@@ -23,7 +24,7 @@ from ingest.lake import atomic_write, partition_days, read_table
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
-VIEWS = ("user_engagement", "user_topic_affinity", "video_stats", "creator_stats")
+VIEWS = ("user_engagement", "user_topic_affinity", "video_stats", "creator_stats", "user_history")
 LOOKBACK_DAYS = 28
 
 
@@ -33,6 +34,7 @@ class FeatureResult:
     days_computed: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     materialized: str = ""
+    embedded: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -40,6 +42,7 @@ class FeatureResult:
             "days_computed": self.days_computed,
             "rows": self.rows,
             "materialized": self.materialized,
+            "embedded": self.embedded,
         }
 
 
@@ -88,6 +91,7 @@ def compute_features(settings: Settings, through: date, force: bool = False) -> 
             "user_topic_affinity": user_topic_affinity(imp, d, len(vocab)),
             "video_stats": video_stats(imp, videos, d, vocab),
             "creator_stats": creator_stats(imp, videos, d),
+            "user_history": user_history(imp, d, settings.retrieval.history_len),
         }
         for view, df in tables.items():
             _write(df, table_path(settings, view, d))
@@ -103,7 +107,11 @@ def register_and_materialize(settings: Settings, through: date) -> str:
 
     store = feature_store(settings)
     apply_repo(store, settings)
-    first = partition_days(settings.lake_dir, "impressions")[0]
+    # the catalog's first partition (videos uploaded before the first day) is the earliest
+    first = min(
+        partition_days(settings.lake_dir, "videos")[0],
+        partition_days(settings.lake_dir, "impressions")[0],
+    )
     return materialize(store, as_of_timestamp(first), as_of_timestamp(through))
 
 
@@ -121,8 +129,13 @@ def latest_feature_day(settings: Settings) -> date:
     raise FileNotFoundError(f"no feature tables under {settings.features_dir}")
 
 
-def run_features(settings: Settings, through: date, force: bool = False) -> FeatureResult:
-    """Compute features, ``feast apply`` the repository, and materialize up to ``through``."""
+def run_features(
+    settings: Settings, through: date, force: bool = False, progress: bool = False
+) -> FeatureResult:
+    """Compute features and content embeddings, ``feast apply``, materialize up to ``through``."""
+    from features.content import embed_catalog
+
     result = compute_features(settings, through, force)
+    result.embedded = embed_catalog(settings, through, progress=progress).to_dict()
     result.materialized = register_and_materialize(settings, through)
     return result

@@ -60,6 +60,8 @@ def repo_objects(settings: Settings) -> list[Any]:
         features.user_topic_affinity,
         features.video_stats,
         features.creator_stats,
+        features.user_history,
+        features.video_content,
     ]
     for view in views:  # each view reads the table of its own name
         view.batch_source.file_options.uri = str(settings.features_dir / view.name / "*.parquet")
@@ -71,11 +73,16 @@ def repo_objects(settings: Settings) -> list[Any]:
         data_sources.user_topic_affinity_source,
         data_sources.video_stats_source,
         data_sources.creator_stats_source,
+        data_sources.user_history_source,
+        data_sources.video_content_source,
         features.user_engagement,
         features.user_topic_affinity,
         features.video_stats,
         features.creator_stats,
+        features.user_history,
+        features.video_content,
         feature_services.ranker_v1,
+        feature_services.retrieval_v1,
     ]
 
 

@@ -251,6 +251,9 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     req_user = np.repeat(users, n_req)
     n_r, m = len(req_user), sim.impressions_per_request
 
+    # when each request happens (sorted, so request i precedes request i + 1)
+    req_offset = np.sort(rng.uniform(0, 86400 - 60, n_r))
+
     # what the logging policy shows: videos uploaded before today, retired after the
     # catalog's history window (short videos live for weeks, not years)
     uploaded = world.videos["upload_ts"]
@@ -279,6 +282,20 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
         if sel.any() and len(by_topic[t]):
             shown[sel] = by_topic[t][rng.integers(0, len(by_topic[t]), int(sel.sum()))]
 
+    # a fresh-content pool: a share of slots goes to videos uploaded in the 24 hours before
+    # the request, including ones uploaded minutes earlier the same day (cold start)
+    fresh_mask = (slot >= 0.75) & (slot < 0.75 + sim.fresh_slot_share)
+    upload_s = ((uploaded - day_start).dt.total_seconds()).to_numpy()
+    fresh = np.flatnonzero((upload_s >= -86400) & (upload_s < 86400))
+    fresh = fresh[np.argsort(upload_s[fresh], kind="stable")]
+    fresh_up = upload_s[fresh]
+    rows, cols = np.nonzero(fresh_mask)
+    lo = np.searchsorted(fresh_up, req_offset[rows] - 86400, side="left")
+    hi = np.searchsorted(fresh_up, req_offset[rows], side="left")
+    ok = hi > lo
+    pick = lo[ok] + np.floor(rng.random(int(ok.sum())) * (hi[ok] - lo[ok])).astype(np.int64)
+    shown[rows[ok], cols[ok]] = fresh[pick]
+
     u = np.repeat(req_user, m)
     v = shown.reshape(-1)
     utility = world._utility(u, v, interests)
@@ -294,7 +311,6 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     commented = engaged & (rng.random(len(u)) < _sigmoid(z - 5.0))
     followed = engaged & (rng.random(len(u)) < _sigmoid(z - 5.5))
 
-    req_offset = np.sort(rng.uniform(0, 86400 - 60, n_r))
     ts = day_start + pd.to_timedelta(
         np.round(np.repeat(req_offset, m) + np.tile(np.arange(m) * 2.0, n_r), 3), unit="s"
     )

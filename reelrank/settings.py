@@ -35,6 +35,9 @@ class SimulationSettings(BaseModel):
     days: int = Field(40, ge=3, description="simulated days; 28-day windows fill after 28")
     requests_per_active_user: float = 2.0
     impressions_per_request: int = Field(10, ge=2, le=50)
+    fresh_slot_share: float = Field(
+        0.1, ge=0.0, le=0.25, description="share of feed slots given to videos under 24 h old"
+    )
     scenario: Literal["none", "topic_surge", "interest_shift"] = "none"
     scenario_day: int | None = Field(
         None, description="day index the scenario starts; default last"
@@ -60,6 +63,37 @@ class TrainingSettings(BaseModel):
     reference_sample_rows: int = Field(5000, description="training rows kept as drift reference")
 
 
+class RetrievalSettings(BaseModel):
+    """The two-tower retrieval model, its content encoder and its candidate index."""
+
+    text_encoder: Literal["minilm", "hashing"] = Field(
+        "minilm",
+        description="caption encoder: all-MiniLM-L6-v2 (shipped offline), or a hashing "
+        "encoder for tests that must not load a language model",
+    )
+    train_days: int = Field(14, ge=1, description="days of positive engagements to train on")
+    history_len: int = Field(20, ge=1, description="recent positives pooled by the user tower")
+    dim: int = Field(64, ge=8, description="output vector size of both towers")
+    id_buckets: int = Field(1 << 15, ge=16, description="hashed id embedding buckets")
+    id_dropout: float = Field(
+        0.25, ge=0.0, le=1.0, description="share of training items seen without their id"
+    )
+    temperature: float = 0.07
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    max_epochs: int = 12
+    patience: int = Field(2, description="epochs without validation recall gain before stopping")
+    seed: int = 17
+    threads: int = 2
+    exact_below: int = Field(50_000, description="catalogs smaller than this use exact search")
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 256
+    min_margin_over_champion: float = Field(
+        0.0, description="Recall@100 a retrieval challenger must gain over the champion"
+    )
+
+
 class GateSettings(BaseModel):
     """Promotion rules: a challenger becomes champion only by clearing these margins."""
 
@@ -72,7 +106,10 @@ class ServingSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 3000
     workers: int = 1
-    n_candidates: int = Field(200, description="recent-popular candidates ranked by /recommend")
+    n_candidates: int = Field(500, ge=10, description="candidates retrieved, then ranked")
+    catalog_refresh_s: float = Field(
+        30.0, description="how often the service looks for newly uploaded videos"
+    )
     startup_timeout_s: float = 120.0
 
 
@@ -100,11 +137,13 @@ class Settings(BaseSettings):
         "simulator", description="where the lake's data comes from; the simulator has an oracle"
     )
     ranker_model_name: str = "reelrank-ranker"
+    retrieval_model_name: str = "reelrank-retrieval"
     feature_service: str = "ranker_v1"
     log_level: str = "INFO"
 
     sim: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
     gate: GateSettings = GateSettings()
     serving: ServingSettings = ServingSettings()
     drift: DriftSettings = DriftSettings()

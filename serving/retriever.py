@@ -1,0 +1,263 @@
+"""Retrieval at serving time: the two-tower model, its candidate index and its id mapping.
+
+The three travel as one bundle (a directory with a manifest of checksums); loading checks
+every file against the manifest and the index against the catalog, so a model can never be
+paired with an index or id mapping built for another model. In MLflow the bundle is the
+artifact of the pyfunc model ``reelrank-retrieval``.
+
+New videos (uploaded after the index was built) are embedded by the item tower from their
+content and added to the index's fresh side part: retrievable without retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from serving.index import CandidateIndex
+from training.two_tower import (
+    Catalog,
+    TowerConfig,
+    TwoTower,
+    all_item_vectors,
+    history_rows,
+    user_matrix,
+    user_vectors,
+)
+
+log = logging.getLogger(__name__)
+FILES = ("model.pt", "config.json", "catalog.npz", "item_vectors.npy")
+_CATALOG_ARRAYS = (
+    "video_ids",
+    "id_bucket",
+    "id_known",
+    "caption",
+    "visual",
+    "topic",
+    "creator_bucket",
+    "log_duration",
+    "upload_ts",
+)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class BundleError(ValueError):
+    """The files of a retrieval bundle do not belong together."""
+
+
+class Retriever:
+    """Model + catalog + item vectors + index; thread-safe for searches during ``add``."""
+
+    def __init__(
+        self,
+        model: TwoTower,
+        catalog: Catalog,
+        item_vectors: np.ndarray,
+        index: CandidateIndex,
+        max_age_days: float | None = None,
+    ) -> None:
+        if len(item_vectors) != len(catalog):
+            raise BundleError(f"{len(item_vectors)} item vectors for {len(catalog)} videos")
+        self.model = model.eval()
+        self.catalog = catalog
+        self.item_vectors = item_vectors
+        self.index = index
+        self.max_age_days = max_age_days
+        self._lock = threading.Lock()
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        model: TwoTower,
+        catalog: Catalog,
+        available: np.ndarray,
+        *,
+        exact_below: int,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 256,
+        max_age_days: float | None = None,
+    ) -> Retriever:
+        """Item vectors for the whole catalog; the index over the ``available`` rows."""
+        vectors = all_item_vectors(model, catalog)
+        index = CandidateIndex.build(
+            catalog.video_ids[available],
+            vectors[available],
+            exact_below=exact_below,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+        )
+        return cls(model, catalog, vectors, index, max_age_days)
+
+    # -- users ------------------------------------------------------------------------------
+    def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> np.ndarray:
+        """The user tower's vector from raw ``USER_COLUMNS`` values and recent positives."""
+        cfg = self.model.cfg
+        if user_features is None:
+            x = np.asarray(cfg.user_mean, np.float32)[None, :]
+        else:
+            x = user_matrix(
+                pd.DataFrame([user_features[: len(cfg.user_mean)]], columns=_user_columns())
+            )
+        hist = history_rows(self.catalog, [history], cfg.history_len)
+        return user_vectors(self.model, self.catalog, x, hist)[0]
+
+    def history_caption(self, history: Sequence[str]) -> np.ndarray:
+        """Mean caption embedding of the user's recent positives (unit length, or zeros)."""
+        rows = self.catalog.rows(list(history))
+        rows = rows[rows >= 0]
+        if not len(rows):
+            return np.zeros(self.catalog.caption.shape[1], np.float32)
+        v = self.catalog.caption[rows].mean(axis=0)
+        norm = float(np.linalg.norm(v))
+        return (v / norm if norm > 0 else v).astype(np.float32)
+
+    # -- items ------------------------------------------------------------------------------
+    def retrieve(self, user_vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best available videos for a user vector, best first."""
+        ids, scores = self.index.search(user_vec.astype(np.float32), n)
+        if self.max_age_days is not None and len(ids):
+            rows = self.catalog.rows(ids)
+            newest = self.catalog.upload_ts.max()
+            cutoff = newest - np.timedelta64(int(self.max_age_days * 86400), "s")
+            keep = self.catalog.upload_ts[rows] >= cutoff
+            ids, scores = ids[keep], scores[keep]
+        return ids, scores
+
+    def scores(self, user_vec: np.ndarray, video_ids: Sequence[str]) -> np.ndarray:
+        """Dot products with given videos (NaN for videos the catalog does not hold)."""
+        vectors = self.item_vectors  # one snapshot: add_videos may grow it meanwhile
+        rows = self.catalog.rows(video_ids)
+        out = np.full(len(rows), np.nan, np.float32)
+        ok = (rows >= 0) & (rows < len(vectors))
+        out[ok] = vectors[rows[ok]] @ user_vec
+        return out
+
+    def add_videos(self, videos: pd.DataFrame, content: pd.DataFrame) -> int:
+        """Embed new videos from their content and make them retrievable; returns how many."""
+        fresh = Catalog.from_frames(videos, content, self.model.cfg)
+        new = np.array([v not in self.catalog.index for v in fresh.video_ids], dtype=bool)
+        if not new.any():
+            return 0
+        with self._lock:
+            rows = self.catalog.extend(fresh)
+            vectors = all_item_vectors_rows(self.model, self.catalog, rows)
+            self.item_vectors = np.concatenate([self.item_vectors, vectors])
+            added = self.index.add(self.catalog.video_ids[rows], vectors)
+        log.info("added %d new videos to the fresh index", added)
+        return int(added)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), directory / "model.pt")
+        (directory / "config.json").write_text(json.dumps(self.model.cfg.to_dict()))
+        arrays = {name: getattr(self.catalog, name) for name in _CATALOG_ARRAYS}
+        arrays["video_ids"] = arrays["video_ids"].astype(str)
+        arrays["upload_ts"] = arrays["upload_ts"].astype("datetime64[ns]").astype(np.int64)
+        np.savez(directory / "catalog.npz", **arrays)
+        np.save(directory / "item_vectors.npy", self.item_vectors)
+        self.index.save(directory / "index")
+        manifest = {
+            "files": {f: _sha256(directory / f) for f in FILES},
+            "index_files": {
+                p.name: _sha256(p) for p in sorted((directory / "index").iterdir()) if p.is_file()
+            },
+            "n_catalog": len(self.catalog),
+            "n_index": self.index.size,
+            "dim": self.model.cfg.dim,
+            "max_age_days": self.max_age_days,
+        }
+        tmp = directory / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, directory / "manifest.json")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> Retriever:
+        """Load a bundle; refuse it when any part does not match the manifest."""
+        path = directory / "manifest.json"
+        if not path.exists():
+            raise BundleError(f"{directory} is not a retrieval bundle (no manifest.json)")
+        manifest = json.loads(path.read_text())
+        for name, digest in manifest["files"].items():
+            if not (directory / name).exists() or _sha256(directory / name) != digest:
+                raise BundleError(f"{name} is missing or does not match the bundle's manifest")
+        for name, digest in manifest["index_files"].items():
+            p = directory / "index" / name
+            if not p.exists() or _sha256(p) != digest:
+                raise BundleError(f"index/{name} is missing or does not match the manifest")
+        cfg = TowerConfig(**json.loads((directory / "config.json").read_text()))
+        model = TwoTower(cfg)
+        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        with np.load(directory / "catalog.npz", allow_pickle=False) as z:
+            arrays: dict[str, Any] = {name: z[name] for name in _CATALOG_ARRAYS}
+        arrays["upload_ts"] = arrays["upload_ts"].astype("datetime64[ns]")
+        arrays["video_ids"] = arrays["video_ids"].astype(object)
+        catalog = Catalog(**arrays)
+        vectors = np.load(directory / "item_vectors.npy")
+        index = CandidateIndex.load(directory / "index")
+        if index.size != manifest["n_index"] or len(catalog) != manifest["n_catalog"]:
+            raise BundleError("index or catalog size differs from the manifest")
+        if not all(v in catalog.index for v in index.video_ids):
+            raise BundleError("the index holds videos the catalog does not know")
+        return cls(model, catalog, vectors, index, manifest.get("max_age_days"))
+
+
+def _user_columns() -> list[str]:
+    from feature_repo.columns import USER_COLUMNS
+
+    return list(USER_COLUMNS)
+
+
+@torch.no_grad()
+def all_item_vectors_rows(model: TwoTower, catalog: Catalog, rows: np.ndarray) -> np.ndarray:
+    items = catalog.tensors()
+    return model.item_vectors(items, torch.from_numpy(rows)).numpy().astype(np.float32)
+
+
+try:  # the MLflow flavour is optional at import time (serving tests load bundles directly)
+    import mlflow.pyfunc
+
+    class RetrievalModel(mlflow.pyfunc.PythonModel):
+        """``reelrank-retrieval`` in MLflow: the bundle is its one artifact.
+
+        ``predict`` takes rows of user features (``USER_COLUMNS``) and ``hist_video_ids``
+        and returns each row's top ``n`` video ids (``params={"n": ...}``).
+        """
+
+        def load_context(self, context: Any) -> None:
+            self.retriever = Retriever.load(Path(context.artifacts["bundle"]))
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+            n = int((params or {}).get("n", 100))
+            out = []
+            for _, row in model_input.iterrows():
+                feats = row[_user_columns()].to_numpy(np.float32)
+                hist = row.get("hist_video_ids")
+                hist_list = list(hist) if hist is not None else []
+                ids, _ = self.retriever.retrieve(self.retriever.user_vector(feats, hist_list), n)
+                out.append(list(ids))
+            return pd.Series(out, name="video_ids")
+
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,529 @@
+"""Retrieval training, evaluation, registration and gate, keyed on the holdout day.
+
+Windows: the two-tower trains on positive engagements of ``retrieval.train_days`` days before
+the holdout, minus the last one, which is its early-stopping validation day; the holdout day
+itself is only evaluated on. Users are described as of the start of each event's day
+(Feast point-in-time join of ``user_engagement`` and ``user_history``), so no event sees its
+own outcome.
+
+Evaluation, on the holdout day, for every user with a positive engagement that day:
+Recall@50/100/500 of the two-tower, global popularity, recent popularity and (simulated data)
+the oracle; and cold-start recall on videos uploaded during the holdout day, which no model
+saw in training and which reach the index through the fresh-items path, as in serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.columns import USER_COLUMNS
+from features.batch import FEATURE_DEFAULTS
+from features.content import CAPTION_DIM, read_content
+from features.pipeline import load_vocabulary
+from ingest.lake import read_table
+from reelrank.settings import Settings
+from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
+from training.two_tower import Catalog, TowerConfig, TrainData, history_rows, user_matrix
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from serving.retriever import Retriever
+
+log = logging.getLogger(__name__)
+KS = (50, 100, 500)
+USER_REFS = [f"user_engagement:{c}" for c in USER_COLUMNS] + ["user_history:hist_video_ids"]
+
+
+# -- data ---------------------------------------------------------------------------------
+def user_states(store: FeatureStore, pairs: pd.DataFrame) -> pd.DataFrame:
+    """User features and history as of the start of each (user_id, day); defaults where the
+    user has none yet (new users), none dropped."""
+    keys = pairs[["user_id", "day"]].drop_duplicates().reset_index(drop=True)
+    ent = pd.DataFrame(
+        {
+            "user_id": keys["user_id"],
+            "event_timestamp": pd.to_datetime(keys["day"]).dt.tz_localize("UTC"),
+            "key": np.arange(len(keys)),
+        }
+    )
+    got = store.get_historical_features(entity_df=ent, features=USER_REFS).to_df()
+    got = got.drop_duplicates("key")
+    out = keys.assign(key=np.arange(len(keys))).merge(
+        got.drop(columns=["user_id", "event_timestamp"]), on="key", how="left"
+    )
+    for c in USER_COLUMNS:
+        out[c] = out[c].astype("float64").fillna(FEATURE_DEFAULTS[c])
+    out["hist_video_ids"] = [
+        list(h) if isinstance(h, list | np.ndarray) else [] for h in out["hist_video_ids"]
+    ]
+    return out.drop(columns=["key"])
+
+
+def load_catalog(settings: Settings, through: date, cfg: TowerConfig) -> tuple[Catalog, int]:
+    """Every video in the lake up to ``through`` with its content; count those without one."""
+    videos = read_table(settings.lake_dir, "videos", end=through)
+    content = read_content(settings)
+    missing = int((~videos["video_id"].isin(content["video_id"])).sum())
+    if missing:
+        log.warning("%d videos have no content embedding yet; their content is zeros", missing)
+    return Catalog.from_frames(videos, content, cfg), missing
+
+
+def positives(settings: Settings, start: date, end: date) -> pd.DataFrame:
+    imp = read_table(settings.lake_dir, "impressions", start=start, end=end)
+    pos = imp[imp["completed"] | imp["liked"] | imp["shared"]]
+    out = pos[["user_id", "video_id", "ts"]].copy()
+    out["day"] = out["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+    return out.reset_index(drop=True)
+
+
+def available_rows(catalog: Catalog, day: date, settings: Settings, end_of_day: bool) -> np.ndarray:
+    """Catalog rows a feed could show on ``day``: uploaded before its start (or end), and
+    not older than the catalog's lifetime."""
+    start = np.datetime64(pd.Timestamp(day))
+    edge = start + np.timedelta64(1, "D") if end_of_day else start
+    oldest = start - np.timedelta64(settings.sim.catalog_history_days, "D")
+    up = catalog.upload_ts
+    return np.flatnonzero((up < edge) & (up >= oldest))
+
+
+def _train_data(
+    catalog: Catalog, pos: pd.DataFrame, states: pd.DataFrame, length: int
+) -> TrainData:
+    df = pos.merge(states, on=["user_id", "day"], how="left", validate="many_to_one")
+    rows = catalog.rows(df["video_id"].tolist())
+    keep = rows >= 0
+    df = df[keep]
+    return TrainData(
+        user_x=user_matrix(df),
+        history=history_rows(catalog, df["hist_video_ids"].tolist(), length),
+        item_rows=rows[keep],
+    )
+
+
+# -- evaluation ---------------------------------------------------------------------------
+@dataclass
+class RetrievalMetrics:
+    recall_at_50: float
+    recall_at_100: float
+    recall_at_500: float
+    n_users: int
+    cold_recall_at_100: float = float("nan")
+    cold_recall_at_500: float = float("nan")
+    n_cold_users: int = 0
+
+    def to_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{k}": float(v) for k, v in asdict(self).items()}
+
+
+def recall(
+    ranked: Sequence[np.ndarray],
+    relevant: Sequence[set[str]],
+    cold: Sequence[set[str]] | None = None,
+) -> RetrievalMetrics:
+    """Mean per-user recall of ``relevant`` ids in the top-K of each user's ranked ids."""
+    vals: dict[int, list[float]] = {k: [] for k in KS}
+    cold_vals: dict[int, list[float]] = {100: [], 500: []}
+    for i, (ids, rel) in enumerate(zip(ranked, relevant, strict=True)):
+        for k in KS:
+            vals[k].append(len(rel.intersection(ids[:k])) / len(rel))
+        if cold is not None and cold[i]:
+            for k in cold_vals:
+                cold_vals[k].append(len(cold[i].intersection(ids[:k])) / len(cold[i]))
+
+    def mean(x: list[float]) -> float:
+        return float(np.mean(x)) if x else float("nan")
+
+    return RetrievalMetrics(
+        recall_at_50=mean(vals[50]),
+        recall_at_100=mean(vals[100]),
+        recall_at_500=mean(vals[500]),
+        n_users=len(relevant),
+        cold_recall_at_100=mean(cold_vals[100]),
+        cold_recall_at_500=mean(cold_vals[500]),
+        n_cold_users=len(cold_vals[100]),
+    )
+
+
+@dataclass
+class EvalSet:
+    """The holdout day's users, their states, what they enjoyed, and the catalog that day."""
+
+    users: pd.DataFrame  # user_id, USER_COLUMNS, hist_video_ids
+    relevant: list[set[str]]
+    cold: list[set[str]]
+    available: np.ndarray  # catalog rows available during the holdout day
+    cold_ids: set[str]
+
+
+def eval_set(settings: Settings, store: FeatureStore, catalog: Catalog, holdout: date) -> EvalSet:
+    pos = positives(settings, holdout, holdout)
+    if pos.empty:
+        raise ValueError(f"no positive engagements on the holdout day {holdout}")
+    states = user_states(store, pos)
+    start = np.datetime64(pd.Timestamp(holdout))
+    new_rows = np.flatnonzero(
+        (catalog.upload_ts >= start) & (catalog.upload_ts < start + np.timedelta64(1, "D"))
+    )
+    cold_ids = set(catalog.video_ids[new_rows].tolist())
+    rel = pos.groupby("user_id")["video_id"].agg(set)
+    users = states.set_index("user_id").loc[rel.index].reset_index()
+    return EvalSet(
+        users=users,
+        relevant=[set(r) for r in rel],
+        cold=[r & cold_ids for r in rel],
+        available=available_rows(catalog, holdout, settings, end_of_day=True),
+        cold_ids=cold_ids,
+    )
+
+
+def evaluate_retriever(retriever: Retriever, es: EvalSet, n: int = max(KS)) -> RetrievalMetrics:
+    ranked = []
+    for _, row in es.users.iterrows():
+        feats = row[list(USER_COLUMNS)].to_numpy(np.float32)
+        ids, _ = retriever.retrieve(retriever.user_vector(feats, row["hist_video_ids"]), n)
+        ranked.append(ids)
+    return recall(ranked, es.relevant, es.cold)
+
+
+def evaluate_static(order: np.ndarray, es: EvalSet) -> RetrievalMetrics:
+    """The same list for every user (popularity baselines)."""
+    return recall([order] * len(es.relevant), es.relevant, es.cold)
+
+
+def popularity_order(
+    catalog: Catalog, pos: pd.DataFrame, available: np.ndarray, n: int = max(KS)
+) -> np.ndarray:
+    counts = pos["video_id"].value_counts()
+    ids = catalog.video_ids[available]
+    score = pd.Series(ids).map(counts).fillna(0.0).to_numpy()
+    return ids[np.argsort(-score, kind="stable")[:n]]
+
+
+def oracle_ranked(
+    settings: Settings, catalog: Catalog, es: EvalSet, holdout: date, n: int = max(KS)
+) -> list[np.ndarray] | None:
+    if settings.dataset != "simulator":
+        return None
+    from ingest.simulator import generate_world
+
+    world = generate_world(settings.sim)
+    ids = catalog.video_ids[es.available]
+    ranked = []
+    for u in es.users["user_id"]:
+        util = world.oracle_utility(np.repeat(u, len(ids)), ids, holdout)
+        top = np.argpartition(-util, min(n, len(ids) - 1))[:n]
+        ranked.append(ids[top[np.argsort(-util[top], kind="stable")]])
+    return ranked
+
+
+# -- training, registration, gate -----------------------------------------------------------
+def _out(settings: Settings, holdout: date) -> Path:
+    return settings.home / "training" / holdout.isoformat() / "retrieval"
+
+
+def _tower_config(settings: Settings, content: pd.DataFrame) -> TowerConfig:
+    r = settings.retrieval
+    lengths = content["visual_embedding"].map(len) if len(content) else pd.Series([0])
+    return TowerConfig(
+        caption_dim=CAPTION_DIM,
+        visual_dim=int(lengths.max()),
+        topics=load_vocabulary(settings),
+        dim=r.dim,
+        id_buckets=r.id_buckets,
+        history_len=r.history_len,
+        temperature=r.temperature,
+    )
+
+
+def _validator(
+    catalog: Catalog, states: pd.DataFrame, pos: pd.DataFrame, avail: np.ndarray, k: int
+):
+    """Recall@k on the validation day by exact search: the early-stopping signal."""
+    from training.two_tower import all_item_vectors, user_vectors
+
+    rel = pos.groupby("user_id")["video_id"].agg(set)
+    users = states.drop_duplicates("user_id").set_index("user_id").loc[rel.index]
+    x = user_matrix(users)
+    hist = history_rows(catalog, users["hist_video_ids"].tolist(), 10**6)
+
+    def validate(model: Any) -> float:
+        h = hist[:, : model.cfg.history_len]
+        u = user_vectors(model, catalog, x, h)
+        v = all_item_vectors(model, catalog)[avail]
+        top = np.argsort(-(u @ v.T), axis=1)[:, :k]
+        ids = catalog.video_ids[avail][top]
+        return float(
+            np.mean([len(r.intersection(i)) / len(r) for r, i in zip(rel, ids, strict=True)])
+        )
+
+    return validate
+
+
+def champion_retriever(
+    settings: Settings, alias: str = CHAMPION
+) -> tuple[str | None, Retriever | None]:
+    """The registered retrieval model behind ``alias``, loaded with its index and ids."""
+    import mlflow
+
+    c = client(settings)
+    version = alias_version(c, settings.retrieval_model_name, alias)
+    if version is None:
+        return None, None
+    model = mlflow.pyfunc.load_model(f"models:/{settings.retrieval_model_name}/{version}")
+    return version, model.unwrap_python_model().retriever
+
+
+def catch_up(retriever: Retriever, settings: Settings, through: date) -> int:
+    """Add every lake video the retriever does not know yet (the fresh-items path)."""
+    videos = read_table(settings.lake_dir, "videos", end=through)
+    new = videos[~videos["video_id"].isin(retriever.catalog.index)]
+    if new.empty:
+        return 0
+    content = read_content(settings)
+    return retriever.add_videos(new, content[content["video_id"].isin(new["video_id"])])
+
+
+def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
+    """Train the two-tower, build its index, evaluate beside the baselines and the current
+    champion on the holdout day, register it as ``challenger`` and let the gate decide."""
+    import time
+
+    import mlflow
+
+    from features.store import feature_store
+    from serving.retriever import RetrievalModel, Retriever
+    from training.gate import decide
+    from training.two_tower import fit
+
+    r = settings.retrieval
+    store = feature_store(settings)
+    valid_day = holdout - timedelta(days=1)
+    first = holdout - timedelta(days=r.train_days)
+    content = read_content(settings)
+    cfg = _tower_config(settings, content)
+    videos = read_table(settings.lake_dir, "videos", end=valid_day)
+    catalog = Catalog.from_frames(videos, content, cfg)
+
+    pos = positives(settings, first, valid_day)
+    if pos.empty:
+        raise FileNotFoundError(f"no positive engagements between {first} and {valid_day}")
+    states = user_states(store, pos)
+    val_day = pd.Timestamp(valid_day)
+    train_pos, val_pos = pos[pos["day"] < val_day], pos[pos["day"] >= val_day]
+    if train_pos.empty or val_pos.empty:
+        raise ValueError(f"retrieval needs >= 2 days of positives before {holdout}")
+    data = _train_data(catalog, train_pos, states, cfg.history_len)
+    validate = _validator(
+        catalog,
+        states[states["day"] == val_day],
+        val_pos,
+        available_rows(catalog, valid_day, settings, end_of_day=True),
+        100,
+    )
+    t0 = time.perf_counter()
+    result = fit(
+        catalog,
+        data,
+        cfg,
+        validate=validate,
+        batch_size=r.batch_size,
+        learning_rate=r.learning_rate,
+        max_epochs=r.max_epochs,
+        patience=r.patience,
+        id_dropout=r.id_dropout,
+        seed=r.seed,
+        threads=r.threads,
+    )
+    train_s = time.perf_counter() - t0
+
+    # the index holds what a feed could show at the holdout's start; the holdout day's
+    # uploads arrive afterwards through the fresh-items path, exactly as in serving
+    retriever = Retriever.build(
+        result.model,
+        catalog,
+        available_rows(catalog, holdout, settings, end_of_day=False),
+        exact_below=r.exact_below,
+        hnsw_m=r.hnsw_m,
+        ef_construction=r.hnsw_ef_construction,
+        ef_search=r.hnsw_ef_search,
+        max_age_days=float(settings.sim.catalog_history_days),
+    )
+    fresh = catch_up(retriever, settings, holdout)
+    es = eval_set(settings, store, retriever.catalog, holdout)
+    metrics: dict[str, RetrievalMetrics] = {"challenger": evaluate_retriever(retriever, es)}
+    metrics["popularity"] = evaluate_static(
+        popularity_order(retriever.catalog, pos, es.available), es
+    )
+    metrics["recent_popularity"] = evaluate_static(
+        popularity_order(retriever.catalog, val_pos, es.available), es
+    )
+    oracle = oracle_ranked(settings, retriever.catalog, es, holdout)
+    if oracle is not None:
+        metrics["oracle"] = recall(oracle, es.relevant, es.cold)
+    n_avail = max(len(es.available), 1)
+    random_recall = {k: min(1.0, k / n_avail) for k in KS}
+
+    name = settings.retrieval_model_name
+    c = client(settings)
+    champ_version = alias_version(c, name, CHAMPION)
+    blockers: list[str] = []
+    if champ_version is not None:
+        window = c.get_model_version(name, champ_version).tags.get("data_window", "")
+        end = window.split("..")[-1]
+        if end and date.fromisoformat(end) > holdout:
+            blockers.append(
+                f"champion v{champ_version} used data up to {end}, which includes this "
+                f"holdout ({holdout}); not comparable"
+            )
+        else:
+            _, champ = champion_retriever(settings)
+            assert champ is not None
+            catch_up(champ, settings, holdout)
+            metrics["champion"] = evaluate_retriever(champ, es)
+
+    exp_id = configure_mlflow(settings)
+    window = f"{first.isoformat()}..{holdout.isoformat()}"
+    flat: dict[str, float] = {}
+    for label, m in metrics.items():
+        prefix = "" if label == "challenger" else f"{label}_"
+        flat.update({k: v for k, v in m.to_dict(prefix).items() if not math.isnan(v)})
+    flat.update({f"random_recall_at_{k}": v for k, v in random_recall.items()})
+    flat.update(
+        {
+            "train_examples": float(len(data.item_rows)),
+            "train_examples_per_s": result.examples_per_s,
+            "train_seconds": train_s,
+            "epochs": float(result.epochs),
+            "best_epoch": float(result.best_epoch),
+            "fresh_videos_added": float(fresh),
+            "index_size": float(retriever.index.size),
+        }
+    )
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"retrieval-{holdout.isoformat()}") as run:
+        mlflow.log_params(
+            {
+                **{f"retrieval_{k}": v for k, v in r.model_dump().items()},
+                "caption_encoder": r.text_encoder,
+                "visual_dim": cfg.visual_dim,
+                "index_kind": retriever.index.kind,
+                "data_window": window,
+                "validation_day": valid_day.isoformat(),
+                "feature_service": "retrieval_v1",
+            }
+        )
+        mlflow.log_metrics(flat)
+        for key, values in result.curves.items():
+            for step, v in enumerate(values, start=1):
+                mlflow.log_metric(key, v, step=step)
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = retriever.save(Path(tmp) / "bundle")
+            evaluation = {
+                "holdout": holdout.isoformat(),
+                "metrics": {k: m.to_dict() for k, m in metrics.items()},
+                "random_recall": random_recall,
+                "available_videos": len(es.available),
+                "cold_videos": len(es.cold_ids),
+            }
+            review = Path(tmp) / "review"
+            review.mkdir()
+            (review / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+            mlflow.log_artifacts(str(review), artifact_path="review")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=RetrievalModel(),
+                artifacts={"bundle": str(bundle)},
+                registered_model_name=name,
+            )
+        version = str(info.registered_model_version)
+
+    c.set_registered_model_alias(name, CHALLENGER, version)
+    gate = settings.gate.model_copy(
+        update={
+            "metric": "recall_at_100",
+            "min_margin_over_champion": r.min_margin_over_champion,
+        }
+    )
+    refs = {k: m.to_dict() for k, m in metrics.items() if k in ("popularity", "recent_popularity")}
+    champ_metrics = metrics["champion"].to_dict() if "champion" in metrics else None
+    verdict = decide(metrics["challenger"].to_dict(), refs, champ_metrics, gate, blockers)
+    tags = {
+        "data_window": window,
+        "feature_service": "retrieval_v1",
+        "git_sha": git_sha(),
+        "gate_verdict": verdict.label,
+        "gate_reasons": " | ".join(verdict.reasons),
+        "recall_at_100": f"{metrics['challenger'].recall_at_100:.4f}",
+        "index_kind": retriever.index.kind,
+        "run_id": run.info.run_id,
+    }
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, v)
+    c.update_model_version(
+        name, version, description=retrieval_card(settings, window, metrics, random_recall, verdict)
+    )
+    if verdict.promote:
+        c.set_registered_model_alias(name, CHAMPION, version)
+        log.info("promoted %s v%s to champion", name, version)
+    else:
+        log.warning("retrieval gate failed for v%s: %s", version, verdict.reasons)
+    return {
+        "version": version,
+        "promoted": verdict.promote,
+        "verdict": verdict.to_dict(),
+        "metrics": {k: m.to_dict() for k, m in metrics.items()},
+        "random_recall": random_recall,
+        "holdout": holdout.isoformat(),
+        "examples_per_s": result.examples_per_s,
+    }
+
+
+def retrieval_card(
+    settings: Settings,
+    window: str,
+    metrics: dict[str, RetrievalMetrics],
+    random_recall: dict[int, float],
+    verdict: Any,
+) -> str:
+    rows = "\n".join(
+        f"| {k} | {m.recall_at_50:.4f} | {m.recall_at_100:.4f} | {m.recall_at_500:.4f} | "
+        f"{m.cold_recall_at_100:.4f} |"
+        for k, m in metrics.items()
+    )
+    r = settings.retrieval
+    return f"""# reelrank retrieval: model card
+
+**What it does.** Finds the few hundred videos (of the whole catalog) that `/recommend` ranks.
+A two-tower model: the user tower reads engagement rates and the pooled content of the user's
+{r.history_len} most recent positive videos; the item tower reads a hashed id, the caption
+embedding ({r.text_encoder}), the visual embedding, topic, creator and duration. Videos
+uploaded after training are embedded from their content and added to the index.
+
+**Data.** Positive engagements (completed, liked or shared) {window}; the day before the
+holdout is the early-stopping validation day. In-batch sampled softmax with log-Q correction,
+temperature {r.temperature}, {r.dim}-d vectors, id dropout {r.id_dropout}.
+
+**Holdout recall** (users with a positive engagement on the holdout day; cold = videos
+uploaded that day, never seen in training; random recall@100 = {random_recall[100]:.4f}):
+
+| retriever | R@50 | R@100 | R@500 | cold R@100 |
+|---|---|---|---|---|
+{rows}
+
+**Gate** (Recall@100): **{verdict.label}**: {"; ".join(verdict.reasons)}
+
+**Known limits.** Positives only (no skips as negatives); exposure bias of the logging
+policy; user features are daily snapshots, so a session's own engagement is not seen.
+"""
