@@ -22,7 +22,9 @@ from assets import DEFAULT_ARGS, DRIFT_DETECTED, FEATURES_READY, MODEL_PROMOTED,
     doc_md="""
 ### Training
 Runs when features are ready or drift is detected. The holdout is the latest featurized day;
-the training window is the days before it. Trains the ranker, evaluates it beside the
+the training window is the days before it. Trains the two-tower retrieval model and its
+candidate index (registered as `reelrank-retrieval`, gated on Recall@100 against its champion
+and the popularity baselines), then the ranker, which it evaluates beside the
 popularity baselines and the current champion on the same holdout, registers it in MLflow as
 `challenger`, and lets the gate decide. Emits **model promoted** only when it passed.
 """,
@@ -47,7 +49,17 @@ def reelrank_training() -> None:
         return build_datasets(get_settings(), date.fromisoformat(day))
 
     @task
-    def train(info: dict[str, Any]) -> dict[str, Any]:
+    def retrieval(day: str) -> dict[str, Any]:
+        from datetime import date
+
+        from reelrank.settings import get_settings
+        from training.retrieval import train_retrieval
+
+        out = train_retrieval(get_settings(), date.fromisoformat(day))
+        return {k: out[k] for k in ("version", "promoted", "holdout", "metrics")}
+
+    @task
+    def train(info: dict[str, Any], retrieved: dict[str, Any]) -> dict[str, Any]:
         from datetime import date
 
         from reelrank.settings import get_settings
@@ -68,7 +80,9 @@ def reelrank_training() -> None:
             raise AirflowSkipException(f"v{gated['version']} not promoted: gate failed")
         return {"version": gated["version"]}
 
-    announce(gate(train(datasets(holdout_day()))))
+    day = holdout_day()
+    # the ranker's retrieval features come from the retrieval champion after its own gate
+    announce(gate(train(datasets(day), retrieval(day))))
 
 
 reelrank_training()

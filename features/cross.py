@@ -12,7 +12,15 @@ import pandas as pd
 from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 
 CROSS_COLUMNS: tuple[str, ...] = ("x_topic_affinity", "x_affinity_x_completion")
-MODEL_FEATURES: tuple[str, ...] = (*USER_COLUMNS, *VIDEO_COLUMNS, *CREATOR_COLUMNS, *CROSS_COLUMNS)
+# computed with the retrieval model (training.retrieval.add_retrieval_features / serving)
+RETRIEVAL_COLUMNS: tuple[str, ...] = ("x_retrieval_score", "x_content_similarity")
+MODEL_FEATURES: tuple[str, ...] = (
+    *USER_COLUMNS,
+    *VIDEO_COLUMNS,
+    *CREATOR_COLUMNS,
+    *CROSS_COLUMNS,
+    *RETRIEVAL_COLUMNS,
+)
 
 
 def topic_affinity(affinity: np.ndarray, topic_slot: np.ndarray) -> np.ndarray:

@@ -44,9 +44,11 @@ def current_features(settings: Settings, day: date) -> pd.DataFrame:
     videos = read_table(settings.lake_dir, "videos", end=day)
     ents = entity_frame(imp, videos)
     sample = ents.sample(min(len(ents), settings.drift.sample_rows), random_state=0)
-    joined, _ = join_features(
-        feature_store(settings), sample.reset_index(drop=True), settings.feature_service
-    )
+    from training.retrieval import with_retrieval_features
+
+    store = feature_store(settings)
+    joined, _ = join_features(store, sample.reset_index(drop=True), settings.feature_service)
+    (joined,), _ = with_retrieval_features(settings, store, [joined], day)
     return model_matrix(joined)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,14 @@ from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES
 from ingest.lake import read_table
 from reelrank.settings import Settings
-from serving.pipeline import ITEM_FEATURES, USER_FEATURES, ItemTable, RankedModel, Recommender
+from serving.pipeline import (
+    ITEM_FEATURES,
+    USER_FEATURES,
+    ItemTable,
+    RankedModel,
+    Recommender,
+    UserState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +34,28 @@ def _view_of(feature: str) -> str:
 
 
 class FeastUserReader:
-    """One online read per request for the user's two views."""
+    """One online read per request: the user's rates, topic affinity and recent history."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self.refs = [f"{_view_of(c)}:{c}" for c in USER_FEATURES]
+        self.refs = [f"{_view_of(c)}:{c}" for c in USER_FEATURES] + ["user_history:hist_video_ids"]
 
-    def __call__(self, user_id: str) -> np.ndarray | None:
+    def __call__(self, user_id: str) -> UserState | None:
         resp = self.store.get_online_features(
             features=self.refs, entity_rows=[{"user_id": user_id}]
         ).to_dict()
         values = [resp[c][0] for c in USER_FEATURES]
-        if all(v is None for v in values):
+        history = resp["hist_video_ids"][0]
+        if all(v is None for v in values) and not history:
             return None
-        return np.array(
+        features = np.array(
             [
                 FEATURE_DEFAULTS[c] if v is None else v
                 for c, v in zip(USER_FEATURES, values, strict=True)
             ],
             dtype=np.float32,
         )
+        return UserState(features, list(history or []))
 
 
 def load_item_table(settings: Settings, store: Any) -> ItemTable:
@@ -79,13 +90,61 @@ def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
     return RankedModel(booster, settings.ranker_model_name, str(mv.version), names)
 
 
+def load_retriever(settings: Settings) -> Any:
+    """The retrieval champion (model, index and ids together), caught up with every video
+    in the lake that arrived after its index was built; None if none is registered."""
+    from training.retrieval import catch_up, champion_retriever
+
+    version, retriever = champion_retriever(settings)
+    if retriever is None:
+        log.warning(
+            "no %s champion: candidates come from the popular pool", settings.retrieval_model_name
+        )
+        return None
+    retriever.version = version
+    added = catch_up(retriever, settings, date.max)
+    log.info("retrieval v%s: %d indexed, %d added since", version, retriever.index.size, added)
+    return retriever
+
+
+class CatalogWatcher:
+    """Finds videos whose content was embedded after start-up and makes them retrievable."""
+
+    def __init__(self, settings: Settings, rec: Recommender) -> None:
+        self.settings, self.rec = settings, rec
+        self.since = time.time()
+
+    def poll(self) -> int:
+        from features.content import read_content
+
+        started = time.time()
+        content = read_content(self.settings, since=self.since - 1.0)
+        index = self.rec.items.index
+        content = content[~content["video_id"].isin(index)]
+        if content.empty:
+            self.since = started
+            return 0
+        videos = read_table(self.settings.lake_dir, "videos")
+        videos = videos[videos["video_id"].isin(content["video_id"])]
+        added = self.rec.add_videos(videos, content)
+        self.since = started
+        log.info("catalog refresh: %d new videos retrievable", added)
+        return added
+
+
 def build_recommender(settings: Settings) -> Recommender:
     from features.store import feature_store
 
     store = feature_store(settings)
     model = load_champion(settings)
     items = load_item_table(settings, store)
-    rec = Recommender(model, items, FeastUserReader(store), settings.serving.n_candidates)
+    rec = Recommender(
+        model,
+        items,
+        FeastUserReader(store),
+        settings.serving.n_candidates,
+        retriever=load_retriever(settings),
+    )
     # warm up: the first predictions and online reads are slow (lazy init, caches)
     for _ in range(3):
         rec.recommend("__warmup__", 10)

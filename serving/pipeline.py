@@ -28,9 +28,27 @@ class Scorer(Protocol):
     def inplace_predict(self, data: np.ndarray) -> Any: ...
 
 
+@dataclass
+class UserState:
+    """What one online read returns for a user."""
+
+    features: np.ndarray  # USER_FEATURES order, defaults filled in
+    history: list[str] = field(default_factory=list)  # recent positive video ids, newest first
+
+
 class UserFeatureReader(Protocol):
-    def __call__(self, user_id: str) -> np.ndarray | None:
-        """The user's features in ``USER_FEATURES`` order, or None for an unknown user."""
+    def __call__(self, user_id: str) -> UserState | None:
+        """The user's state, or None for an unknown user."""
+
+
+class CandidateRetriever(Protocol):
+    """What the recommender needs of the retrieval stage (``serving.retriever.Retriever``)."""
+
+    def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> Any: ...
+    def retrieve(self, user_vec: Any, n: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def scores(self, user_vec: Any, video_ids: Sequence[str]) -> np.ndarray: ...
+    def history_caption(self, history: Sequence[str]) -> np.ndarray: ...
+    def caption_similarity(self, centroid: np.ndarray, video_ids: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass
@@ -66,6 +84,23 @@ class ItemTable:
             mat[:, j] = col
         return cls(np.asarray(video_ids), mat, missing)
 
+    def append_defaults(self, video_ids: Sequence[str]) -> int:
+        """Rows for videos that have no features yet (new uploads): defaults, flagged missing.
+
+        The id index is swapped in last, so a concurrent reader that finds an id always
+        finds its row."""
+        new = [v for v in dict.fromkeys(video_ids) if v not in self.index]
+        if not new:
+            return 0
+        defaults = np.array([FEATURE_DEFAULTS[c] for c in ITEM_FEATURES], np.float32)
+        features = np.vstack([self.features, np.tile(defaults, (len(new), 1))])
+        missing = np.concatenate([self.missing, np.ones(len(new), dtype=bool)])
+        ids = np.concatenate([self.video_ids, np.asarray(new, dtype=self.video_ids.dtype)])
+        index = {**self.index, **{v: len(self.video_ids) + i for i, v in enumerate(new)}}
+        self.features, self.missing, self.video_ids = features, missing, ids
+        self.index = index
+        return len(new)
+
     def column(self, name: str) -> np.ndarray:
         return self.features[:, ITEM_FEATURES.index(name)]
 
@@ -91,64 +126,150 @@ class Scored:
 
 
 class Recommender:
+    """retrieve -> features -> score -> top k.
+
+    With a retriever, a known user's candidates are the ``n_candidates`` nearest videos to
+    the user tower's vector (new uploads included through the index's fresh part); without
+    one, or for an unknown user, they are the recent-popular + fresh pool.
+    """
+
     def __init__(
         self,
         model: RankedModel,
         items: ItemTable,
         users: UserFeatureReader,
-        n_candidates: int = 200,
+        n_candidates: int = 500,
+        retriever: CandidateRetriever | None = None,
     ) -> None:
         self.model = model
         self.items = items
         self.users = users
         self.n_candidates = n_candidates
+        self.retriever = retriever
         self.default_user = np.array([FEATURE_DEFAULTS[c] for c in USER_FEATURES], np.float32)
         self._candidates = items.popular(n_candidates)
         self._aff = [USER_FEATURES.index(c) for c in AFFINITY_COLUMNS]
         self._slot = ITEM_FEATURES.index("v_topic_slot")
         self._compl = ITEM_FEATURES.index("v_completion_rate_7d")
-        self.stats = {"requests": 0, "cold_start": 0, "default_item_rows": 0}
+        self._col = {c: i for i, c in enumerate(MODEL_FEATURES)}
+        self.stats = {"requests": 0, "cold_start": 0, "default_item_rows": 0, "retrieved": 0}
 
-    def feature_matrix(self, user: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def feature_matrix(
+        self,
+        user: np.ndarray,
+        rows: np.ndarray,
+        retrieval_score: np.ndarray | None = None,
+        content_similarity: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The model input for one user against item ``rows``, in ``MODEL_FEATURES`` order."""
         item = self.items.features[rows]
         x = np.empty((len(rows), len(MODEL_FEATURES)), dtype=np.float32)
         x[:, : len(USER_COLUMNS)] = user[: len(USER_COLUMNS)]
         x[:, len(USER_COLUMNS) : len(USER_COLUMNS) + len(ITEM_FEATURES)] = item
         aff = topic_affinity(user[self._aff][None, :], item[:, self._slot])
-        x[:, -2] = aff
-        x[:, -1] = aff * item[:, self._compl]
+        x[:, self._col["x_topic_affinity"]] = aff
+        x[:, self._col["x_affinity_x_completion"]] = aff * item[:, self._compl]
+        x[:, self._col["x_retrieval_score"]] = (
+            np.nan if retrieval_score is None else retrieval_score
+        )
+        x[:, self._col["x_content_similarity"]] = (
+            np.nan if content_similarity is None else content_similarity
+        )
         return x
 
-    def _score(self, user_id: str, rows: np.ndarray) -> tuple[np.ndarray, bool, dict[str, float]]:
-        t0 = time.perf_counter()
-        user = self.users(user_id)
-        cold = user is None
-        t1 = time.perf_counter()
-        x = self.feature_matrix(self.default_user if cold else user, rows)
-        scores = np.asarray(self.model.scorer.inplace_predict(x), dtype=np.float64).reshape(-1)
-        t2 = time.perf_counter()
+    def _retrieval_features(
+        self, state: UserState | None, user_vec: Any, ids: Sequence[str], scores: Any = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.retriever is None:
+            return None, None
+        if scores is None:
+            scores = self.retriever.scores(user_vec, ids)
+        history = state.history if state is not None else []
+        sim = self.retriever.caption_similarity(self.retriever.history_caption(history), ids)
+        return np.asarray(scores, np.float32), sim
+
+    def _score(
+        self,
+        state: UserState | None,
+        rows: np.ndarray,
+        retrieval: tuple[np.ndarray | None, np.ndarray | None],
+    ) -> np.ndarray:
+        user = self.default_user if state is None else state.features
+        x = self.feature_matrix(user, rows, *retrieval)
         self.stats["requests"] += 1
-        self.stats["cold_start"] += int(cold)
+        self.stats["cold_start"] += int(state is None)
         self.stats["default_item_rows"] += int(self.items.missing[rows].sum())
-        return scores, cold, {"user_features": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
+        return np.asarray(self.model.scorer.inplace_predict(x), dtype=np.float64).reshape(-1)
+
+    def _user_vec(self, state: UserState | None) -> Any:
+        if self.retriever is None:
+            return None
+        if state is None:
+            return self.retriever.user_vector(None, [])
+        return self.retriever.user_vector(state.features[: len(USER_COLUMNS)], state.history)
 
     def rank(self, user_id: str, video_ids: Sequence[str]) -> Scored:
         """Score the given candidates for the user, best first; unknown videos are reported."""
-        known = [v for v in video_ids if v in self.items.index]
-        unknown = [v for v in video_ids if v not in self.items.index]
-        rows = np.fromiter((self.items.index[v] for v in known), dtype=np.int64, count=len(known))
-        if len(rows) == 0:
-            return Scored([], [], self.users(user_id) is None, unknown, {})
-        scores, cold, timings = self._score(user_id, rows)
+        t0 = time.perf_counter()
+        index = self.items.index
+        known = [v for v in video_ids if v in index]
+        unknown = [v for v in video_ids if v not in index]
+        state = self.users(user_id)
+        if not known:
+            return Scored([], [], state is None, unknown, {})
+        rows = np.fromiter((index[v] for v in known), dtype=np.int64, count=len(known))
+        t1 = time.perf_counter()
+        retrieval = self._retrieval_features(state, self._user_vec(state), known)
+        scores = self._score(state, rows, retrieval)
         order = np.argsort(-scores, kind="stable")
-        return Scored([known[i] for i in order], scores[order].tolist(), cold, unknown, timings)
+        t2 = time.perf_counter()
+        timings = {"user_features": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
+        return Scored(
+            [known[i] for i in order], scores[order].tolist(), state is None, unknown, timings
+        )
+
+    def candidates(self, state: UserState | None, user_vec: Any) -> tuple[list[str], Any]:
+        """Candidate ids (and their retrieval scores when retrieved) for a user."""
+        if self.retriever is not None and state is not None:
+            ids, scores = self.retriever.retrieve(user_vec, self.n_candidates)
+            index = self.items.index
+            keep = np.fromiter((v in index for v in ids), dtype=bool, count=len(ids))
+            self.stats["retrieved"] += int(keep.sum())
+            return ids[keep].tolist(), np.asarray(scores)[keep]
+        return self.items.video_ids[self._candidates].tolist(), None
 
     def recommend(self, user_id: str, k: int) -> Scored:
-        """Top ``k`` of the candidate pool for the user (cold start: default user features)."""
-        rows = self._candidates
-        scores, cold, timings = self._score(user_id, rows)
+        """Top ``k`` for the user: retrieve, score with the ranker, sort."""
+        t0 = time.perf_counter()
+        state = self.users(user_id)
+        t1 = time.perf_counter()
+        user_vec = self._user_vec(state)
+        ids, retrieved = self.candidates(state, user_vec)
+        t2 = time.perf_counter()
+        if not ids:
+            return Scored([], [], state is None, [], {})
+        index = self.items.index
+        rows = np.fromiter((index[v] for v in ids), dtype=np.int64, count=len(ids))
+        retrieval = self._retrieval_features(state, user_vec, ids, retrieved)
+        scores = self._score(state, rows, retrieval)
         top = np.argsort(-scores, kind="stable")[:k]
+        t3 = time.perf_counter()
         return Scored(
-            self.items.video_ids[rows[top]].tolist(), scores[top].tolist(), cold, [], timings
+            [ids[i] for i in top],
+            scores[top].tolist(),
+            state is None,
+            [],
+            {
+                "user_features": (t1 - t0) * 1e3,
+                "retrieve": (t2 - t1) * 1e3,
+                "score": (t3 - t2) * 1e3,
+            },
         )
+
+    def add_videos(self, videos: Any, content: Any) -> int:
+        """New uploads: embedded into the retriever's fresh index, default feature rows."""
+        added = 0
+        if self.retriever is not None:
+            added = self.retriever.add_videos(videos, content)  # type: ignore[attr-defined]
+        self.items.append_defaults(list(videos["video_id"]))
+        return added

@@ -112,12 +112,13 @@ class Retriever:
     def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> np.ndarray:
         """The user tower's vector from raw ``USER_COLUMNS`` values and recent positives."""
         cfg = self.model.cfg
-        if user_features is None:
-            x = np.asarray(cfg.user_mean, np.float32)[None, :]
-        else:
-            x = user_matrix(
-                pd.DataFrame([user_features[: len(cfg.user_mean)]], columns=_user_columns())
-            )
+        if user_features is None:  # an unknown user: the documented defaults, as in training
+            from features.batch import FEATURE_DEFAULTS
+
+            user_features = np.array([FEATURE_DEFAULTS[c] for c in _user_columns()], np.float32)
+        x = user_matrix(
+            pd.DataFrame([user_features[: len(cfg.user_mean)]], columns=_user_columns())
+        )
         hist = history_rows(self.catalog, [history], cfg.history_len)
         return user_vectors(self.model, self.catalog, x, hist)[0]
 
@@ -130,6 +131,15 @@ class Retriever:
         v = self.catalog.caption[rows].mean(axis=0)
         norm = float(np.linalg.norm(v))
         return (v / norm if norm > 0 else v).astype(np.float32)
+
+    def caption_similarity(self, centroid: np.ndarray, video_ids: Sequence[str]) -> np.ndarray:
+        """Cosine of each video's caption with a history centroid (NaN for unknown videos)."""
+        caption = self.catalog.caption
+        rows = self.catalog.rows(video_ids)
+        out = np.full(len(rows), np.nan, np.float32)
+        ok = (rows >= 0) & (rows < len(caption))
+        out[ok] = caption[rows[ok]] @ centroid
+        return out
 
     # -- items ------------------------------------------------------------------------------
     def retrieve(self, user_vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

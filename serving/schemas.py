@@ -45,6 +45,9 @@ class RecommendResponse(BaseModel):
     surface: Surface
     model_name: str
     model_version: str
+    retrieval_version: str | None = Field(
+        None, description="reelrank-retrieval version that found the candidates"
+    )
     cold_start: bool = Field(description="true when the user has no features yet")
     items: list[ScoredVideo]
 

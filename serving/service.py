@@ -8,6 +8,9 @@ validation with the field and the reason; unknown users get the cold-start path.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -42,10 +45,24 @@ class RecommenderService:
 
         self.settings = get_settings()
         self.rec = build_recommender(self.settings)
+        self._watch = threading.Thread(target=self._watch_catalog, daemon=True, name="catalog")
+        self._watch.start()
+
+    def _watch_catalog(self) -> None:
+        """New uploads become retrievable while the service runs, without a restart."""
+        from serving.loader import CatalogWatcher
+
+        watcher = CatalogWatcher(self.settings, self.rec)
+        while True:
+            time.sleep(self.settings.serving.catalog_refresh_s)
+            try:
+                watcher.poll()
+            except Exception:  # a bad refresh must never take the service down
+                logging.getLogger(__name__).exception("catalog refresh failed")
 
     @bentoml.api(input_spec=RecommendRequest)
     def recommend(self, **params: Any) -> RecommendResponse:
-        """The user's feed: the top k of the candidate pool, ranked by the champion."""
+        """The user's feed: candidates retrieved by the two-tower model, ranked by the champion."""
         req = RecommendRequest(**params)
         scored = self.rec.recommend(req.user_id, req.k)
         m = self.rec.model
@@ -55,6 +72,7 @@ class RecommenderService:
             surface=req.surface,
             model_name=m.name,
             model_version=m.version,
+            retrieval_version=getattr(self.rec.retriever, "version", None),
             cold_start=scored.cold_start,
             items=_items(scored),
         )

@@ -116,7 +116,9 @@ value (completed, liked or shared). `/rank` and `/recommend` sort candidates by 
 **Data.** Impressions {w["train_start"]} .. {w["train_end"]} (train, {info["rows"]["train"]} rows),
 holdout {w["holdout"]} ({info["rows"]["holdout"]} rows), dataset `{settings.dataset}`.
 Features: Feast service `{settings.feature_service}` ({len(MODEL_FEATURES)} model inputs incl.
-user x topic affinity), point-in-time joined; rows imputed: {info["join"]["train"]}.
+user x topic affinity), point-in-time joined; rows imputed: {info["join"]["train"]}. Plus the
+retrieval score and the user-video caption similarity from `{settings.retrieval_model_name}`
+(the champion at training time; the version is tagged `retrieval_version`).
 
 **Model.** XGBoost binary classifier, {settings.training.max_depth} deep, learning rate
 {settings.training.learning_rate}; early stopping on the last training day picks the number of
@@ -144,12 +146,18 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
 
+    from features.store import feature_store
     from training.ranker import predict, train_ranker
+    from training.retrieval import with_retrieval_features
 
     out = _dir(settings, holdout)
     info = json.loads((out / "datasets.json").read_text())
     train = pd.read_parquet(out / "train.parquet")
     hold = pd.read_parquet(out / "holdout.parquet")
+    # scored by the retrieval champion, the model serving will pair this ranker with
+    (train, hold), retrieval_version = with_retrieval_features(
+        settings, feature_store(settings), [train, hold], holdout
+    )
 
     last_day = train["event_timestamp"].max().normalize()
     fit_part, valid_part = (
@@ -181,6 +189,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                 "n_trees": model.n_estimators,
                 "feature_service": settings.feature_service,
                 "n_features": len(MODEL_FEATURES),
+                "retrieval_version": retrieval_version,
                 "rows_train": len(train),
                 "rows_holdout": len(hold),
                 **{f"window_{k}": v for k, v in info["window"].items()},
@@ -243,6 +252,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         "git_sha": git_sha(),
         "gate_verdict": "pending",
         "ndcg_at_10": f"{metrics['challenger'].ndcg_at_10:.4f}",
+        "retrieval_version": retrieval_version or "none",
         "run_id": run.info.run_id,
     }
     for k, v in tags.items():
@@ -293,8 +303,11 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
 
 
 def run_training(settings: Settings, holdout: date) -> dict[str, Any]:
-    """All three steps in one call (the CLI's path; the DAG runs them as separate tasks)."""
+    """All steps in one call (the CLI's path; the DAG runs them as separate tasks)."""
+    from training.retrieval import train_retrieval
+
     datasets = build_datasets(settings, holdout)
+    retrieval = train_retrieval(settings, holdout)
     trained = train_and_register(settings, holdout)
     gated = gate_and_promote(settings, trained)
-    return {"datasets": datasets, "trained": trained, "gate": gated}
+    return {"datasets": datasets, "retrieval": retrieval, "trained": trained, "gate": gated}

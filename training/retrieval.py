@@ -527,3 +527,52 @@ uploaded that day, never seen in training; random recall@100 = {random_recall[10
 **Known limits.** Positives only (no skips as negatives); exposure bias of the logging
 policy; user features are daily snapshots, so a session's own engagement is not seen.
 """
+
+
+# -- retrieval features for the ranker -------------------------------------------------------
+def add_retrieval_features(
+    store: FeatureStore, frame: pd.DataFrame, retriever: Retriever
+) -> pd.DataFrame:
+    """``x_retrieval_score`` (user . item vector) and ``x_content_similarity`` (the user's
+    recent-positive caption centroid . the video's caption) for each (user, video, time) row,
+    with the user as of the start of the row's day, exactly as serving computes them.
+    Videos the retriever does not know get NaN, which XGBoost treats as missing."""
+    from training.two_tower import user_vectors
+
+    day = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_localize(None).dt.normalize()
+    pairs = pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "day": day.to_numpy()})
+    states = user_states(store, pairs)
+    key = pd.MultiIndex.from_frame(states[["user_id", "day"]])
+    which = key.get_indexer(pd.MultiIndex.from_frame(pairs))
+    cat = retriever.catalog
+    hist = history_rows(cat, states["hist_video_ids"].tolist(), retriever.model.cfg.history_len)
+    u = user_vectors(retriever.model, cat, user_matrix(states), hist)
+    # the caption centroid of each user's history, unit length (zeros without history)
+    mask = (hist >= 0)[:, :, None]
+    centroid = (cat.caption[np.clip(hist, 0, None)] * mask).sum(axis=1)
+    norm = np.linalg.norm(centroid, axis=1, keepdims=True)
+    centroid = centroid / np.where(norm > 0, norm, 1.0)
+    rows = cat.rows(frame["video_id"].tolist())
+    ok = rows >= 0
+    score = np.full(len(frame), np.nan, np.float32)
+    sim = np.full(len(frame), np.nan, np.float32)
+    score[ok] = np.einsum("ij,ij->i", u[which[ok]], retriever.item_vectors[rows[ok]])
+    sim[ok] = np.einsum("ij,ij->i", centroid[which[ok]], cat.caption[rows[ok]])
+    out = frame.copy()
+    out["x_retrieval_score"] = score
+    out["x_content_similarity"] = sim
+    return out
+
+
+def with_retrieval_features(
+    settings: Settings, store: FeatureStore, frames: Sequence[pd.DataFrame], through: date
+) -> tuple[list[pd.DataFrame], str | None]:
+    """Add the retrieval features with the retrieval champion (caught up with the catalog up
+    to ``through``) to each frame; without a champion they are missing (NaN)."""
+    version, retriever = champion_retriever(settings)
+    if retriever is None:
+        log.warning("no retrieval champion: retrieval features are missing")
+        out = [f.assign(x_retrieval_score=np.nan, x_content_similarity=np.nan) for f in frames]
+        return out, None
+    catch_up(retriever, settings, through)
+    return [add_retrieval_features(store, f, retriever) for f in frames], version
