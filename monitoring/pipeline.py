@@ -48,7 +48,7 @@ def current_features(settings: Settings, day: date) -> pd.DataFrame:
 
     store = feature_store(settings)
     joined, _ = join_features(store, sample.reset_index(drop=True), settings.feature_service)
-    (joined,), _ = with_retrieval_features(settings, store, [joined], day)
+    (joined,), _, _ = with_retrieval_features(settings, store, [joined], day)
     return model_matrix(joined)
 
 

@@ -155,8 +155,9 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     train = pd.read_parquet(out / "train.parquet")
     hold = pd.read_parquet(out / "holdout.parquet")
     # scored by the retrieval champion, the model serving will pair this ranker with
-    (train, hold), retrieval_version = with_retrieval_features(
-        settings, feature_store(settings), [train, hold], holdout
+    store = feature_store(settings)
+    (train, hold), retrieval_version, retriever = with_retrieval_features(
+        settings, store, [train, hold], holdout
     )
 
     last_day = train["event_timestamp"].max().normalize()
@@ -179,6 +180,14 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     oracle = _oracle_metrics(settings, hold, holdout)
     if oracle is not None:
         metrics["oracle"] = oracle
+
+    # the whole path, offline: retrieve 500 -> rank with this challenger -> top 10
+    pipeline: dict[str, float] = {}
+    if retriever is not None:
+        from training.retrieval import pipeline_ndcg
+
+        pipeline = pipeline_ndcg(settings, store, model.get_booster(), retriever, holdout)
+        log.info("NDCG@10 after ranking, by candidate source: %s", pipeline)
 
     exp_id = configure_mlflow(settings)
     x_hold = model_matrix(hold)
@@ -203,6 +212,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
             flat["pct_of_oracle_ndcg"] = (
                 100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
             )
+        flat.update({f"pipeline_ndcg_at_10_{k}": v for k, v in pipeline.items()})
         mlflow.log_metrics(flat)
         now = int(pd.Timestamp.now().timestamp() * 1000)
         mlflow.MlflowClient().log_batch(
@@ -265,6 +275,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         "champion_version": champ_version,
         "blockers": [blocker] if blocker else [],
         "metrics": {k: m.to_dict() for k, m in metrics.items()},
+        "pipeline_ndcg_at_10": pipeline,
     }
 
 

@@ -566,13 +566,120 @@ def add_retrieval_features(
 
 def with_retrieval_features(
     settings: Settings, store: FeatureStore, frames: Sequence[pd.DataFrame], through: date
-) -> tuple[list[pd.DataFrame], str | None]:
+) -> tuple[list[pd.DataFrame], str | None, Retriever | None]:
     """Add the retrieval features with the retrieval champion (caught up with the catalog up
     to ``through``) to each frame; without a champion they are missing (NaN)."""
     version, retriever = champion_retriever(settings)
     if retriever is None:
         log.warning("no retrieval champion: retrieval features are missing")
         out = [f.assign(x_retrieval_score=np.nan, x_content_similarity=np.nan) for f in frames]
-        return out, None
+        return out, None, None
     catch_up(retriever, settings, through)
-    return [add_retrieval_features(store, f, retriever) for f in frames], version
+    return [add_retrieval_features(store, f, retriever) for f in frames], version, retriever
+
+
+# -- the whole pipeline offline: retrieve -> rank -> top 10 ---------------------------------------
+def _ndcg(ranked: Sequence[str], gains: dict[str, float], k: int = 10) -> float:
+    dcg = sum((2.0 ** gains.get(v, 0.0) - 1.0) / math.log2(i + 2) for i, v in enumerate(ranked[:k]))
+    ideal = sorted(gains.values(), reverse=True)[:k]
+    idcg = sum((2.0**g - 1.0) / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else float("nan")
+
+
+def pipeline_ndcg(
+    settings: Settings,
+    store: FeatureStore,
+    ranker: Any,
+    retriever: Retriever,
+    holdout: date,
+    max_users: int = 2000,
+) -> dict[str, float]:
+    """NDCG@10 of retrieve -> rank -> top 10 on the holdout day, per candidate source.
+
+    The serving class itself does the work (:class:`serving.pipeline.Recommender`), fed
+    with features as of the holdout's start (point-in-time). A video's gain is the value
+    the user got from it that day (completed + liked + shared); videos the user was never
+    shown count as zero, so every source is judged against the same logged outcomes.
+    """
+    from features.cross import MODEL_FEATURES
+    from serving.pipeline import (
+        ITEM_FEATURES,
+        USER_FEATURES,
+        ItemTable,
+        RankedModel,
+        Recommender,
+        UserState,
+    )
+    from training.dataset import value_label
+
+    imp = read_table(settings.lake_dir, "impressions", start=holdout, end=holdout)
+    imp = imp.assign(value=value_label(imp))
+    imp = imp[imp["value"] > 0]
+    gains_by_user = imp.groupby(["user_id", "video_id"])["value"].max()
+    users = sorted(imp["user_id"].unique())[:max_users]
+    start = pd.Timestamp(holdout, tz="UTC")
+
+    # users and items as of the holdout's start, in the serving layout
+    from serving.loader import _view_of
+
+    u_ent = pd.DataFrame({"user_id": users, "event_timestamp": start})
+    u_refs = [f"{_view_of(c)}:{c}" for c in USER_FEATURES] + ["user_history:hist_video_ids"]
+    uf = store.get_historical_features(entity_df=u_ent, features=u_refs).to_df()
+    uf = uf.drop_duplicates("user_id").set_index("user_id").reindex(users)
+    states = {}
+    for uid, row in uf.iterrows():
+        feats = np.array(
+            [FEATURE_DEFAULTS[c] if pd.isna(row[c]) else row[c] for c in USER_FEATURES],
+            np.float32,
+        )
+        hist = row["hist_video_ids"]
+        states[uid] = UserState(feats, list(hist) if isinstance(hist, list | np.ndarray) else [])
+    cat = retriever.catalog
+    avail = available_rows(cat, holdout, settings, end_of_day=True)
+    videos = read_table(settings.lake_dir, "videos", end=holdout)[["video_id", "creator_id"]]
+    videos = videos[videos["video_id"].isin(set(cat.video_ids[avail]))]
+    i_ent = videos.assign(event_timestamp=start)
+    i_refs = [f"{_view_of(c)}:{c}" for c in ITEM_FEATURES]
+    itf = store.get_historical_features(entity_df=i_ent, features=i_refs).to_df()
+    itf = itf.drop_duplicates("video_id").set_index("video_id").reindex(videos["video_id"])
+    items = ItemTable.from_columns(
+        videos["video_id"].tolist(),
+        {c: [None if pd.isna(v) else v for v in itf[c]] for c in ITEM_FEATURES},
+    )
+    model = RankedModel(ranker, "challenger", "offline", MODEL_FEATURES)
+    rec = Recommender(model, items, states.get, settings.serving.n_candidates, retriever)
+
+    pos = positives(settings, holdout - timedelta(days=settings.training.train_days), holdout)
+    pos = pos[pos["day"] < pd.Timestamp(holdout)]
+    last = pos[pos["day"] == pos["day"].max()]
+    n = settings.serving.n_candidates
+    static = {
+        "popularity": popularity_order(cat, pos, avail, n).tolist(),
+        "recent_popularity": popularity_order(cat, last, avail, n).tolist(),
+    }
+    world = None
+    if settings.dataset == "simulator":
+        from ingest.simulator import generate_world
+
+        world = generate_world(settings.sim)
+    scores: dict[str, list[float]] = {"two_tower": [], **{k: [] for k in static}}
+    if world is not None:
+        scores["oracle"] = []
+    for uid in users:
+        state = states[uid]
+        gains = gains_by_user.loc[uid].to_dict()
+        user_vec = rec._user_vec(state)
+        sources = {"two_tower": rec.candidates(state, user_vec)[0], **static}
+        if world is not None:
+            ids = items.video_ids
+            util = world.oracle_utility(np.repeat(uid, len(ids)), ids, holdout)
+            top = np.argpartition(-util, min(n, len(ids) - 1))[:n]
+            sources["oracle"] = ids[top].tolist()
+        for name, cands in sources.items():
+            cands = [v for v in cands if v in items.index]
+            rows = np.fromiter((items.index[v] for v in cands), np.int64, len(cands))
+            feats = rec._retrieval_features(state, user_vec, cands)
+            s = rec._score(state, rows, feats)
+            order = np.argsort(-s, kind="stable")[:10]
+            scores[name].append(_ndcg([cands[i] for i in order], gains))
+    return {name: float(np.nanmean(v)) for name, v in scores.items()}

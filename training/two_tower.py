@@ -233,7 +233,7 @@ class TwoTower(nn.Module):
 
         x = torch.cat(
             [
-                (user_x - self.user_mean) / self.user_std,
+                ((user_x - self.user_mean) / self.user_std).clamp(-5.0, 5.0),
                 pool(self._id_part(items, rows)),
                 pool(self.topic_emb(items["topic"][rows])),
                 pool(items["caption"][rows]),
@@ -333,7 +333,7 @@ def fit(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
             seen += len(b)
         model.eval()
         with torch.no_grad():
@@ -358,7 +358,8 @@ def fit(
 def user_matrix_stats(user_x: np.ndarray, cfg: TowerConfig) -> np.ndarray:
     """Record the training mean/std of the user features in the config (for serving)."""
     cfg.user_mean = user_x.mean(axis=0).astype(float).tolist()
-    cfg.user_std = np.maximum(user_x.std(axis=0), 1e-3).astype(float).tolist()
+    # a floor on the spread: a feature constant in training must not explode at serving
+    cfg.user_std = np.maximum(user_x.std(axis=0), 0.1).astype(float).tolist()
     return user_x
 
 

@@ -38,6 +38,53 @@ def test_features_dag_fills_lake_tables_and_online_store(loop):
     assert (FEATURES, "reelrank_features") in loop.asset_events()
 
 
+def test_features_dag_embeds_every_video_once_with_minilm(loop):
+    from features.content import CAPTION_DIM, read_content
+
+    s = loop.settings
+    videos = read_table(s.lake_dir, "videos")
+    content = read_content(s)
+    assert set(content["video_id"]) == set(videos["video_id"])
+    assert all(len(e) == CAPTION_DIM for e in content["caption_embedding"])
+    files = sorted((s.features_dir / "video_content").glob("*.parquet"))
+    assert len(files) == len(partition_days(s.lake_dir, "videos"))
+    encoders = pd.concat(pd.read_parquet(f, columns=["encoder"]) for f in files)["encoder"]
+    assert set(encoders) == {"all-MiniLM-L6-v2"}
+    # embedding is incremental: a rerun finds every day cached and embeds nothing
+    from features.content import embed_catalog
+
+    again = embed_catalog(s, s.sim.end_date)
+    assert again.videos_embedded == 0 and again.days_cached == len(files)
+
+
+def test_training_dag_registers_retrieval_with_its_index(loop):
+    from serving.retriever import Retriever
+
+    s = loop.settings
+    c = client(s)
+    name = s.retrieval_model_name
+    assert alias_version(c, name, CHAMPION) == "1"
+    mv = c.get_model_version(name, "1")
+    assert mv.tags["gate_verdict"] == "passed" and mv.tags["index_kind"] == "exact"
+    assert "Recall@100" in mv.description
+    metrics = c.get_run(mv.run_id).data.metrics
+    assert metrics["recall_at_100"] > metrics["popularity_recall_at_100"]
+    assert metrics["recall_at_100"] > metrics["recent_popularity_recall_at_100"]
+    assert metrics["recall_at_100"] <= metrics["oracle_recall_at_100"] + 0.05
+    # cold start: videos uploaded on the holdout day, which popularity cannot retrieve
+    assert metrics["n_cold_users"] > 0
+    assert metrics["popularity_cold_recall_at_100"] == 0.0
+    assert metrics["cold_recall_at_100"] > 1.5 * metrics["random_recall_at_100"]
+    # model, index and id mapping are one artifact, checked on load
+    bundles = list((s.mlflow_dir / "artifacts").rglob("bundle/manifest.json"))
+    assert bundles
+    ret = Retriever.load(bundles[0].parent)
+    assert ret.index.size == int(metrics["index_size"])
+    ranker = c.get_model_version(s.ranker_model_name, "1")
+    assert ranker.tags["retrieval_version"] == "1"
+    assert "pipeline_ndcg_at_10_two_tower" in c.get_run(ranker.run_id).data.metrics
+
+
 def test_training_dag_registers_and_promotes_a_model_that_beats_popularity(loop):
     s = loop.settings
     c = client(s)

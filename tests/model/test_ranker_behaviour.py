@@ -24,8 +24,17 @@ def model_and_rows(loop):
     s = loop.settings
     configure_mlflow(s)
     model = mlflow.xgboost.load_model(f"models:/{s.ranker_model_name}@champion")
-    holdout = sorted((s.home / "training").iterdir())[0] / "holdout.parquet"
-    rows = pd.read_parquet(holdout).sample(400, random_state=0).reset_index(drop=True)
+    from datetime import date
+
+    from features.store import feature_store
+    from training.retrieval import with_retrieval_features
+
+    day_dir = sorted((s.home / "training").iterdir())[0]
+    rows = pd.read_parquet(day_dir / "holdout.parquet").sample(400, random_state=0)
+    (rows,), version, _ = with_retrieval_features(
+        s, feature_store(s), [rows.reset_index(drop=True)], date.fromisoformat(day_dir.name)
+    )
+    assert version is not None, "the loop registered no retrieval champion"
     return model, rows
 
 
