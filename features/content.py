@@ -219,9 +219,11 @@ class _progress:
     def __enter__(self):  # type: ignore[no-untyped-def]
         if not self.enabled:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import Progress
 
-        self._bar = Progress(transient=False)
+        # stderr: stdout stays clean for the JSON the CLI prints
+        self._bar = Progress(console=Console(stderr=True), transient=False)
         self._bar.start()
         task = self._bar.add_task(self.label, total=self.total)
         return lambda n: self._bar.advance(task, n)

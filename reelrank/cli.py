@@ -69,11 +69,11 @@ def simulate(through: DayOpt = None) -> None:
 
 @app.command()
 def features(through: DayOpt = None) -> None:
-    """Compute batch features, apply the Feast repository and materialize."""
+    """Compute batch features and caption embeddings, apply Feast and materialize."""
     from features.pipeline import run_features
 
     s = _settings()
-    _print_json(run_features(s, _day(through, lambda: s.sim.end_date)).to_dict())
+    _print_json(run_features(s, _day(through, lambda: s.sim.end_date), progress=True).to_dict())
 
 
 @app.command()

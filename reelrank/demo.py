@@ -74,6 +74,10 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
     challenger = alias_version(c, name, CHALLENGER)
     mv = c.get_model_version(name, challenger) if challenger else None
     metrics = c.get_run(mv.run_id).data.metrics if mv else {}
+    rname = settings.retrieval_model_name
+    rv = alias_version(c, rname, CHALLENGER)
+    rmv = c.get_model_version(rname, rv) if rv else None
+    rmetrics = c.get_run(rmv.run_id).data.metrics if rmv else {}
 
     user = _pick_user(settings, first_day)
     with console.status("starting the BentoML server"):
@@ -142,6 +146,13 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
             for k, v in sorted(metrics.items())
             if not k.endswith(("n_rows", "n_requests")) and "logloss" not in k and k != "valid_auc"
         },
+        "retrieval": {
+            "model": rname,
+            "version": rv,
+            "gate": rmv.tags.get("gate_verdict") if rmv else None,
+            "index_kind": rmv.tags.get("index_kind") if rmv else None,
+            "metrics": {k: round(v, 4) for k, v in sorted(rmetrics.items())},
+        },
         "registry": {
             "model": name,
             "challenger": challenger,
@@ -179,8 +190,8 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     f = s["features"]
     t.add_row(
         "features",
-        f"{f['days']} days x 4 views, FeatureService {f['feature_service']}, "
-        f"materialized to SQLite online store",
+        f"{f['days']} days x 6 views (incl. MiniLM caption embeddings), FeatureServices "
+        f"{f['feature_service']} + retrieval_v1, materialized to SQLite online store",
     )
     w = s["training"]["window"]
     t.add_row(
@@ -189,6 +200,41 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         f"({s['training']['rows']['train']:,} rows), holdout {w['holdout']} "
         f"({s['training']['rows']['holdout']:,} rows)",
     )
+    rm = s["retrieval"]["metrics"]
+    if rm:
+
+        def recall(prefix: str) -> str:
+            return "/".join(
+                f"{rm.get(f'{prefix}recall_at_{k}', float('nan')):.3f}" for k in (50, 100, 500)
+            )
+
+        t.add_row(
+            "retrieval R@50/100/500",
+            f"two-tower {recall('')}  vs popularity {recall('popularity_')}, recent "
+            f"{recall('recent_popularity_')}, oracle {recall('oracle_')} "
+            f"({int(rm.get('index_size', 0)):,} videos, {s['retrieval']['index_kind']} index)",
+        )
+        t.add_row(
+            "cold-start R@100",
+            f"{rm.get('cold_recall_at_100', float('nan')):.3f} on videos uploaded on the holdout "
+            f"day ({int(rm.get('n_cold_users', 0))} users) vs random "
+            f"{rm.get('random_recall_at_100', float('nan')):.3f}, popularity "
+            f"{rm.get('popularity_cold_recall_at_100', float('nan')):.3f}",
+        )
+        t.add_row(
+            "NDCG@10 after ranking",
+            ", ".join(
+                f"{k} {m[f'pipeline_ndcg_at_10_{k}']:.4f}"
+                for k in ("two_tower", "popularity", "recent_popularity", "oracle")
+                if f"pipeline_ndcg_at_10_{k}" in m
+            )
+            + " (candidates from each source, ranked by the ranker)",
+        )
+        t.add_row(
+            "retrieval registry",
+            f"{s['retrieval']['model']} v{s['retrieval']['version']} "
+            f"(gate {s['retrieval']['gate']}, model + index + ids in one bundle)",
+        )
     t.add_row(
         "ranker NDCG@10",
         f"{m.get('ndcg_at_10', float('nan')):.4f}  vs popularity "
@@ -211,7 +257,8 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     items = ", ".join(f"{i['video_id']} ({i['score']:.3f})" for i in rec["items"])
     t.add_row(
         "HTTP /recommend",
-        f"user {rec['user_id']} -> {items}; model v{rec['model_version']}"
+        f"user {rec['user_id']} -> {items}; ranker v{rec['model_version']}, retrieval "
+        f"v{rec.get('retrieval_version')}"
         f", request_id {rec['request_id'][:12]}…",
     )
     t.add_row(

@@ -86,6 +86,13 @@ class RetrievalSettings(BaseModel):
     seed: int = 17
     threads: int = 2
     exact_below: int = Field(50_000, description="catalogs smaller than this use exact search")
+    fresh_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="share of retrieved candidates kept for videos uploaded after the index "
+        "was built (they lack a trained id embedding and would otherwise rarely surface)",
+    )
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 256

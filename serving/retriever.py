@@ -72,6 +72,7 @@ class Retriever:
         item_vectors: np.ndarray,
         index: CandidateIndex,
         max_age_days: float | None = None,
+        fresh_share: float = 0.0,
     ) -> None:
         if len(item_vectors) != len(catalog):
             raise BundleError(f"{len(item_vectors)} item vectors for {len(catalog)} videos")
@@ -80,6 +81,8 @@ class Retriever:
         self.item_vectors = item_vectors
         self.index = index
         self.max_age_days = max_age_days
+        self.fresh_share = fresh_share
+        self.fresh_rows = np.zeros(0, dtype=np.int64)  # videos added after the index was built
         self._lock = threading.Lock()
 
     # -- building ---------------------------------------------------------------------------
@@ -95,6 +98,7 @@ class Retriever:
         ef_construction: int = 80,
         ef_search: int = 256,
         max_age_days: float | None = None,
+        fresh_share: float = 0.0,
     ) -> Retriever:
         """Item vectors for the whole catalog; the index over the ``available`` rows."""
         vectors = all_item_vectors(model, catalog)
@@ -106,7 +110,7 @@ class Retriever:
             ef_construction=ef_construction,
             ef_search=ef_search,
         )
-        return cls(model, catalog, vectors, index, max_age_days)
+        return cls(model, catalog, vectors, index, max_age_days, fresh_share)
 
     # -- users ------------------------------------------------------------------------------
     def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> np.ndarray:
@@ -143,8 +147,16 @@ class Retriever:
 
     # -- items ------------------------------------------------------------------------------
     def retrieve(self, user_vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n`` best available videos for a user vector, best first."""
+        """The ``n`` best available videos for a user vector, best first.
+
+        Videos added after the index was built have no trained id embedding, so they score
+        below established videos of the same topic; ``fresh_share`` of the slots are kept
+        for the best of them (a fresh-content channel), so new uploads get seen at all.
+        """
         ids, scores = self.index.search(user_vec.astype(np.float32), n)
+        quota = min(round(n * self.fresh_share), len(self.fresh_rows))
+        if quota > 0:
+            ids, scores = self._with_fresh(user_vec, ids, scores, n, quota)
         if self.max_age_days is not None and len(ids):
             rows = self.catalog.rows(ids)
             newest = self.catalog.upload_ts.max()
@@ -152,6 +164,33 @@ class Retriever:
             keep = self.catalog.upload_ts[rows] >= cutoff
             ids, scores = ids[keep], scores[keep]
         return ids, scores
+
+    def _with_fresh(
+        self, user_vec: np.ndarray, ids: np.ndarray, scores: np.ndarray, n: int, quota: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows, vectors = self.fresh_rows, self.item_vectors  # snapshots
+        rows = rows[rows < len(vectors)]
+        fresh_scores = vectors[rows] @ user_vec
+        best = np.argsort(-fresh_scores, kind="stable")[:quota]
+        fresh_ids = self.catalog.video_ids[rows[best]].astype(object)
+        have = set(ids.tolist())
+        extra = [
+            (v, s) for v, s in zip(fresh_ids, fresh_scores[best], strict=True) if v not in have
+        ]
+        fresh_set = set(self.catalog.video_ids[rows].tolist())
+        n_fresh_in = sum(v in fresh_set for v in ids.tolist())
+        need = max(0, quota - n_fresh_in)
+        if not need or not extra:
+            return ids, scores
+        extra = extra[:need]
+        # drop the weakest established videos to make room, then re-sort by score
+        keep_n = max(0, min(len(ids), n - len(extra)))
+        all_ids = np.concatenate([ids[:keep_n], np.array([v for v, _ in extra], dtype=object)])
+        all_scores = np.concatenate(
+            [scores[:keep_n], np.array([s for _, s in extra], dtype=np.float32)]
+        )
+        order = np.argsort(-all_scores, kind="stable")
+        return all_ids[order], all_scores[order]
 
     def scores(self, user_vec: np.ndarray, video_ids: Sequence[str]) -> np.ndarray:
         """Dot products with given videos (NaN for videos the catalog does not hold)."""
@@ -173,6 +212,7 @@ class Retriever:
             vectors = all_item_vectors_rows(self.model, self.catalog, rows)
             self.item_vectors = np.concatenate([self.item_vectors, vectors])
             added = self.index.add(self.catalog.video_ids[rows], vectors)
+            self.fresh_rows = np.concatenate([self.fresh_rows, rows])
         log.info("added %d new videos to the fresh index", added)
         return int(added)
 
@@ -196,6 +236,8 @@ class Retriever:
             "n_index": self.index.size,
             "dim": self.model.cfg.dim,
             "max_age_days": self.max_age_days,
+            "fresh_share": self.fresh_share,
+            "fresh_rows": self.fresh_rows.tolist(),
         }
         tmp = directory / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2))
@@ -230,7 +272,16 @@ class Retriever:
             raise BundleError("index or catalog size differs from the manifest")
         if not all(v in catalog.index for v in index.video_ids):
             raise BundleError("the index holds videos the catalog does not know")
-        return cls(model, catalog, vectors, index, manifest.get("max_age_days"))
+        out = cls(
+            model,
+            catalog,
+            vectors,
+            index,
+            manifest.get("max_age_days"),
+            manifest.get("fresh_share", 0.0),
+        )
+        out.fresh_rows = np.asarray(manifest.get("fresh_rows", []), dtype=np.int64)
+        return out
 
 
 def _user_columns() -> list[str]:

@@ -360,6 +360,7 @@ def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
         ef_construction=r.hnsw_ef_construction,
         ef_search=r.hnsw_ef_search,
         max_age_days=float(settings.sim.catalog_history_days),
+        fresh_share=r.fresh_share,
     )
     fresh = catch_up(retriever, settings, holdout)
     es = eval_set(settings, store, retriever.catalog, holdout)

@@ -41,37 +41,64 @@ def test_a_user_whose_history_is_one_topic_gets_mostly_that_topic(retriever):
         if len(history) < 5:
             continue
         ids, _ = ret.retrieve(ret.user_vector(None, history), n)
-        shares.append((ret.catalog.topic[ret.catalog.rows(list(ids))] == topic).mean())
+        hits = (ret.catalog.topic[ret.catalog.rows(list(ids))] == topic).sum()
+        indexed = ret.catalog.topic[ret.catalog.rows(list(ret.index.video_ids))] == topic
+        shares.append(hits / min(n, indexed.sum()))  # a small topic cannot fill 50 slots
     assert len(shares) >= 5
-    assert np.mean(shares) >= 0.6, shares
+    # "mostly": a majority on average, and for every topic far above chance (1 in 12)
+    assert np.mean(shares) > 0.5, shares
+    assert min(shares) >= 0.25, shares
 
 
-def test_a_video_uploaded_after_training_is_retrieved_for_a_fan_of_its_topic(retriever, loop):
+def test_videos_uploaded_after_training_are_retrieved_for_fans_of_their_topic(retriever, loop):
+    """One new video per topic, embedded from content only (no id embedding was trained):
+    a fan of a topic gets that topic's new video, and it is the best of the new ones."""
     from ingest.simulator import TOPIC_WORDS
 
     ret = retriever
-    topic = _dominant_topic(ret)
-    name = ret.model.cfg.topics[topic - 1]
-    same = ret.catalog.rows(list(_topic_ids(ret, topic)))
-    visual = ret.catalog.visual[same, :-1].mean(axis=0)
-    words = TOPIC_WORDS[name]
-    video = pd.DataFrame(
-        {
-            "video_id": ["v-brand-new"],
-            "creator_id": ["c-new"],
-            "topic": [name],
-            "duration_s": [20.0],
-            "upload_ts": [pd.Timestamp(ret.catalog.upload_ts.max(), tz="UTC")],
-            "caption": [f"{words[0]} {words[1]} {words[2]} wait for the end"],
-            "hashtags": [[f"#{words[3]}"]],
-            "visual_embedding": [visual],
-        }
-    )
+    cat = ret.catalog
+    rows = []
+    for topic, name in enumerate(ret.model.cfg.topics, start=1):
+        words = TOPIC_WORDS[name]
+        same = cat.rows(list(_topic_ids(ret, topic)))
+        rows.append(
+            {
+                "video_id": f"new-{name}",
+                "creator_id": "c-new",
+                "topic": name,
+                "duration_s": 20.0,
+                "upload_ts": pd.Timestamp(cat.upload_ts.max(), tz="UTC"),
+                "caption": f"{words[0]} {words[1]} {words[2]} wait for the end",
+                "hashtags": [f"#{words[3]}"],
+                "visual_embedding": cat.visual[same, :-1].mean(axis=0),
+            }
+        )
+    videos = pd.DataFrame(rows)
     encoder = text_encoder(loop.settings.retrieval.text_encoder)
-    content = embed_videos(video, encoder, pd.Timestamp.now().date())
-    assert content_text(video["caption"][0], video["hashtags"][0]).endswith(words[3])
-    assert not ret.index.contains("v-brand-new")
-    assert ret.add_videos(video, content) == 1
-    fan = list(_topic_ids(ret, topic)[-ret.model.cfg.history_len :])
-    ids, _ = ret.retrieve(ret.user_vector(None, fan), 50)
-    assert "v-brand-new" in set(ids)
+    content = embed_videos(videos, encoder, pd.Timestamp.now().date())
+    assert content_text(rows[0]["caption"], rows[0]["hashtags"]).endswith(
+        rows[0]["hashtags"][0][1:]
+    )
+    assert not ret.index.contains("new-cooking")
+    assert ret.add_videos(videos, content) == len(rows)
+
+    topics = ret.model.cfg.topics
+    new_ids = [f"new-{name}" for name in topics]
+    found, fans = 0, {}
+    for topic, name in enumerate(topics, start=1):
+        fan = list(_topic_ids(ret, topic)[-ret.model.cfg.history_len :])
+        if len(fan) < 5:
+            continue
+        user = ret.user_vector(None, fan)
+        ids, _ = ret.retrieve(user, 50)
+        found += f"new-{name}" in set(ids)
+        fans[topic - 1] = ret.scores(user, new_ids)
+    assert len(fans) >= 5
+    # returned to its fans (it competes with the holdout day's uploads for 10% of slots)
+    assert found >= 0.8 * len(fans), (found, len(fans))
+    # personalised, not merely fresh: each new video scores higher for its topic's fans
+    # than for the average fan of another topic
+    scores = np.array([fans[t] for t in sorted(fans)])  # rows: fans, columns: new videos
+    cols = sorted(fans)
+    wins = [scores[i, t] > np.delete(scores[:, t], i).mean() for i, t in enumerate(cols)]
+    assert np.mean(wins) >= 0.9, wins

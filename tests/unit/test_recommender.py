@@ -10,7 +10,14 @@ import xgboost as xgb
 from feature_repo.columns import AFFINITY_COLUMNS, USER_COLUMNS
 from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES, model_matrix
-from serving.pipeline import ITEM_FEATURES, USER_FEATURES, ItemTable, RankedModel, Recommender
+from serving.pipeline import (
+    ITEM_FEATURES,
+    USER_FEATURES,
+    ItemTable,
+    RankedModel,
+    Recommender,
+    UserState,
+)
 
 pytestmark = pytest.mark.unit
 N_VIDEOS = 40
@@ -45,7 +52,7 @@ def user_vector(topic: int) -> np.ndarray:
 
 @pytest.fixture
 def rec(booster, items) -> Recommender:
-    users = {"fan-of-2": user_vector(2)}
+    users = {"fan-of-2": UserState(user_vector(2), [])}
     return Recommender(RankedModel(booster, "m", "7"), items, users.get, n_candidates=20)
 
 
@@ -64,6 +71,8 @@ def test_serving_matrix_equals_the_training_matrix(rec, items):
     frame = pd.DataFrame(items.features, columns=list(ITEM_FEATURES))
     for c, v in zip(USER_FEATURES, user, strict=True):
         frame[c] = v
+    frame["x_retrieval_score"] = np.nan  # no retriever: missing, as XGBoost expects
+    frame["x_content_similarity"] = np.nan
     np.testing.assert_allclose(served, model_matrix(frame).to_numpy(), rtol=1e-6)
 
 
@@ -97,3 +106,12 @@ def test_candidate_pool_mixes_popular_and_fresh(items):
     top = np.argsort(-engagement)[:8].tolist()
     freshest = [i for i in np.argsort(items.column("v_age_hours")).tolist() if i not in top][:2]
     assert rows == top + freshest
+
+
+def test_new_videos_get_default_rows_and_are_flagged(rec, items):
+    n = len(items.video_ids)
+    assert items.append_defaults(["fresh-1", "fresh-2", "v1"]) == 2
+    assert len(items.video_ids) == n + 2 and items.missing[-2:].all()
+    assert items.index["fresh-2"] == n + 1
+    out = rec.rank("fan-of-2", ["fresh-1", "v3"])
+    assert sorted(out.video_ids) == ["fresh-1", "v3"] and not out.unknown_video_ids
