@@ -136,25 +136,39 @@ def dag(dag_id: str, day: DayOpt = None) -> None:
     console.print(f"{dag_id}: success in {r.seconds:.1f}s (log: {r.log_path})")
 
 
+class ModelKind(StrEnum):
+    ranker = "ranker"
+    retrieval = "retrieval"
+
+
+ModelOpt = Annotated[
+    ModelKind, typer.Option("--model", help="which registered model: ranker or retrieval")
+]
+
+
+def _model_name(s: Settings, kind: ModelKind) -> str:
+    return s.ranker_model_name if kind is ModelKind.ranker else s.retrieval_model_name
+
+
 @models_app.command("list")
-def models_list() -> None:
-    """Versions of the ranker with their aliases, gate verdicts and metrics."""
+def models_list(model: ModelOpt = ModelKind.ranker) -> None:
+    """Versions of a registered model with their aliases, gate verdicts and key metric."""
     from training.registry import client
 
     s = _settings()
     c = client(s)
-    table = Table("version", "aliases", "gate", "ndcg@10", "data window", "created")
+    name = _model_name(s, model)
+    metric = "ndcg_at_10" if model is ModelKind.ranker else "recall_at_100"
+    table = Table("version", "aliases", "gate", metric, "data window", "created", title=name)
     by_version: dict[str, list[str]] = {}
-    for alias, v in c.get_registered_model(s.ranker_model_name).aliases.items():
+    for alias, v in c.get_registered_model(name).aliases.items():
         by_version.setdefault(str(v), []).append(alias)
-    for mv in sorted(
-        c.search_model_versions(f"name='{s.ranker_model_name}'"), key=lambda m: int(m.version)
-    ):
+    for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda m: int(m.version)):
         table.add_row(
             str(mv.version),
             ",".join(sorted(by_version.get(str(mv.version), []))),
             mv.tags.get("gate_verdict", ""),
-            mv.tags.get("ndcg_at_10", ""),
+            mv.tags.get(metric, ""),
             mv.tags.get("data_window", ""),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1e3)),
         )
@@ -163,22 +177,25 @@ def models_list() -> None:
 
 @models_app.command("promote")
 def models_promote(
-    version: str, alias: Annotated[str, typer.Option(help="alias to move")] = "champion"
+    version: str,
+    alias: Annotated[str, typer.Option(help="alias to move")] = "champion",
+    model: ModelOpt = ModelKind.ranker,
 ) -> None:
     """Point an alias (default ``champion``) at a version: promotion or rollback."""
     from training.registry import client
 
     s = _settings()
     c = client(s)
+    name = _model_name(s, model)
     from mlflow.exceptions import MlflowException
 
     try:
-        c.get_model_version(s.ranker_model_name, version)
+        c.get_model_version(name, version)
     except MlflowException as err:
-        console.print(f"[bold red]error:[/] {s.ranker_model_name} has no version {version!r}")
+        console.print(f"[bold red]error:[/] {name} has no version {version!r}")
         raise typer.Exit(code=1) from err
-    c.set_registered_model_alias(s.ranker_model_name, alias, version)
-    console.print(f"{s.ranker_model_name}@{alias} -> v{version}")
+    c.set_registered_model_alias(name, alias, version)
+    console.print(f"{name}@{alias} -> v{version}")
 
 
 @app.command()

@@ -16,7 +16,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.serving]
 
 @pytest.fixture(scope="module")
 def server(loop) -> Iterator[RunningServer]:
-    srv = start_server(loop.settings, port=free_port())
+    # a short catalog refresh so that a new upload is picked up within the test
+    srv = start_server(
+        loop.settings, port=free_port(), env={"REELRANK_SERVING__CATALOG_REFRESH_S": "1"}
+    )
     try:
         yield srv
     finally:
@@ -54,6 +57,7 @@ def test_recommend_for_a_known_user(server, loop):
     body = r.json()
     assert body["user_id"] == user and body["cold_start"] is False
     assert body["model_name"] == "reelrank-ranker" and body["model_version"] == "1"
+    assert body["retrieval_version"] == "1"  # candidates came from the two-tower model
     assert len(body["request_id"]) == 32
     items = body["items"]
     assert len(items) == 7 and len({i["video_id"] for i in items}) == 7
@@ -110,3 +114,48 @@ def test_invalid_json_is_a_400(server):
         timeout=30,
     )
     assert r.status_code == 400
+
+
+def test_a_video_uploaded_while_serving_becomes_servable_without_restart(server, loop):
+    """A new upload lands in the lake and gets its caption embedded; the running service
+    picks it up (fresh index + default feature row) with no restart and no retraining."""
+    from datetime import timedelta
+
+    from features.content import content_path, embed_catalog
+    from ingest.lake import partition_path, read_table, write_partition
+
+    s = loop.settings
+    user = known_user(loop)
+    before = httpx.post(
+        f"{server.url}/rank", json={"user_id": user, "video_ids": ["v-uploaded-now"]}, timeout=30
+    ).json()
+    assert before["unknown_video_ids"] == ["v-uploaded-now"]
+
+    day = s.sim.end_date + timedelta(days=1)
+    template = read_table(s.lake_dir, "videos").tail(1).reset_index(drop=True)
+    video = template.assign(
+        video_id="v-uploaded-now", upload_ts=template["upload_ts"] + timedelta(days=1)
+    )
+    try:
+        write_partition(s.lake_dir, s.quarantine_dir, "videos", day, video)
+        embed_catalog(s, day)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            after = httpx.post(
+                f"{server.url}/rank",
+                json={"user_id": user, "video_ids": ["v-uploaded-now"]},
+                timeout=30,
+            ).json()
+            if not after["unknown_video_ids"]:
+                break
+            time.sleep(0.5)
+        assert (
+            after["unknown_video_ids"] == [] and after["items"][0]["video_id"] == "v-uploaded-now"
+        )
+        assert 0.0 <= after["items"][0]["score"] <= 1.0
+    finally:  # leave the shared tiny loop as it was
+        part = partition_path(s.lake_dir, "videos", day)
+        part.unlink(missing_ok=True)
+        if part.parent.exists():
+            part.parent.rmdir()
+        content_path(s, day).unlink(missing_ok=True)

@@ -155,6 +155,10 @@ def test_cross_feature_picks_the_affinity_of_the_video_topic():
         df[c] = 0.0
     df["aff_03"] = 0.7
     df["v_topic_slot"] = [3.0, 1.0, 3.0, 15.0]
+    with pytest.raises(KeyError, match="x_retrieval_score"):
+        model_matrix(df)  # retrieval features are never silently invented
+    df["x_retrieval_score"] = 0.5
+    df["x_content_similarity"] = 0.1
     x = model_matrix(df)
     assert list(x.columns) == list(MODEL_FEATURES)
     assert x["x_topic_affinity"].tolist() == pytest.approx([0.7, 0.0, 0.7, 0.0])
