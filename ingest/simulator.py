@@ -75,6 +75,8 @@ SURFACE_P = {"spotlight": 0.6, "discover": 0.3, "stories": 0.1}
 VISUAL_DIM = 16
 POLICY_VERSION = "sim-policy-v1"
 SURGE_TOPIC = "dance"
+UTILITY_NOISE = 0.8  # std of the per-impression noise on the hidden utility
+COMPLETE_AT = 0.8  # watched fraction that counts as a completion
 
 
 def _ts(d: date) -> datetime:
@@ -128,6 +130,17 @@ class World:
         u = np.fromiter((self.user_index[x] for x in user_ids), dtype=np.int64)
         v = np.fromiter((self.video_index[x] for x in video_ids), dtype=np.int64)
         return self._utility(u, v, self.interests_on(self.day_index(day)))
+
+    def completion_probability(
+        self, user_ids: np.ndarray | pd.Series, video_ids: np.ndarray | pd.Series, day: date
+    ) -> np.ndarray:
+        """P(the user completes the video) on ``day``: the oracle's judgement of any video,
+        shown or not (completion happens when the noisy utility clears a threshold)."""
+        from scipy.special import ndtr
+
+        utility = self.oracle_utility(user_ids, video_ids, day)
+        threshold = np.log(COMPLETE_AT / (1.0 - COMPLETE_AT)) / 1.4 - 0.3
+        return ndtr((utility - threshold) / UTILITY_NOISE)
 
     def _utility(self, u: np.ndarray, v: np.ndarray, interests: np.ndarray) -> np.ndarray:
         k = len(TOPICS)
@@ -299,10 +312,10 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     u = np.repeat(req_user, m)
     v = shown.reshape(-1)
     utility = world._utility(u, v, interests)
-    z = utility + rng.normal(0.0, 0.8, len(u))
+    z = utility + rng.normal(0.0, UTILITY_NOISE, len(u))
     duration = world.videos["duration_s"].to_numpy()[v]
     frac = _sigmoid(1.4 * (z + 0.3))
-    completed = frac > 0.8
+    completed = frac > COMPLETE_AT
     watch = np.round(np.where(completed, duration, duration * frac), 2)
     skipped = frac < 0.15
     engaged = ~skipped

@@ -221,15 +221,25 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
             f"{rm.get('random_recall_at_100', float('nan')):.3f}, popularity "
             f"{rm.get('popularity_cold_recall_at_100', float('nan')):.3f}",
         )
-        t.add_row(
-            "NDCG@10 after ranking",
-            ", ".join(
-                f"{k} {m[f'pipeline_ndcg_at_10_{k}']:.4f}"
-                for k in ("two_tower", "popularity", "recent_popularity", "oracle")
-                if f"pipeline_ndcg_at_10_{k}" in m
+        sources = ("two_tower", "popularity", "recent_popularity", "oracle")
+
+        def judged(suffix: str) -> str:
+            return ", ".join(
+                f"{k} {m[f'pipeline_ndcg_at_10_oracle_judged_{k}{suffix}']:.4f}"
+                for k in sources
+                if f"pipeline_ndcg_at_10_oracle_judged_{k}{suffix}" in m
             )
-            + " (candidates from each source, ranked by the ranker)",
+
+        if "pipeline_ndcg_at_10_oracle_judged_two_tower" in m:
+            t.add_row("NDCG@10 after ranking", f"500 candidates per source: {judged('')}")
+            t.add_row("  (oracle-judged)", f"100 candidates per source: {judged('_100')}")
+        logged = ", ".join(
+            f"{k} {m[f'pipeline_ndcg_at_10_{k}']:.4f}"
+            for k in sources
+            if f"pipeline_ndcg_at_10_{k}" in m
         )
+        if logged:
+            t.add_row("  (logged outcomes)", logged)
         t.add_row(
             "retrieval registry",
             f"{s['retrieval']['model']} v{s['retrieval']['version']} "

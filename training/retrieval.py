@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KS = (50, 100, 500)
+SMALL_BUDGET = 100  # a second, tighter candidate budget for the end-to-end evaluation
 USER_REFS = [f"user_engagement:{c}" for c in USER_COLUMNS] + ["user_history:hist_video_ids"]
 
 
@@ -598,9 +599,11 @@ def pipeline_ndcg(
     """NDCG@10 of retrieve -> rank -> top 10 on the holdout day, per candidate source.
 
     The serving class itself does the work (:class:`serving.pipeline.Recommender`), fed
-    with features as of the holdout's start (point-in-time). A video's gain is the value
-    the user got from it that day (completed + liked + shared); videos the user was never
-    shown count as zero, so every source is judged against the same logged outcomes.
+    with features as of the holdout's start (point-in-time). Logged: a video's gain is the
+    value the user got from it that day (completed + liked + shared); videos the user was
+    never shown count as zero, so this mostly measures overlap with the logging policy.
+    Oracle-judged (simulated data): every video is judged by the simulator's hidden utility
+    for the user, the counterfactual a real log cannot give.
     """
     from features.cross import MODEL_FEATURES
     from serving.pipeline import (
@@ -664,18 +667,24 @@ def pipeline_ndcg(
 
         world = generate_world(settings.sim)
     scores: dict[str, list[float]] = {"two_tower": [], **{k: [] for k in static}}
+    judged: dict[str, list[float]] = {}
     if world is not None:
         scores["oracle"] = []
+        judged = {k: [] for k in scores}
     for uid in users:
         state = states[uid]
         gains = gains_by_user.loc[uid].to_dict()
         user_vec = rec._user_vec(state)
         sources = {"two_tower": rec.candidates(state, user_vec)[0], **static}
+        p_complete: dict[str, float] = {}
         if world is not None:
             ids = items.video_ids
             util = world.oracle_utility(np.repeat(uid, len(ids)), ids, holdout)
             top = np.argpartition(-util, min(n, len(ids) - 1))[:n]
+            top = top[np.argsort(-util[top], kind="stable")]
             sources["oracle"] = ids[top].tolist()
+            # graded by hidden utility, shifted so the user's worst available video is 0
+            p_complete = dict(zip(ids.tolist(), (util - util.min()).tolist(), strict=True))
         for name, cands in sources.items():
             cands = [v for v in cands if v in items.index]
             rows = np.fromiter((items.index[v] for v in cands), np.int64, len(cands))
@@ -683,4 +692,22 @@ def pipeline_ndcg(
             s = rec._score(state, rows, feats)
             order = np.argsort(-s, kind="stable")[:10]
             scores[name].append(_ndcg([cands[i] for i in order], gains))
-    return {name: float(np.nanmean(v)) for name, v in scores.items()}
+            if p_complete:
+                judged[name].append(_judged_ndcg([cands[i] for i in order], p_complete))
+                # a tighter budget: only each source's own best 100 reach the ranker
+                small = np.argsort(-s[:SMALL_BUDGET], kind="stable")[:10]
+                judged.setdefault(f"{name}_{SMALL_BUDGET}", []).append(
+                    _judged_ndcg([cands[i] for i in small], p_complete)
+                )
+    out = {name: float(np.nanmean(v)) for name, v in scores.items()}
+    out.update({f"oracle_judged_{k}": float(np.nanmean(v)) for k, v in judged.items()})
+    return out
+
+
+def _judged_ndcg(ranked: Sequence[str], p_complete: dict[str, float], k: int = 10) -> float:
+    """NDCG@k where every video, shown or not, is judged by the oracle (its hidden utility
+    for the user); the ideal list is the best k of the whole available catalog."""
+    dcg = sum(p_complete[v] / math.log2(i + 2) for i, v in enumerate(ranked[:k]))
+    ideal = sorted(p_complete.values(), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else float("nan")
