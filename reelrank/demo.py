@@ -231,15 +231,15 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
             )
 
         if "pipeline_ndcg_at_10_oracle_judged_two_tower" in m:
-            t.add_row("NDCG@10 after ranking", f"500 candidates per source: {judged('')}")
-            t.add_row("  (oracle-judged)", f"100 candidates per source: {judged('_100')}")
+            t.add_row("NDCG@10 after ranking", f"oracle-judged, 500 candidates: {judged('')}")
+            t.add_row("", f"oracle-judged, 100 candidates: {judged('_100')}")
         logged = ", ".join(
             f"{k} {m[f'pipeline_ndcg_at_10_{k}']:.4f}"
             for k in sources
             if f"pipeline_ndcg_at_10_{k}" in m
         )
         if logged:
-            t.add_row("  (logged outcomes)", logged)
+            t.add_row("", f"logged outcomes, 500 candidates: {logged}")
         t.add_row(
             "retrieval registry",
             f"{s['retrieval']['model']} v{s['retrieval']['version']} "
