@@ -76,6 +76,11 @@ def reelrank_training() -> None:
 
     @task(outlets=[MODEL_PROMOTED])
     def announce(gated: dict[str, Any]) -> dict[str, Any]:
+        if gated.get("pending_approval"):
+            raise AirflowSkipException(
+                f"v{gated['version']} passed the gate and awaits approval "
+                f"(reelrank models promote {gated['version']})"
+            )
         if not gated["promoted"]:
             raise AirflowSkipException(f"v{gated['version']} not promoted: gate failed")
         return {"version": gated["version"]}

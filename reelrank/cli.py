@@ -159,7 +159,9 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
     c = client(s)
     name = _model_name(s, model)
     metric = "ndcg_at_10" if model is ModelKind.ranker else "recall_at_100"
-    table = Table("version", "aliases", "gate", metric, "data window", "created", title=name)
+    table = Table(
+        "version", "aliases", "gate", "review", metric, "data window", "created", title=name
+    )
     by_version: dict[str, list[str]] = {}
     for alias, v in c.get_registered_model(name).aliases.items():
         by_version.setdefault(str(v), []).append(alias)
@@ -168,6 +170,7 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
             str(mv.version),
             ",".join(sorted(by_version.get(str(mv.version), []))),
             mv.tags.get("gate_verdict", ""),
+            mv.tags.get("review_status", ""),
             mv.tags.get(metric, ""),
             mv.tags.get("data_window", ""),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1e3)),
@@ -175,27 +178,54 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
     console.print(table)
 
 
+WhyOpt = Annotated[str, typer.Option("--why", help="the reason, recorded on the version")]
+WhoOpt = Annotated[str | None, typer.Option("--who", help="who decides (default: the OS user)")]
+
+
 @models_app.command("promote")
 def models_promote(
     version: str,
-    alias: Annotated[str, typer.Option(help="alias to move")] = "champion",
+    why: WhyOpt = "manual promotion",
+    who: WhoOpt = None,
     model: ModelOpt = ModelKind.ranker,
 ) -> None:
-    """Point an alias (default ``champion``) at a version: promotion or rollback."""
+    """Make VERSION the champion (approve a pending challenger, or pin any version).
+    Who, when and why are recorded as tags on the version; serving follows."""
     from training.registry import client
+    from training.review import ReviewError, promote, reviewer
 
     s = _settings()
-    c = client(s)
-    name = _model_name(s, model)
-    from mlflow.exceptions import MlflowException
-
     try:
-        c.get_model_version(name, version)
-    except MlflowException as err:
-        console.print(f"[bold red]error:[/] {name} has no version {version!r}")
+        move = promote(client(s), _model_name(s, model), version, who or reviewer(), why)
+    except ReviewError as err:
+        console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(code=1) from err
-    c.set_registered_model_alias(name, alias, version)
-    console.print(f"{name}@{alias} -> v{version}")
+    console.print(
+        f"{move.model}@champion: v{move.previous} -> v{move.version} "
+        f"(by {move.who}, {move.at}: {move.why})"
+    )
+
+
+@models_app.command("rollback")
+def models_rollback(
+    why: WhyOpt = "rollback",
+    who: WhoOpt = None,
+    model: ModelOpt = ModelKind.ranker,
+) -> None:
+    """Put the previous champion back; recorded as tags on both versions."""
+    from training.registry import client
+    from training.review import ReviewError, reviewer, rollback
+
+    s = _settings()
+    try:
+        move = rollback(client(s), _model_name(s, model), who or reviewer(), why)
+    except ReviewError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(code=1) from err
+    console.print(
+        f"{move.model}@champion: v{move.previous} -> v{move.version} "
+        f"(rolled back by {move.who}, {move.at}: {move.why})"
+    )
 
 
 @app.command()

@@ -105,6 +105,11 @@ class GateSettings(BaseModel):
     """Promotion rules: a challenger becomes champion only by clearing these margins."""
 
     metric: str = "ndcg_at_10"
+    manual_approval: bool = Field(
+        False,
+        description="a passing challenger waits under the 'pending-approval' alias until "
+        "'reelrank models promote VERSION' instead of becoming champion",
+    )
     min_margin_over_baseline: float = 0.005
     min_margin_over_champion: float = 0.0
 

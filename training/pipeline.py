@@ -28,6 +28,7 @@ from training.dataset import DataWindow, build_sets
 from training.evaluate import Metrics, evaluate_scores
 from training.gate import GateVerdict, decide
 from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
+from training.review import hold_for_approval, promote
 
 log = logging.getLogger(__name__)
 
@@ -305,12 +306,22 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
     c.update_model_version(
         name, version, description=model_card(settings, info, all_metrics, verdict)
     )
-    if verdict.promote:
-        c.set_registered_model_alias(name, CHAMPION, version)
-        log.info("promoted %s v%s to champion", name, version)
+    promoted = pending = False
+    if verdict.promote and settings.gate.manual_approval:
+        hold_for_approval(c, name, version, "; ".join(verdict.reasons))
+        pending = True
+    elif verdict.promote:
+        promote(c, name, version, "gate", "gate passed: " + "; ".join(verdict.reasons))
+        promoted = True
     else:
+        c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
         log.warning("gate failed for %s v%s: %s", name, version, verdict.reasons)
-    return {"version": version, "promoted": verdict.promote, "verdict": verdict.to_dict()}
+    return {
+        "version": version,
+        "promoted": promoted,
+        "pending_approval": pending,
+        "verdict": verdict.to_dict(),
+    }
 
 
 def run_training(settings: Settings, holdout: date) -> dict[str, Any]:

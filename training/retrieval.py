@@ -476,14 +476,19 @@ def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
     c.update_model_version(
         name, version, description=retrieval_card(settings, window, metrics, random_recall, verdict)
     )
-    if verdict.promote:
-        c.set_registered_model_alias(name, CHAMPION, version)
-        log.info("promoted %s v%s to champion", name, version)
+    # retrieval follows the same review rules as the ranker (manual approval included)
+    from training.review import hold_for_approval, promote
+
+    if verdict.promote and settings.gate.manual_approval:
+        hold_for_approval(c, name, version, "; ".join(verdict.reasons))
+    elif verdict.promote:
+        promote(c, name, version, "gate", "gate passed: " + "; ".join(verdict.reasons))
     else:
+        c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
         log.warning("retrieval gate failed for v%s: %s", version, verdict.reasons)
     return {
         "version": version,
-        "promoted": verdict.promote,
+        "promoted": verdict.promote and not settings.gate.manual_approval,
         "verdict": verdict.to_dict(),
         "metrics": {k: m.to_dict() for k, m in metrics.items()},
         "random_recall": random_recall,
