@@ -1,7 +1,17 @@
-"""Offline evaluation on the time-split holdout: NDCG@10 per request and AUC.
+"""Offline evaluation on the time-split holdout, one module for training, gate and demo.
 
-NDCG is computed within each feed request (the list the user actually saw), on the graded
-value label; requests where nothing had value carry no ranking signal and are left out.
+Every model and baseline is scored on the same holdout rows:
+
+- NDCG@10 within each feed request (the list the user actually saw), on the graded value
+  label; requests where nothing had value carry no ranking signal and are left out;
+- AUC and GAUC (per-user AUC, impression-weighted: a global AUC rewards merely telling
+  heavy users from light ones);
+- XAUC for watch time: how often the scores order two impressions of one request the way
+  their watch times do;
+- ECE of the predicted value probability (only for models whose scores are probabilities);
+- per-surface NDCG@10 slices.
+
+The metric functions live in :mod:`training.metrics`.
 """
 
 from __future__ import annotations
@@ -12,6 +22,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+NAN = float("nan")
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -19,6 +31,9 @@ class Metrics:
     auc: float
     n_requests: int
     n_rows: int
+    gauc: float = NAN
+    xauc_watch: float = NAN
+    ece: float = NAN
 
     def to_dict(self, prefix: str = "") -> dict[str, float]:
         return {f"{prefix}{k}": float(v) for k, v in asdict(self).items()}
@@ -43,7 +58,13 @@ def ndcg_at_k(groups: np.ndarray, relevance: np.ndarray, scores: np.ndarray, k: 
     return float((dcg[valid] / idcg[valid]).mean())
 
 
-def evaluate_scores(holdout: pd.DataFrame, scores: np.ndarray) -> Metrics:
+def evaluate_scores(
+    holdout: pd.DataFrame, scores: np.ndarray, probabilities: bool = False
+) -> Metrics:
+    """All holdout metrics of one scorer; ``probabilities`` when the scores are P(value)."""
+    from training.metrics import expected_calibration_error, gauc, xauc
+
+    scores = np.asarray(scores, dtype=np.float64)
     groups = holdout["request_id"].to_numpy()
     rel = holdout["value"].to_numpy()
     positive = holdout["positive"].to_numpy()
@@ -58,4 +79,26 @@ def evaluate_scores(holdout: pd.DataFrame, scores: np.ndarray) -> Metrics:
         auc=auc,
         n_requests=valid_requests,
         n_rows=len(holdout),
+        gauc=gauc(holdout["user_id"].to_numpy(), positive.astype(int), scores).value,
+        xauc_watch=xauc(holdout["watch_time_s"].to_numpy(np.float64), scores, groups=groups),
+        ece=(
+            expected_calibration_error(positive.astype(int), np.clip(scores, 0.0, 1.0)).ece
+            if probabilities
+            else NAN
+        ),
     )
+
+
+def surface_slices(holdout: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    """NDCG@10 per surface (spotlight, discover, stories): a model can win on average and
+    lose where a product team cares most."""
+    from training.metrics import by_slice
+
+    frame = holdout.assign(_score=np.asarray(scores, dtype=np.float64))
+    return by_slice(
+        frame,
+        "surface",
+        lambda d: ndcg_at_k(
+            d["request_id"].to_numpy(), d["value"].to_numpy(), d["_score"].to_numpy()
+        ),
+    ).values

@@ -24,8 +24,9 @@ from features.cross import MODEL_FEATURES, model_matrix
 from ingest.lake import atomic_write
 from reelrank.settings import Settings
 from training import baselines
+from training.checks import behavioural_checks, feature_service_check
 from training.dataset import DataWindow, build_sets
-from training.evaluate import Metrics, evaluate_scores
+from training.evaluate import Metrics, evaluate_scores, surface_slices
 from training.gate import GateVerdict, decide
 from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
 from training.review import hold_for_approval, promote
@@ -57,19 +58,23 @@ def build_datasets(settings: Settings, holdout: date) -> dict[str, Any]:
     return info
 
 
+def world_oracle_scores(settings: Settings, hold: pd.DataFrame, holdout: date) -> np.ndarray:
+    from ingest.simulator import generate_world
+
+    world = generate_world(settings.sim)
+    return world.oracle_utility(hold["user_id"], hold["video_id"], holdout)
+
+
 def _oracle_metrics(settings: Settings, hold: pd.DataFrame, holdout: date) -> Metrics | None:
     """The best ranking possible: the simulator's hidden utility (simulated data only)."""
     if settings.dataset != "simulator":
         return None
-    from ingest.simulator import generate_world
-
-    world = generate_world(settings.sim)
-    return evaluate_scores(hold, world.oracle_utility(hold["user_id"], hold["video_id"], holdout))
+    return evaluate_scores(hold, world_oracle_scores(settings, hold, holdout))
 
 
 def _champion_metrics(
     settings: Settings, hold: pd.DataFrame, holdout: date
-) -> tuple[str | None, Metrics | None, str | None]:
+) -> tuple[str | None, Metrics | None, str | None, np.ndarray | None]:
     """The champion on the challenger's holdout: (version, metrics, why it cannot compete).
 
     A champion whose training data already contains the holdout day would be judged on data
@@ -80,7 +85,7 @@ def _champion_metrics(
     c = client(settings)
     version = alias_version(c, settings.ranker_model_name, CHAMPION)
     if version is None:
-        return None, None, None
+        return None, None, None, None
     window = c.get_model_version(settings.ranker_model_name, version).tags.get("data_window", "")
     champion_holdout = window.split("..")[-1]
     if champion_holdout and date.fromisoformat(champion_holdout) > holdout:
@@ -89,13 +94,14 @@ def _champion_metrics(
             f"includes this holdout ({holdout}); not comparable"
         )
         log.warning(why)
-        return version, None, why
+        return version, None, why, None
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
     names = list(model.get_booster().feature_names or [])
     if names != list(MODEL_FEATURES):
         log.warning("champion v%s uses other features; not comparable on this holdout", version)
-        return version, None, None
-    return version, evaluate_scores(hold, model.predict_proba(model_matrix(hold))[:, 1]), None
+        return version, None, None, None
+    scores = model.predict_proba(model_matrix(hold))[:, 1]
+    return version, evaluate_scores(hold, scores, probabilities=True), None, scores
 
 
 def model_card(
@@ -103,10 +109,29 @@ def model_card(
     info: dict[str, Any],
     metrics: dict[str, Metrics],
     verdict: GateVerdict | None,
+    checks: dict[str, str | None] | None = None,
 ) -> str:
     w = info["window"]
+
+    def fmt(v: float) -> str:
+        return "n/a" if math.isnan(v) else f"{v:.4f}"
+
     rows = "\n".join(
-        f"| {name} | {m.ndcg_at_10:.4f} | {m.auc:.4f} |" for name, m in metrics.items()
+        f"| {name} | {fmt(m.ndcg_at_10)} | {fmt(m.auc)} | {fmt(m.gauc)} | {fmt(m.xauc_watch)} "
+        f"| {fmt(m.ece)} |"
+        for name, m in metrics.items()
+    )
+    oracle = metrics.get("oracle")
+    pct = (
+        f" The challenger reaches {100 * metrics['challenger'].ndcg_at_10 / oracle.ndcg_at_10:.1f}%"
+        " of the oracle's NDCG@10."
+        if oracle is not None and oracle.ndcg_at_10 > 0
+        else ""
+    )
+    checks = checks or {}
+    check_lines = (
+        ", ".join(f"{k} {'passed' if v is None else 'FAILED: ' + v}" for k, v in checks.items())
+        or "not run"
     )
     gate = (f"**{verdict.label}**: " + "; ".join(verdict.reasons)) if verdict else "pending"
     return f"""# reelrank ranker: model card
@@ -126,11 +151,17 @@ retrieval score and the user-video caption similarity from `{settings.retrieval_
 trees, then the model is refitted with exactly that many (what is evaluated is what serves).
 
 **Holdout metrics** (same rows for every line; NDCG@10 within each feed request on the value
-label completed + liked + shared):
+label completed + liked + shared; GAUC = per-user AUC, impression-weighted; XAUC = pairwise
+watch-time order within a request; ECE = calibration of P(value), for probability models):
 
-| model | NDCG@10 | AUC |
-|---|---|---|
+| model | NDCG@10 | AUC | GAUC | XAUC watch | ECE |
+|---|---|---|---|---|---|
 {rows}
+{pct}
+Per-surface NDCG@10, calibration, feature importance and score distribution vs the champion
+are PNG artifacts under `review/`; every number is in `review/evaluation.json`.
+
+**Behavioural checks:** {check_lines}.
 
 **Gate** (metric `{settings.gate.metric}`, margin over baselines
 {settings.gate.min_margin_over_baseline}, over champion {settings.gate.min_margin_over_champion}):
@@ -139,6 +170,41 @@ label completed + liked + shared):
 **Known limits.** Trained on logs of a mixed popularity/topic policy, so it inherits that
 policy's exposure bias; no position debiasing yet; a single value objective.
 """
+
+
+def _review_plots(
+    out: Path,
+    model: Any,
+    hold: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    slices: dict[str, dict[str, float]],
+) -> None:
+    from training.metrics import expected_calibration_error
+    from training.plots import (
+        calibration_plot,
+        importance_plot,
+        score_distribution_plot,
+        slices_plot,
+    )
+
+    slices_plot(slices, out / "ndcg_by_surface.png")
+    positive = hold["positive"].to_numpy().astype(int)
+    curves = {}
+    for name in ("challenger", "champion"):
+        if name in scores:
+            cal = expected_calibration_error(positive, np.clip(scores[name], 0, 1))
+            keep = [i for i, n in enumerate(cal.count) if n > 0]
+            curves[f"{name} (ECE {cal.ece:.3f})"] = (
+                [cal.mean_prob[i] for i in keep],
+                [cal.frac_positive[i] for i in keep],
+            )
+    calibration_plot(curves, out / "calibration.png")
+    gain = model.get_booster().get_score(importance_type="total_gain")
+    importance_plot(gain, out / "feature_importance.png")
+    score_distribution_plot(
+        {k: scores[k] for k in ("challenger", "champion") if k in scores},
+        out / "score_distribution.png",
+    )
 
 
 def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
@@ -168,19 +234,35 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     )
     model, curves = train_ranker(fit_part, valid_part, settings.training)
 
-    metrics: dict[str, Metrics] = {"challenger": evaluate_scores(hold, predict(model, hold))}
-    metrics["popularity"] = evaluate_scores(
-        hold, baselines.score(baselines.popularity(train), hold["video_id"])
-    )
-    metrics["recent_popularity"] = evaluate_scores(
-        hold, baselines.score(baselines.recent_popularity(train), hold["video_id"])
-    )
-    champ_version, champ, blocker = _champion_metrics(settings, hold, holdout)
-    if champ is not None:
+    scores = {
+        "challenger": predict(model, hold),
+        "popularity": baselines.score(baselines.popularity(train), hold["video_id"]),
+        "recent_popularity": baselines.score(baselines.recent_popularity(train), hold["video_id"]),
+    }
+    metrics: dict[str, Metrics] = {
+        "challenger": evaluate_scores(hold, scores["challenger"], probabilities=True),
+        "popularity": evaluate_scores(hold, scores["popularity"]),
+        "recent_popularity": evaluate_scores(hold, scores["recent_popularity"]),
+    }
+    champ_version, champ, blocker, champ_scores = _champion_metrics(settings, hold, holdout)
+    if champ is not None and champ_scores is not None:
         metrics["champion"] = champ
+        scores["champion"] = champ_scores
     oracle = _oracle_metrics(settings, hold, holdout)
     if oracle is not None:
         metrics["oracle"] = oracle
+        scores["oracle"] = world_oracle_scores(settings, hold, holdout)
+    slices = {k: surface_slices(hold, v) for k, v in scores.items()}
+
+    # what a reviewer needs beyond metrics: behaviour and the feature contract
+    checks = behavioural_checks(
+        lambda df: predict(model, df), hold.sample(min(len(hold), 400), random_state=0)
+    )
+    blockers = [blocker] if blocker else []
+    blockers += [f"behavioural check {k} failed: {v}" for k, v in checks.items() if v]
+    contract = feature_service_check(store, settings.feature_service, MODEL_FEATURES)
+    if contract:
+        blockers.append(contract)
 
     # the whole path, offline: retrieve 500 -> rank with this challenger -> top 10
     pipeline: dict[str, float] = {}
@@ -214,6 +296,16 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                 100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
             )
         flat.update({f"pipeline_ndcg_at_10_{k}": v for k, v in pipeline.items()})
+        for label, per_surface in slices.items():
+            prefix = "" if label == "challenger" else f"{label}_"
+            flat.update(
+                {
+                    f"{prefix}ndcg_at_10_{surface}": v
+                    for surface, v in per_surface.items()
+                    if not math.isnan(v)
+                }
+            )
+        flat.update({f"check_{k}": 0.0 if v else 1.0 for k, v in checks.items()})
         mlflow.log_metrics(flat)
         now = int(pd.Timestamp.now().timestamp() * 1000)
         mlflow.MlflowClient().log_batch(
@@ -233,8 +325,19 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                 )
             )
             (t / "evaluation.json").write_text(
-                json.dumps({k: m.to_dict() for k, m in metrics.items()}, indent=2)
+                json.dumps(
+                    {
+                        "holdout": holdout.isoformat(),
+                        "metrics": {k: m.to_dict() for k, m in metrics.items()},
+                        "surface_ndcg_at_10": slices,
+                        "pipeline_ndcg_at_10": pipeline,
+                        "behavioural_checks": checks,
+                        "feature_contract": contract or "ok",
+                    },
+                    indent=2,
+                )
             )
+            _review_plots(t, model, hold, scores, slices)
             (t / "datasets.json").write_text(json.dumps(info, indent=2))
             ref = model_matrix(
                 train.sample(
@@ -264,17 +367,23 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         "gate_verdict": "pending",
         "ndcg_at_10": f"{metrics['challenger'].ndcg_at_10:.4f}",
         "retrieval_version": retrieval_version or "none",
+        "behavioural_checks": "passed"
+        if not any(checks.values())
+        else "failed: " + ", ".join(k for k, v in checks.items() if v),
         "run_id": run.info.run_id,
     }
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)
-    c.update_model_version(name, version, description=model_card(settings, info, metrics, None))
+    c.update_model_version(
+        name, version, description=model_card(settings, info, metrics, None, checks)
+    )
     return {
         "version": version,
         "run_id": run.info.run_id,
         "holdout": holdout.isoformat(),
         "champion_version": champ_version,
-        "blockers": [blocker] if blocker else [],
+        "blockers": blockers,
+        "checks": checks,
         "metrics": {k: m.to_dict() for k, m in metrics.items()},
         "pipeline_ndcg_at_10": pipeline,
     }
@@ -304,7 +413,9 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
         (_dir(settings, date.fromisoformat(trained["holdout"])) / "datasets.json").read_text()
     )
     c.update_model_version(
-        name, version, description=model_card(settings, info, all_metrics, verdict)
+        name,
+        version,
+        description=model_card(settings, info, all_metrics, verdict, trained.get("checks")),
     )
     promoted = pending = False
     if verdict.promote and settings.gate.manual_approval:

@@ -39,8 +39,10 @@ def train_ranker(
     """
     x_tr, x_va = model_matrix(train), model_matrix(valid)
     y_tr, y_va = train["positive"].astype(int), valid["positive"].astype(int)
+    # XGBoost early-stops on the last metric: logloss, which also rewards calibration
+    # (stopping on AUC can leave a few-tree model whose probabilities are far off)
     probe = _classifier(
-        params, params.n_estimators, eval_metric=["logloss", "auc"], early_stopping_rounds=20
+        params, params.n_estimators, eval_metric=["auc", "logloss"], early_stopping_rounds=20
     )
     probe.fit(x_tr, y_tr, eval_set=[(x_tr, y_tr), (x_va, y_va)], verbose=False)
     ev = probe.evals_result()

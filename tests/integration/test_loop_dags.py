@@ -99,6 +99,20 @@ def test_training_dag_registers_and_promotes_a_model_that_beats_popularity(loop)
     assert metrics["ndcg_at_10"] > metrics["recent_popularity_ndcg_at_10"]
     assert 0.5 < metrics["auc"] <= 1.0
     assert metrics["ndcg_at_10"] <= metrics["oracle_ndcg_at_10"] + 0.02
+    # the evaluation module's other metrics, the slices, and the review artifacts
+    assert metrics["gauc"] > metrics["popularity_gauc"] and 0.5 < metrics["xauc_watch"] <= 1.0
+    assert 0.0 <= metrics["ece"] < 0.1
+    assert {"ndcg_at_10_spotlight", "popularity_ndcg_at_10_discover"} <= set(metrics)
+    assert mv.tags["behavioural_checks"] == "passed"
+    assert "GAUC" in mv.description and "Behavioural checks" in mv.description
+    review = {p.name for p in (s.mlflow_dir / "artifacts").rglob("review/*")}
+    assert {
+        "ndcg_by_surface.png",
+        "calibration.png",
+        "feature_importance.png",
+        "score_distribution.png",
+        "evaluation.json",
+    } <= review
     assert (PROMOTED, "reelrank_training") in loop.asset_events()
     # artifacts live under the configured root, never in the working directory
     artifacts = s.mlflow_dir / "artifacts"

@@ -1,0 +1,97 @@
+"""Review plots for a registered version (PNG, logged as MLflow artifacts under ``review/``).
+
+A reviewer decides from pictures faster than from tables: metrics by surface beside the
+champion and baselines, the calibration curve, what the model relies on, and how its score
+distribution moved against the champion's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def slices_plot(slices: Mapping[str, Mapping[str, float]], path: Path) -> Path:
+    """Grouped bars: NDCG@10 per surface for each model."""
+    plt = _pyplot()
+    models = list(slices)
+    surfaces = sorted({s for m in slices.values() for s in m})
+    x = np.arange(len(surfaces))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, name in enumerate(models):
+        ax.bar(
+            x + i * width,
+            [slices[name].get(s, np.nan) for s in surfaces],
+            width,
+            label=name,
+        )
+    ax.set_xticks(x + width * (len(models) - 1) / 2, surfaces)
+    ax.set_ylabel("NDCG@10")
+    ax.set_ylim(0, 1)
+    ax.set_title("NDCG@10 by surface")
+    ax.legend(fontsize=8, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def calibration_plot(curves: Mapping[str, tuple[list[float], list[float]]], path: Path) -> Path:
+    """Reliability diagram: mean predicted P(value) vs observed share, per model."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect")
+    for name, (pred, obs) in curves.items():
+        ax.plot(pred, obs, marker="o", label=name)
+    ax.set_xlabel("mean predicted P(value)")
+    ax.set_ylabel("observed share with value")
+    ax.set_title("Calibration")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def importance_plot(importance: Mapping[str, float], path: Path, top: int = 20) -> Path:
+    """Total gain per feature, largest first."""
+    plt = _pyplot()
+    items = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.28 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items])
+    ax.set_xlabel("total gain")
+    ax.set_title(f"Feature importance (top {len(items)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def score_distribution_plot(scores: Mapping[str, np.ndarray], path: Path) -> Path:
+    """Histograms of holdout scores: a challenger that shifts the distribution changes
+    every downstream threshold, even at equal NDCG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, 1, 41)
+    for name, s in scores.items():
+        ax.hist(np.clip(s, 0, 1), bins=bins, histtype="step", lw=1.5, density=True, label=name)
+    ax.set_xlabel("predicted P(value)")
+    ax.set_ylabel("density")
+    ax.set_title("Score distribution on the holdout")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
