@@ -26,6 +26,7 @@ import torch
 
 from serving.index import CandidateIndex
 from training.two_tower import (
+    CATALOG_ARRAYS,
     Catalog,
     TowerConfig,
     TwoTower,
@@ -37,17 +38,6 @@ from training.two_tower import (
 
 log = logging.getLogger(__name__)
 FILES = ("model.pt", "config.json", "catalog.npz", "item_vectors.npy")
-_CATALOG_ARRAYS = (
-    "video_ids",
-    "id_bucket",
-    "id_known",
-    "caption",
-    "visual",
-    "topic",
-    "creator_bucket",
-    "log_duration",
-    "upload_ts",
-)
 
 
 def _sha256(path: Path) -> str:
@@ -221,7 +211,7 @@ class Retriever:
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), directory / "model.pt")
         (directory / "config.json").write_text(json.dumps(self.model.cfg.to_dict()))
-        arrays = {name: getattr(self.catalog, name) for name in _CATALOG_ARRAYS}
+        arrays = {name: getattr(self.catalog, name) for name in CATALOG_ARRAYS}
         arrays["video_ids"] = arrays["video_ids"].astype(str)
         arrays["upload_ts"] = arrays["upload_ts"].astype("datetime64[ns]").astype(np.int64)
         np.savez(directory / "catalog.npz", **arrays)
@@ -262,7 +252,7 @@ class Retriever:
         model = TwoTower(cfg)
         model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
         with np.load(directory / "catalog.npz", allow_pickle=False) as z:
-            arrays: dict[str, Any] = {name: z[name] for name in _CATALOG_ARRAYS}
+            arrays: dict[str, Any] = {name: z[name] for name in CATALOG_ARRAYS}
         arrays["upload_ts"] = arrays["upload_ts"].astype("datetime64[ns]")
         arrays["video_ids"] = arrays["video_ids"].astype(object)
         catalog = Catalog(**arrays)

@@ -22,6 +22,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from training.metrics import ndcg_at_k
+
+__all__ = ["Metrics", "evaluate_scores", "json_safe", "ndcg_at_k", "surface_slices"]
 NAN = float("nan")
 
 
@@ -38,24 +41,21 @@ class Metrics:
     def to_dict(self, prefix: str = "") -> dict[str, float]:
         return {f"{prefix}{k}": float(v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, float | None]) -> Metrics:
+        """Inverse of ``to_dict`` after a JSON trip (undefined metrics travel as null)."""
+        return cls(**{k: NAN if v is None else v for k, v in d.items()})  # type: ignore[arg-type]
 
-def ndcg_at_k(groups: np.ndarray, relevance: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k over groups with at least one relevant item (ties broken by row order)."""
-    df = pd.DataFrame({"g": groups, "rel": relevance.astype(np.float64), "s": scores})
-    df["row"] = np.arange(len(df))
-    gain = lambda r: np.power(2.0, r) - 1.0  # noqa: E731
-    ranked = df.sort_values(["g", "s", "row"], ascending=[True, False, True])
-    ranked["pos"] = ranked.groupby("g").cumcount()
-    top = ranked[ranked["pos"] < k]
-    dcg = (gain(top["rel"]) / np.log2(top["pos"] + 2.0)).groupby(top["g"]).sum()
-    ideal = df.sort_values(["g", "rel"], ascending=[True, False])
-    ideal["pos"] = ideal.groupby("g").cumcount()
-    itop = ideal[ideal["pos"] < k]
-    idcg = (gain(itop["rel"]) / np.log2(itop["pos"] + 2.0)).groupby(itop["g"]).sum()
-    valid = idcg > 0
-    if not valid.any():
-        return float("nan")
-    return float((dcg[valid] / idcg[valid]).mean())
+
+def json_safe(obj: object) -> object:
+    """NaN and infinities as None: task results travel as strict JSON (Airflow's XCom)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def evaluate_scores(

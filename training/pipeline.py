@@ -26,7 +26,7 @@ from reelrank.settings import Settings
 from training import baselines
 from training.checks import behavioural_checks, feature_service_check
 from training.dataset import DataWindow, build_sets
-from training.evaluate import Metrics, evaluate_scores, surface_slices
+from training.evaluate import Metrics, evaluate_scores, json_safe, surface_slices
 from training.gate import GateVerdict, decide
 from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
 from training.review import hold_for_approval, promote
@@ -377,21 +377,23 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     c.update_model_version(
         name, version, description=model_card(settings, info, metrics, None, checks)
     )
-    return {
-        "version": version,
-        "run_id": run.info.run_id,
-        "holdout": holdout.isoformat(),
-        "champion_version": champ_version,
-        "blockers": blockers,
-        "checks": checks,
-        "metrics": {k: m.to_dict() for k, m in metrics.items()},
-        "pipeline_ndcg_at_10": pipeline,
-    }
+    return json_safe(  # type: ignore[return-value]
+        {
+            "version": version,
+            "run_id": run.info.run_id,
+            "holdout": holdout.isoformat(),
+            "champion_version": champ_version,
+            "blockers": blockers,
+            "checks": checks,
+            "metrics": {k: m.to_dict() for k, m in metrics.items()},
+            "pipeline_ndcg_at_10": pipeline,
+        }
+    )
 
 
 def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
     """Decide on the challenger; on a pass, point ``champion`` at it."""
-    all_metrics = {k: Metrics(**d) for k, d in trained["metrics"].items()}
+    all_metrics = {k: Metrics.from_dict(d) for k, d in trained["metrics"].items()}
     refs = {
         k: m.to_dict()
         for k, m in all_metrics.items()
@@ -427,12 +429,14 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
     else:
         c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
         log.warning("gate failed for %s v%s: %s", name, version, verdict.reasons)
-    return {
-        "version": version,
-        "promoted": promoted,
-        "pending_approval": pending,
-        "verdict": verdict.to_dict(),
-    }
+    return json_safe(  # type: ignore[return-value]
+        {
+            "version": version,
+            "promoted": promoted,
+            "pending_approval": pending,
+            "verdict": verdict.to_dict(),
+        }
+    )
 
 
 def run_training(settings: Settings, holdout: date) -> dict[str, Any]:

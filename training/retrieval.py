@@ -486,15 +486,19 @@ def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
     else:
         c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
         log.warning("retrieval gate failed for v%s: %s", version, verdict.reasons)
-    return {
-        "version": version,
-        "promoted": verdict.promote and not settings.gate.manual_approval,
-        "verdict": verdict.to_dict(),
-        "metrics": {k: m.to_dict() for k, m in metrics.items()},
-        "random_recall": random_recall,
-        "holdout": holdout.isoformat(),
-        "examples_per_s": result.examples_per_s,
-    }
+    from training.evaluate import json_safe
+
+    return json_safe(  # type: ignore[return-value]
+        {
+            "version": version,
+            "promoted": verdict.promote and not settings.gate.manual_approval,
+            "verdict": verdict.to_dict(),
+            "metrics": {k: m.to_dict() for k, m in metrics.items()},
+            "random_recall": random_recall,
+            "holdout": holdout.isoformat(),
+            "examples_per_s": result.examples_per_s,
+        }
+    )
 
 
 def retrieval_card(

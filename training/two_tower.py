@@ -59,6 +59,19 @@ class TowerConfig:
         return asdict(self)
 
 
+CATALOG_ARRAYS = (
+    "video_ids",
+    "id_bucket",
+    "id_known",
+    "caption",
+    "visual",
+    "topic",
+    "creator_bucket",
+    "log_duration",
+    "upload_ts",
+)
+
+
 @dataclass
 class Catalog:
     """Item-side inputs of every known video, one array each, row-aligned."""
@@ -125,17 +138,7 @@ class Catalog:
         """Append the rows of ``other`` whose ids are new; return their new row numbers."""
         new = np.array([v not in self.index for v in other.video_ids], dtype=bool)
         start = len(self)
-        for name in (
-            "video_ids",
-            "id_bucket",
-            "id_known",
-            "caption",
-            "visual",
-            "topic",
-            "creator_bucket",
-            "log_duration",
-            "upload_ts",
-        ):
+        for name in CATALOG_ARRAYS:
             setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)[new]]))
         for i, v in enumerate(self.video_ids[start:], start):
             self.index[v] = i

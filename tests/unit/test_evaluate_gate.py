@@ -65,3 +65,17 @@ def test_gate_blockers_veto_promotion():
 def test_gate_fails_an_unmeasurable_challenger():
     assert not decide({"ndcg_at_10": float("nan")}, BASE, None, GATE).promote
     assert not decide({}, BASE, None, GATE).promote
+
+
+def test_metrics_survive_a_strict_json_trip_with_undefined_values():
+    import json
+
+    from training.evaluate import Metrics, json_safe
+
+    m = Metrics(0.8, float("nan"), 10, 100, gauc=0.7)
+    text = json.dumps(json_safe({"m": m.to_dict(), "x": [float("inf"), 1.0]}), allow_nan=False)
+    back = json.loads(text)
+    assert back["x"] == [None, 1.0]
+    again = Metrics.from_dict(back["m"])
+    assert again.ndcg_at_10 == 0.8 and again.gauc == 0.7
+    assert np.isnan(again.auc) and np.isnan(again.ece)
