@@ -31,8 +31,8 @@ from training.two_tower import (
     TowerConfig,
     TwoTower,
     all_item_vectors,
+    compress_user_features,
     history_rows,
-    user_matrix,
     user_vectors,
 )
 
@@ -110,9 +110,7 @@ class Retriever:
             from features.batch import FEATURE_DEFAULTS
 
             user_features = np.array([FEATURE_DEFAULTS[c] for c in _user_columns()], np.float32)
-        x = user_matrix(
-            pd.DataFrame([user_features[: len(cfg.user_mean)]], columns=_user_columns())
-        )
+        x = compress_user_features(user_features[: len(cfg.user_mean)])[None, :]
         hist = history_rows(self.catalog, [history], cfg.history_len)
         return user_vectors(self.model, self.catalog, x, hist)[0]
 

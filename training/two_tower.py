@@ -168,11 +168,17 @@ def history_rows(catalog: Catalog, histories: Sequence[Sequence[str] | None], le
     return out
 
 
-def user_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """User engagement features in ``USER_COLUMNS`` order, log-compressed (counts are heavy
-    tailed); normalised by the tower with statistics from training."""
-    x = frame[list(USER_COLUMNS)].to_numpy(np.float32)
+def compress_user_features(x: np.ndarray) -> np.ndarray:
+    """Log-compress raw ``USER_COLUMNS`` values (counts are heavy tailed); the tower then
+    standardises them with statistics from training. Plain numpy: serving calls it per
+    request."""
+    x = np.asarray(x, dtype=np.float32)
     return np.sign(x) * np.log1p(np.abs(x))
+
+
+def user_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """User engagement features of a frame in ``USER_COLUMNS`` order, compressed."""
+    return compress_user_features(frame[list(USER_COLUMNS)].to_numpy(np.float32))
 
 
 def _mlp(n_in: int, n_out: int) -> nn.Sequential:
