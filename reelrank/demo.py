@@ -298,29 +298,38 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
 
 def _metric_table(m: dict[str, float]) -> Table:
     """The ranker's holdout metrics beside the baselines, the champion and the oracle."""
-    cols = ("ndcg_at_10", "auc", "gauc", "xauc_watch", "ece")
+    surfaces = ("spotlight", "discover", "stories")
+    cols = (
+        "ndcg_at_10",
+        "auc",
+        "gauc",
+        "xauc_watch",
+        "ece",
+        *(f"ndcg_at_10_{s}" for s in surfaces),
+    )
+    from rich import box
+    from rich.table import Column
+
     t = Table(
-        "model",
-        "NDCG@10",
-        "AUC",
-        "GAUC",
-        "XAUC watch",
-        "ECE",
-        *(f"NDCG@10 {s}" for s in ("spotlight", "discover", "stories")),
-        title="ranker on the holdout (same rows for every model)",
+        Column("model", no_wrap=True),
+        *(Column(h, no_wrap=True) for h in ("NDCG@10", "AUC", "GAUC", "XAUC", "ECE")),
+        *(Column(h, no_wrap=True) for h in ("spot", "disc", "stor")),
+        title="ranker on the holdout (same rows for every model); spot, disc, stor = NDCG@10 "
+        "on the spotlight, discover and stories surfaces",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
     )
     for label, prefix in (
         ("challenger", ""),
         ("champion", "champion_"),
         ("popularity", "popularity_"),
-        ("recent popularity", "recent_popularity_"),
+        ("recent pop.", "recent_popularity_"),
         ("oracle", "oracle_"),
     ):
         if f"{prefix}ndcg_at_10" not in m:
             continue
-        values = [m.get(f"{prefix}{c}") for c in cols] + [
-            m.get(f"{prefix}ndcg_at_10_{s}") for s in ("spotlight", "discover", "stories")
-        ]
-        t.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
+        values = [m.get(f"{prefix}{c}") for c in cols]
+        t.add_row(label, *("n/a" if v is None else f"{v:.3f}" for v in values))
     return t
