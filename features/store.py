@@ -53,7 +53,7 @@ def feature_store(settings: Settings) -> FeatureStore:
 def repo_objects(settings: Settings) -> list[Any]:
     """Every object the repository declares, imported explicitly (no module scanning),
     with file sources re-rooted at the configured home."""
-    from feature_repo import data_sources, entities, feature_services, features
+    from feature_repo import entities, feature_services, features
 
     views = [
         features.user_engagement,
@@ -69,18 +69,8 @@ def repo_objects(settings: Settings) -> list[Any]:
         entities.user,
         entities.video,
         entities.creator,
-        data_sources.user_engagement_source,
-        data_sources.user_topic_affinity_source,
-        data_sources.video_stats_source,
-        data_sources.creator_stats_source,
-        data_sources.user_history_source,
-        data_sources.video_content_source,
-        features.user_engagement,
-        features.user_topic_affinity,
-        features.video_stats,
-        features.creator_stats,
-        features.user_history,
-        features.video_content,
+        *(view.batch_source for view in views),
+        *views,
         feature_services.ranker_v1,
         feature_services.retrieval_v1,
     ]
