@@ -73,6 +73,7 @@ class Retriever:
         self.max_age_days = max_age_days
         self.fresh_share = fresh_share
         self.fresh_rows = np.zeros(0, dtype=np.int64)  # videos added after the index was built
+        self._cutoff = self._age_cutoff()
         self._lock = threading.Lock()
 
     # -- building ---------------------------------------------------------------------------
@@ -145,13 +146,19 @@ class Retriever:
         quota = min(round(n * self.fresh_share), len(self.fresh_rows))
         if quota > 0:
             ids, scores = self._with_fresh(user_vec, ids, scores, n, quota)
-        if self.max_age_days is not None and len(ids):
+        if self._cutoff is not None and len(ids):
             rows = self.catalog.rows(ids)
-            newest = self.catalog.upload_ts.max()
-            cutoff = newest - np.timedelta64(int(self.max_age_days * 86400), "s")
-            keep = self.catalog.upload_ts[rows] >= cutoff
+            keep = self.catalog.upload_ts[rows] >= self._cutoff
             ids, scores = ids[keep], scores[keep]
         return ids, scores
+
+    def _age_cutoff(self) -> np.datetime64 | None:
+        """Oldest upload still servable, relative to the newest video known (computed when
+        the catalog changes, not per request)."""
+        if self.max_age_days is None or not len(self.catalog):
+            return None
+        newest = self.catalog.upload_ts.max()
+        return newest - np.timedelta64(int(self.max_age_days * 86400), "s")
 
     def _with_fresh(
         self, user_vec: np.ndarray, ids: np.ndarray, scores: np.ndarray, n: int, quota: int
@@ -201,6 +208,7 @@ class Retriever:
             self.item_vectors = np.concatenate([self.item_vectors, vectors])
             added = self.index.add(self.catalog.video_ids[rows], vectors)
             self.fresh_rows = np.concatenate([self.fresh_rows, rows])
+            self._cutoff = self._age_cutoff()
         log.info("added %d new videos to the fresh index", added)
         return int(added)
 
