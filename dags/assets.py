@@ -7,7 +7,7 @@ model promoted  -> reelrank_deploy
 
 from airflow.sdk import Asset
 
-FEATURES_READY = Asset("reelrank://features/ranker_v1", group="reelrank")
+FEATURES_READY = Asset("reelrank://features/daily", group="reelrank")
 MODEL_PROMOTED = Asset("reelrank://models/reelrank-ranker/champion", group="reelrank")
 DRIFT_DETECTED = Asset("reelrank://monitoring/drift-detected", group="reelrank")
 

@@ -46,4 +46,6 @@ VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
 
 # Retrieval views: list-valued, so they are declared field by field in features.py
 HISTORY_COLUMNS: tuple[str, ...] = ("hist_video_ids", "hist_len")
+# The ranker's user x creator history: parallel lists per user (view user_creator_history)
+USER_CREATOR_COLUMNS: tuple[str, ...] = ("uc_creator_ids", "uc_imp_28d", "uc_pos_28d")
 CONTENT_COLUMNS: tuple[str, ...] = ("caption_embedding", "visual_embedding", "has_visual")

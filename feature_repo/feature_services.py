@@ -4,6 +4,7 @@ from feast import FeatureService
 
 from feature_repo.features import (
     creator_stats,
+    user_creator_history,
     user_engagement,
     user_history,
     user_topic_affinity,
@@ -16,6 +17,20 @@ ranker_v1 = FeatureService(
     features=[user_engagement, user_topic_affinity, video_stats, creator_stats],
     tags={"model": "reelrank-ranker", "version": "1"},
     description="Everything the XGBoost ranker reads: user, topic affinity, video, creator.",
+)
+
+ranker_v2 = FeatureService(
+    name="ranker_v2",
+    features=[
+        user_engagement,
+        user_topic_affinity,
+        video_stats,
+        creator_stats,
+        user_creator_history,
+    ],
+    tags={"model": "reelrank-ranker", "version": "2"},
+    description="The multi-objective ranker's inputs: ranker_v1 plus the user's history with "
+    "each creator.",
 )
 
 retrieval_v1 = FeatureService(

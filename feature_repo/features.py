@@ -8,6 +8,7 @@ from feast.types import Array, Float32, Float64, String
 from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 from feature_repo.data_sources import (
     creator_stats_source,
+    user_creator_history_source,
     user_engagement_source,
     user_history_source,
     user_topic_affinity_source,
@@ -86,6 +87,21 @@ user_history = FeatureView(
     online=True,
     tags={"owner": "reelrank", "windows": "28d"},
     description="A user's most recent distinct positive videos, newest first (retrieval).",
+)
+user_creator_history = FeatureView(
+    name="user_creator_history",
+    entities=[user],
+    ttl=TTL,
+    schema=[
+        Field(name="uc_creator_ids", dtype=Array(String)),
+        Field(name="uc_imp_28d", dtype=Array(Float64)),
+        Field(name="uc_pos_28d", dtype=Array(Float64)),
+    ],
+    source=user_creator_history_source,
+    online=True,
+    tags={"owner": "reelrank", "windows": "28d"},
+    description="The creators a user saw most over 28 days, with impressions and positives "
+    "per creator (parallel lists; the ranker's user x creator features).",
 )
 # Content does not change after upload, so it never expires (ttl 0 = no limit).
 video_content = FeatureView(

@@ -161,6 +161,31 @@ def user_history(imp: pd.DataFrame, day: date, length: int) -> pd.DataFrame:
     )
 
 
+def user_creator_history(imp: pd.DataFrame, day: date, length: int) -> pd.DataFrame:
+    """Each user's history with individual creators over 28 days: impressions and positives.
+
+    Kept as three parallel lists per user (the ``length`` creators the user saw most), so the
+    ranker's user x creator features come from one online read per request, not one per
+    candidate; :func:`features.cross.creator_affinity` turns them into per-candidate values.
+    """
+    w28 = _window(imp, day, 28)
+    g = w28.groupby(["user_id", "creator_id"], sort=True)["positive"].agg(["size", "sum"])
+    g = g.reset_index().sort_values(
+        ["user_id", "size", "creator_id"], ascending=[True, False, True], kind="stable"
+    )
+    g = g.groupby("user_id", sort=True).head(length)
+    per_user = g.groupby("user_id", sort=True)
+    return pd.DataFrame(
+        {
+            "user_id": per_user.size().index.to_numpy(),
+            "event_timestamp": as_of_timestamp(day),
+            "uc_creator_ids": per_user["creator_id"].agg(list).to_list(),
+            "uc_imp_28d": per_user["size"].agg(lambda s: s.astype("float64").tolist()).to_list(),
+            "uc_pos_28d": per_user["sum"].agg(lambda s: s.astype("float64").tolist()).to_list(),
+        }
+    )
+
+
 def video_stats(
     imp: pd.DataFrame, videos: pd.DataFrame, day: date, vocab: Sequence[str]
 ) -> pd.DataFrame:

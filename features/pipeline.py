@@ -15,6 +15,7 @@ from features.batch import (
     creator_stats,
     enrich_impressions,
     topic_vocabulary,
+    user_creator_history,
     user_engagement,
     user_history,
     user_topic_affinity,
@@ -24,8 +25,16 @@ from ingest.lake import atomic_write, partition_days, read_table
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
-VIEWS = ("user_engagement", "user_topic_affinity", "video_stats", "creator_stats", "user_history")
+VIEWS = (
+    "user_engagement",
+    "user_topic_affinity",
+    "video_stats",
+    "creator_stats",
+    "user_history",
+    "user_creator_history",
+)
 LOOKBACK_DAYS = 28
+UC_HISTORY_LEN = 32  # creators kept per user in user_creator_history
 
 
 @dataclass
@@ -92,6 +101,7 @@ def compute_features(settings: Settings, through: date, force: bool = False) -> 
             "video_stats": video_stats(imp, videos, d, vocab),
             "creator_stats": creator_stats(imp, videos, d),
             "user_history": user_history(imp, d, settings.retrieval.history_len),
+            "user_creator_history": user_creator_history(imp, d, UC_HISTORY_LEN),
         }
         for view, df in tables.items():
             _write(df, table_path(settings, view, d))

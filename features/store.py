@@ -61,6 +61,7 @@ def repo_objects(settings: Settings) -> list[Any]:
         features.video_stats,
         features.creator_stats,
         features.user_history,
+        features.user_creator_history,
         features.video_content,
     ]
     for view in views:  # each view reads the table of its own name
@@ -72,6 +73,7 @@ def repo_objects(settings: Settings) -> list[Any]:
         *(view.batch_source for view in views),
         *views,
         feature_services.ranker_v1,
+        feature_services.ranker_v2,
         feature_services.retrieval_v1,
     ]
 

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from ingest.lake import partition_days, read_table, write_partition
-from ingest.simulator import World, generate_world
+from ingest.simulator import SIMULATOR_VERSION, World, generate_world
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,12 @@ class WorldMismatch(ValueError):
 def check_world_manifest(settings: Settings) -> None:
     """Refuse to mix two simulated worlds in one lake (idempotent skips would hide it).
 
-    The first ingestion records the simulation settings in ``<lake>/_world.json``; a later
-    one with other settings stops with a message instead of appending days of another world.
+    The first ingestion records the simulator's version and settings in ``<lake>/_world.json``;
+    a later one with another version or other settings stops with a message instead of
+    appending days of another world.
     """
     path = settings.lake_dir / "_world.json"
-    current = settings.sim.model_dump(mode="json")
+    current = {"simulator_version": SIMULATOR_VERSION, **settings.sim.model_dump(mode="json")}
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != current:

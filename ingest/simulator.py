@@ -6,6 +6,12 @@ simulator also exposes as an oracle so that evaluation can say how far a model i
 best possible ranking. Each day is drawn from its own seeded generator, so regenerating one
 day gives the same rows whatever else was generated before (idempotent ingestion).
 
+The utility has five parts: the user's taste for the video's topic, the video's quality
+(partly its creator's), a dislike of long videos, a bond with a few favourite creators, and
+a latent taste beyond topic that only collaborative signals (who engaged with what) reveal.
+What is observed also depends on context the oracle ignores: attention fades down the feed,
+and the stories surface is swiped faster.
+
 The feed that produced the log (the "logging policy") mixes popularity, a noisy topic match
 and uniform exploration, like a platform whose previous model was mediocre.
 """
@@ -74,9 +80,18 @@ DEVICES = ("android", "ios", "web")
 SURFACE_P = {"spotlight": 0.6, "discover": 0.3, "stories": 0.1}
 VISUAL_DIM = 16
 POLICY_VERSION = "sim-policy-v1"
+# bumped whenever the same settings would simulate another world (2: creator bonds, latent
+# tastes beyond topic, position and surface effects)
+SIMULATOR_VERSION = 2
 SURGE_TOPIC = "dance"
 UTILITY_NOISE = 0.8  # std of the per-impression noise on the hidden utility
 COMPLETE_AT = 0.8  # watched fraction that counts as a completion
+CREATOR_BOND = 0.8  # utility bonus of a video by one of the user's favourite creators
+N_FAVOURITE_CREATORS = 5
+LATENT_DIM = 8  # tastes beyond topic: only learnable from who engaged with what
+LATENT_WEIGHT = 0.6  # std of the latent term of the utility
+POSITION_DECAY = 0.04  # attention lost per feed position (observed engagement, not utility)
+STORIES_DURATION_PENALTY = 0.3  # the stories surface is swiped faster: long videos suffer
 
 
 def _ts(d: date) -> datetime:
@@ -94,6 +109,10 @@ class World:
     activity: np.ndarray  # (n_users,) probability of opening the app on a day
     video_topic: np.ndarray  # (n_videos,) topic index
     video_quality: np.ndarray  # (n_videos,) hidden quality incl. creator quality
+    video_creator: np.ndarray  # (n_videos,) creator index
+    favourite_creators: np.ndarray  # (n_users, N_FAVOURITE_CREATORS) hidden creator bonds
+    user_latent: np.ndarray  # (n_users, LATENT_DIM) hidden taste beyond topic
+    video_latent: np.ndarray  # (n_videos, LATENT_DIM)
     user_index: dict[str, int]
     video_index: dict[str, int]
 
@@ -146,7 +165,16 @@ class World:
         k = len(TOPICS)
         aff = interests[u, self.video_topic[v]]
         duration = self.videos["duration_s"].to_numpy()[v]
-        return 1.3 * np.log(k * aff + 0.1) + self.video_quality[v] - 0.35 * np.log(duration / 20.0)
+        bond = (self.favourite_creators[u] == self.video_creator[v][:, None]).any(axis=1)
+        return (
+            1.3 * np.log(k * aff + 0.1)
+            + self.video_quality[v]
+            - 0.35 * np.log(duration / 20.0)
+            + CREATOR_BOND * bond
+            + LATENT_WEIGHT
+            * np.einsum("ij,ij->i", self.user_latent[u], self.video_latent[v])
+            / np.sqrt(LATENT_DIM)
+        )
 
     # -- the lake's view of a day ---------------------------------------------------------
     def arrival_day(self, ts: pd.Series) -> pd.Series:
@@ -231,6 +259,18 @@ def generate_world(sim: SimulationSettings) -> World:
             "visual_embedding": list(visual),
         }
     )
+    # hidden creator bonds: each user is a fan of a few creators, mostly within their tastes
+    # (own generator, so adding them left every other draw of the world unchanged)
+    fan_rng = np.random.default_rng([sim.seed, 2])
+    p_creator = interests[:, creator_topic] + 1e-3
+    p_creator /= p_creator.sum(axis=1, keepdims=True)
+    n_fav = min(N_FAVOURITE_CREATORS, n_c)
+    favourites = np.stack(
+        [fan_rng.choice(n_c, size=n_fav, replace=False, p=p_creator[i]) for i in range(n_u)]
+    )
+    # latent tastes: what makes two cooking videos differ for two cooking fans
+    user_latent = fan_rng.normal(0.0, 1.0, (n_u, LATENT_DIM))
+    video_latent = fan_rng.normal(0.0, 1.0, (n_v, LATENT_DIM))
     return World(
         sim=sim,
         users=users,
@@ -239,6 +279,10 @@ def generate_world(sim: SimulationSettings) -> World:
         activity=activity,
         video_topic=topic,
         video_quality=quality,
+        video_creator=creator,
+        favourite_creators=favourites,
+        user_latent=user_latent,
+        video_latent=video_latent,
         user_index={u: i for i, u in enumerate(users["user_id"])},
         video_index={v: i for i, v in enumerate(videos["video_id"])},
     )
@@ -312,8 +356,16 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     u = np.repeat(req_user, m)
     v = shown.reshape(-1)
     utility = world._utility(u, v, interests)
-    z = utility + rng.normal(0.0, UTILITY_NOISE, len(u))
     duration = world.videos["duration_s"].to_numpy()[v]
+    # what is observed also depends on context the oracle ignores: attention fades down the
+    # feed, and the stories surface is swiped faster (hurting long videos)
+    surfaces = rng.choice(list(SURFACE_P), size=n_r, p=list(SURFACE_P.values()))
+    position = np.tile(np.arange(m, dtype=np.int32), n_r)
+    stories = np.repeat(surfaces == "stories", m)
+    context = -POSITION_DECAY * position - STORIES_DURATION_PENALTY * stories * np.log(
+        duration / 20.0
+    ).clip(min=0.0)
+    z = utility + context + rng.normal(0.0, UTILITY_NOISE, len(u))
     frac = _sigmoid(1.4 * (z + 0.3))
     completed = frac > COMPLETE_AT
     watch = np.round(np.where(completed, duration, duration * frac), 2)
@@ -327,7 +379,6 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     ts = day_start + pd.to_timedelta(
         np.round(np.repeat(req_offset, m) + np.tile(np.arange(m) * 2.0, n_r), 3), unit="s"
     )
-    surfaces = rng.choice(list(SURFACE_P), size=n_r, p=list(SURFACE_P.values()))
     stamp = world.day(day_idx).strftime("%Y%m%d")
     req_ids = np.array([f"r{stamp}-{i:07d}" for i in range(n_r)])
     return pd.DataFrame(
@@ -338,7 +389,7 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
             "user_id": world.users["user_id"].to_numpy()[u],
             "video_id": world.videos["video_id"].to_numpy()[v],
             "surface": np.repeat(surfaces, m),
-            "position": np.tile(np.arange(m, dtype=np.int32), n_r),
+            "position": position,
             "watch_time_s": watch,
             "duration_s": duration,
             "completed": completed,

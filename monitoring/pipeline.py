@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.cross import model_matrix
@@ -58,8 +59,14 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
 
     version, reference = champion_reference(settings)
     current = current_features(settings, day)
+    from reelrank.objectives import ValueHeads
+
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
-    current["prediction"] = model.predict_proba(current[model.get_booster().feature_names])[:, 1]
+    booster = model.get_booster()
+    x = current[list(booster.feature_names or [])].to_numpy(np.float32)
+    current["prediction"] = ValueHeads.of_booster(booster).combine(
+        booster.inplace_predict(x, validate_features=False)
+    )
     out: Path = settings.reports_dir / "drift" / day.isoformat()
     verdict: DriftVerdict = check_drift(
         reference, current, out, settings.drift.drift_share, settings.drift.sample_rows

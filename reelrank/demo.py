@@ -141,6 +141,7 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
             "online_store": settings.feast_dir / "online_store.db",
         },
         "training": {"window": datasets["window"], "rows": datasets["rows"]},
+        "objective_weights": mv.tags.get("objective_weights", "") if mv else "",
         "metrics": {
             k: round(v, 4)
             for k, v in sorted(metrics.items())
@@ -240,6 +241,17 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         )
         if logged:
             t.add_row("", f"logged outcomes, 500 candidates: {logged}")
+        if "top10_coverage_two_tower" in m:
+            t.add_row(
+                "top-10 lists",
+                "catalog coverage / creator diversity: "
+                + ", ".join(
+                    f"{k} {m[f'top10_coverage_{k}']:.3f} / "
+                    f"{m.get(f'top10_creator_diversity_{k}', float('nan')):.3f}"
+                    for k in sources
+                    if f"top10_coverage_{k}" in m
+                ),
+            )
         t.add_row(
             "retrieval registry",
             f"{s['retrieval']['model']} v{s['retrieval']['version']} "
@@ -253,6 +265,14 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         f"{m.get('oracle_ndcg_at_10', float('nan')):.4f} "
         f"({m.get('pct_of_oracle_ndcg', float('nan')):.1f}% of oracle; table below)",
     )
+    heads = [h for h in ("completion", "watch", "like", "share", "skip") if f"head_{h}_auc" in m]
+    if heads:
+        t.add_row(
+            "ranker heads",
+            "AUC / ECE per objective: "
+            + ", ".join(f"{h} {m[f'head_{h}_auc']:.3f} / {m[f'head_{h}_ece']:.3f}" for h in heads)
+            + f"; value = {s.get('objective_weights', '')}",
+        )
     r = s["registry"]
     t.add_row(
         "registry",

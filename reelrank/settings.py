@@ -9,6 +9,7 @@ paths are computed, never created, until a stage needs them.
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reelrank.objectives import DEFAULT_WEIGHTS, ValueHeads
 
 
 class SimulationSettings(BaseModel):
@@ -61,6 +64,22 @@ class TrainingSettings(BaseModel):
     nthread: int = 2
     seed: int = 13
     reference_sample_rows: int = Field(5000, description="training rows kept as drift reference")
+    objective: Literal["heads", "value"] = Field(
+        "heads",
+        description="'heads': one output per objective, combined with objective_weights; "
+        "'value': a single classifier on 'completed, liked or shared'",
+    )
+    objective_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        description="weight of each head (completion, watch, like, share, skip) in the value "
+        "score the feed is ordered by; a head with weight 0 is not trained",
+    )
+
+    @field_validator("objective_weights")
+    @classmethod
+    def _known_objectives(cls, v: dict[str, float]) -> dict[str, float]:
+        ValueHeads.from_weights(v)  # raises with the list of known heads
+        return v
 
 
 class RetrievalSettings(BaseModel):
@@ -150,7 +169,7 @@ class Settings(BaseSettings):
     )
     ranker_model_name: str = "reelrank-ranker"
     retrieval_model_name: str = "reelrank-retrieval"
-    feature_service: str = "ranker_v1"
+    feature_service: str = "ranker_v2"
     log_level: str = "INFO"
 
     sim: SimulationSettings = SimulationSettings()
@@ -219,8 +238,9 @@ class Settings(BaseSettings):
         for key, value in self.model_dump(mode="json", exclude_none=True).items():
             if isinstance(value, dict):
                 for sub, v in value.items():
-                    if v is not None:
-                        env[f"REELRANK_{key.upper()}__{sub.upper()}"] = str(v)
+                    if v is not None:  # nested values (dicts, lists) travel as JSON
+                        text = json.dumps(v) if isinstance(v, dict | list) else str(v)
+                        env[f"REELRANK_{key.upper()}__{sub.upper()}"] = text
             else:
                 env[f"REELRANK_{key.upper()}"] = str(value)
         return env

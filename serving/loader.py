@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from feature_repo.columns import VIEW_COLUMNS
+from feature_repo.columns import USER_CREATOR_COLUMNS, VIEW_COLUMNS
 from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES
 from ingest.lake import read_table
+from reelrank.objectives import ValueHeads
 from reelrank.settings import Settings
 from serving.pipeline import (
     ITEM_FEATURES,
@@ -38,7 +39,11 @@ class FeastUserReader:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self.refs = [f"{_view_of(c)}:{c}" for c in USER_FEATURES] + ["user_history:hist_video_ids"]
+        self.refs = (
+            [f"{_view_of(c)}:{c}" for c in USER_FEATURES]
+            + ["user_history:hist_video_ids"]
+            + [f"user_creator_history:{c}" for c in USER_CREATOR_COLUMNS]
+        )
 
     def __call__(self, user_id: str) -> UserState | None:
         resp = self.store.get_online_features(
@@ -46,7 +51,8 @@ class FeastUserReader:
         ).to_dict()
         values = [resp[c][0] for c in USER_FEATURES]
         history = resp["hist_video_ids"][0]
-        if all(v is None for v in values) and not history:
+        creators = [resp[c][0] or [] for c in USER_CREATOR_COLUMNS]
+        if all(v is None for v in values) and not history and not creators[0]:
             return None
         features = np.array(
             [
@@ -55,7 +61,13 @@ class FeastUserReader:
             ],
             dtype=np.float32,
         )
-        return UserState(features, list(history or []))
+        return UserState(
+            features,
+            list(history or []),
+            list(creators[0]),
+            [float(x) for x in creators[1]],
+            [float(x) for x in creators[2]],
+        )
 
 
 def load_item_table(settings: Settings, store: Any) -> ItemTable:
@@ -67,7 +79,11 @@ def load_item_table(settings: Settings, store: Any) -> ItemTable:
     ]
     refs = [f"{_view_of(c)}:{c}" for c in ITEM_FEATURES]
     resp = store.get_online_features(features=refs, entity_rows=rows).to_dict()
-    return ItemTable.from_columns(videos["video_id"].tolist(), {c: resp[c] for c in ITEM_FEATURES})
+    return ItemTable.from_columns(
+        videos["video_id"].tolist(),
+        {c: resp[c] for c in ITEM_FEATURES},
+        videos["creator_id"].tolist(),
+    )
 
 
 def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
@@ -87,7 +103,8 @@ def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
             f"serving builds {MODEL_FEATURES}"
         )
     booster.set_param({"nthread": 1})
-    return RankedModel(booster, settings.ranker_model_name, str(mv.version), names)
+    heads = ValueHeads.of_booster(booster)
+    return RankedModel(booster, settings.ranker_model_name, str(mv.version), names, heads)
 
 
 def load_retriever(settings: Settings) -> Any:

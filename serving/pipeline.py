@@ -17,7 +17,15 @@ import numpy as np
 
 from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 from features.batch import FEATURE_DEFAULTS
-from features.cross import MODEL_FEATURES, topic_affinity
+from features.cross import (
+    MODEL_FEATURES,
+    SERVED_POSITION,
+    SURFACES,
+    creator_affinity,
+    surface_code,
+    topic_affinity,
+)
+from reelrank.objectives import ValueHeads
 
 log = logging.getLogger(__name__)
 USER_FEATURES: tuple[str, ...] = (*USER_COLUMNS, *AFFINITY_COLUMNS)
@@ -34,6 +42,10 @@ class UserState:
 
     features: np.ndarray  # USER_FEATURES order, defaults filled in
     history: list[str] = field(default_factory=list)  # recent positive video ids, newest first
+    # the user's 28-day history with creators: parallel lists (view user_creator_history)
+    creator_ids: list[str] = field(default_factory=list)
+    creator_imp: list[float] = field(default_factory=list)
+    creator_pos: list[float] = field(default_factory=list)
 
 
 class UserFeatureReader(Protocol):
@@ -57,6 +69,7 @@ class RankedModel:
     name: str
     version: str
     features: tuple[str, ...] = MODEL_FEATURES
+    heads: ValueHeads = field(default_factory=lambda: ValueHeads(("value",), np.ones(1)))
 
 
 @dataclass
@@ -66,13 +79,19 @@ class ItemTable:
     video_ids: np.ndarray
     features: np.ndarray  # (n_videos, len(ITEM_FEATURES))
     missing: np.ndarray  # (n_videos,) bool: row filled with defaults
+    creator_ids: np.ndarray  # (n_videos,) object: each video's creator ("" when unknown)
     index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.index = {v: i for i, v in enumerate(self.video_ids)}
 
     @classmethod
-    def from_columns(cls, video_ids: Sequence[str], columns: dict[str, Sequence[Any]]) -> ItemTable:
+    def from_columns(
+        cls,
+        video_ids: Sequence[str],
+        columns: dict[str, Sequence[Any]],
+        creator_ids: Sequence[str] | None = None,
+    ) -> ItemTable:
         n = len(video_ids)
         mat = np.empty((n, len(ITEM_FEATURES)), dtype=np.float32)
         missing = np.zeros(n, dtype=bool)
@@ -82,13 +101,17 @@ class ItemTable:
             missing |= gaps
             col[gaps] = FEATURE_DEFAULTS[name]
             mat[:, j] = col
-        return cls(np.asarray(video_ids), mat, missing)
+        creators = np.array(list(creator_ids) if creator_ids is not None else [""] * n, object)
+        return cls(np.asarray(video_ids), mat, missing, creators)
 
-    def append_defaults(self, video_ids: Sequence[str]) -> int:
+    def append_defaults(
+        self, video_ids: Sequence[str], creator_ids: Sequence[str] | None = None
+    ) -> int:
         """Rows for videos that have no features yet (new uploads): defaults, flagged missing.
 
         The id index is swapped in last, so a concurrent reader that finds an id always
         finds its row."""
+        creator_of = dict(zip(video_ids, creator_ids or [""] * len(video_ids), strict=True))
         new = [v for v in dict.fromkeys(video_ids) if v not in self.index]
         if not new:
             return 0
@@ -96,8 +119,12 @@ class ItemTable:
         features = np.vstack([self.features, np.tile(defaults, (len(new), 1))])
         missing = np.concatenate([self.missing, np.ones(len(new), dtype=bool)])
         ids = np.concatenate([self.video_ids, np.asarray(new, dtype=self.video_ids.dtype)])
+        creators = np.concatenate(
+            [self.creator_ids, np.array([creator_of[v] for v in new], dtype=object)]
+        )
         index = {**self.index, **{v: len(self.video_ids) + i for i, v in enumerate(new)}}
-        self.features, self.missing, self.video_ids = features, missing, ids
+        self.features, self.missing, self.creator_ids = features, missing, creators
+        self.video_ids = ids
         self.index = index
         return len(new)
 
@@ -152,6 +179,7 @@ class Recommender:
         self._slot = ITEM_FEATURES.index("v_topic_slot")
         self._compl = ITEM_FEATURES.index("v_completion_rate_7d")
         self._col = {c: i for i, c in enumerate(MODEL_FEATURES)}
+        self._surface = {name: float(surface_code(name)[0]) for name in SURFACES}
         self.stats = {"requests": 0, "cold_start": 0, "default_item_rows": 0, "retrieved": 0}
 
     def feature_matrix(
@@ -160,8 +188,14 @@ class Recommender:
         rows: np.ndarray,
         retrieval_score: np.ndarray | None = None,
         content_similarity: np.ndarray | None = None,
+        creator: tuple[np.ndarray, np.ndarray] | None = None,
+        surface: str = "spotlight",
     ) -> np.ndarray:
-        """The model input for one user against item ``rows``, in ``MODEL_FEATURES`` order."""
+        """The model input for one user against item ``rows``, in ``MODEL_FEATURES`` order.
+
+        ``creator``: the user's impressions of and positive rate with each row's creator
+        (:func:`features.cross.creator_affinity`); None means no history with any of them.
+        Every row is scored at the served feed position (see :mod:`features.cross`)."""
         item = self.items.features[rows]
         x = np.empty((len(rows), len(MODEL_FEATURES)), dtype=np.float32)
         x[:, : len(USER_COLUMNS)] = user[: len(USER_COLUMNS)]
@@ -175,6 +209,12 @@ class Recommender:
         x[:, self._col["x_content_similarity"]] = (
             np.nan if content_similarity is None else content_similarity
         )
+        if creator is None:
+            creator = creator_affinity([], [], [], [""] * len(rows))
+        x[:, self._col["x_creator_imp_28d"]] = creator[0]
+        x[:, self._col["x_creator_pos_rate"]] = creator[1]
+        x[:, self._col["ctx_surface"]] = self._surface[surface]
+        x[:, self._col["ctx_position"]] = SERVED_POSITION
         return x
 
     def _retrieval_features(
@@ -193,13 +233,23 @@ class Recommender:
         state: UserState | None,
         rows: np.ndarray,
         retrieval: tuple[np.ndarray | None, np.ndarray | None],
+        surface: str = "spotlight",
     ) -> np.ndarray:
         user = self.default_user if state is None else state.features
-        x = self.feature_matrix(user, rows, *retrieval)
+        creator = None
+        if state is not None and state.creator_ids:
+            creator = creator_affinity(
+                state.creator_ids,
+                state.creator_imp,
+                state.creator_pos,
+                self.items.creator_ids[rows],
+            )
+        x = self.feature_matrix(user, rows, *retrieval, creator=creator, surface=surface)
         self.stats["requests"] += 1
         self.stats["cold_start"] += int(state is None)
         self.stats["default_item_rows"] += int(self.items.missing[rows].sum())
-        return np.asarray(self.model.scorer.inplace_predict(x), dtype=np.float64).reshape(-1)
+        model = self.model  # one read: a hot swap between here and combine cannot mix models
+        return model.heads.combine(model.scorer.inplace_predict(x))
 
     def _user_vec(self, state: UserState | None) -> Any:
         if self.retriever is None:
@@ -208,7 +258,7 @@ class Recommender:
             return self.retriever.user_vector(None, [])
         return self.retriever.user_vector(state.features[: len(USER_COLUMNS)], state.history)
 
-    def rank(self, user_id: str, video_ids: Sequence[str]) -> Scored:
+    def rank(self, user_id: str, video_ids: Sequence[str], surface: str = "spotlight") -> Scored:
         """Score the given candidates for the user, best first; unknown videos are reported."""
         t0 = time.perf_counter()
         index = self.items.index
@@ -220,7 +270,7 @@ class Recommender:
         rows = np.fromiter((index[v] for v in known), dtype=np.int64, count=len(known))
         t1 = time.perf_counter()
         retrieval = self._retrieval_features(state, self._user_vec(state), known)
-        scores = self._score(state, rows, retrieval)
+        scores = self._score(state, rows, retrieval, surface)
         order = np.argsort(-scores, kind="stable")
         t2 = time.perf_counter()
         timings = {"user_features": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
@@ -238,7 +288,7 @@ class Recommender:
             return ids[keep].tolist(), np.asarray(scores)[keep]
         return self.items.video_ids[self._candidates].tolist(), None
 
-    def recommend(self, user_id: str, k: int) -> Scored:
+    def recommend(self, user_id: str, k: int, surface: str = "spotlight") -> Scored:
         """Top ``k`` for the user: retrieve, score with the ranker, sort."""
         t0 = time.perf_counter()
         state = self.users(user_id)
@@ -251,7 +301,7 @@ class Recommender:
         index = self.items.index
         rows = np.fromiter((index[v] for v in ids), dtype=np.int64, count=len(ids))
         retrieval = self._retrieval_features(state, user_vec, ids, retrieved)
-        scores = self._score(state, rows, retrieval)
+        scores = self._score(state, rows, retrieval, surface)
         top = np.argsort(-scores, kind="stable")[:k]
         t3 = time.perf_counter()
         return Scored(
@@ -271,5 +321,5 @@ class Recommender:
         added = 0
         if self.retriever is not None:
             added = self.retriever.add_videos(videos, content)  # type: ignore[attr-defined]
-        self.items.append_defaults(list(videos["video_id"]))
+        self.items.append_defaults(list(videos["video_id"]), list(videos["creator_id"]))
         return added

@@ -64,7 +64,7 @@ class RecommenderService:
     def recommend(self, **params: Any) -> RecommendResponse:
         """The user's feed: candidates retrieved by the two-tower model, ranked by the champion."""
         req = RecommendRequest(**params)
-        scored = self.rec.recommend(req.user_id, req.k)
+        scored = self.rec.recommend(req.user_id, req.k, req.surface)
         m = self.rec.model
         return RecommendResponse(
             request_id=uuid.uuid4().hex,

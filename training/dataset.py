@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from feature_repo.columns import VIEW_COLUMNS
+from feature_repo.columns import USER_CREATOR_COLUMNS, VIEW_COLUMNS
 from features.batch import FEATURE_DEFAULTS, as_of_timestamp
+from features.cross import add_creator_affinity
 from ingest.lake import read_table
 from reelrank.settings import Settings
 
@@ -89,7 +90,8 @@ def join_features(
     service = store.get_feature_service(feature_service)
     feats = store.get_historical_features(entity_df=keys, features=service).to_df()
     feature_cols = [c for cols in VIEW_COLUMNS.values() for c in cols]
-    feats = feats[["row_id", *feature_cols]].drop_duplicates("row_id")
+    list_cols = [c for c in USER_CREATOR_COLUMNS if c in feats.columns]
+    feats = feats[["row_id", *feature_cols, *list_cols]].drop_duplicates("row_id")
     out = entities.merge(feats, on="row_id", how="left", validate="one_to_one")
     report = JoinReport(rows=len(entities), rows_returned_by_feast=len(feats))
     for view, cols in VIEW_COLUMNS.items():
@@ -97,6 +99,12 @@ def join_features(
         report.imputed_rows[view] = int(missing.sum())
         for c in cols:
             out[c] = out[c].fillna(FEATURE_DEFAULTS[c])
+    if list_cols:
+        # a user with no history with any creator is a fact (no impressions), not a gap
+        report.imputed_rows["user_creator_history"] = int(
+            sum(not isinstance(v, list | np.ndarray) for v in out["uc_creator_ids"])
+        )
+        out = add_creator_affinity(out)
     if report.rows_dropped_by_feast or any(report.imputed_rows.values()):
         log.info("point-in-time join: %s", report.to_dict())
     return out.sort_values("row_id").reset_index(drop=True), report

@@ -102,3 +102,39 @@ def surface_slices(holdout: pd.DataFrame, scores: np.ndarray) -> dict[str, float
             d["request_id"].to_numpy(), d["value"].to_numpy(), d["_score"].to_numpy()
         ),
     ).values
+
+
+def head_metrics(
+    holdout: pd.DataFrame, predictions: np.ndarray, heads: tuple[str, ...], labels: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Per-head AUC and calibration error on the holdout.
+
+    Binary heads (completion, like, share, skip) get AUC and ECE; the watch head's target is
+    a D2Q quantile in [0, 1], so its "AUC" is taken against watching above the bucket median
+    and its ECE is the row-weighted gap between mean prediction and mean target per bin.
+    """
+    from training.metrics import expected_calibration_error
+
+    out: dict[str, dict[str, float]] = {}
+    preds = np.asarray(predictions, dtype=np.float64).reshape(len(holdout), -1)
+    for j, head in enumerate(heads):
+        p, y = np.clip(preds[:, j], 0.0, 1.0), labels[:, j]
+        binary = y if head != "watch" else (y > 0.5).astype(float)
+        auc = float(roc_auc_score(binary, p)) if 0 < binary.sum() < len(binary) else float("nan")
+        if head == "watch":
+            bins = np.minimum((p * 10).astype(int), 9)
+            n = np.bincount(bins, minlength=10)
+            gap = np.abs(
+                np.bincount(bins, weights=y, minlength=10)
+                - np.bincount(bins, weights=p, minlength=10)
+            )
+            ece = float(gap.sum() / max(n.sum(), 1))
+        else:
+            ece = expected_calibration_error(y.astype(int), p).ece
+        out[head] = {
+            "auc": auc,
+            "ece": ece,
+            "mean_prediction": float(p.mean()),
+            "mean_label": float(y.mean()),
+        }
+    return out

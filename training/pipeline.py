@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import tempfile
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ import pandas as pd
 
 from features.cross import MODEL_FEATURES, model_matrix
 from ingest.lake import atomic_write
+from reelrank.objectives import ValueHeads
 from reelrank.settings import Settings
 from training import baselines
 from training.checks import behavioural_checks, feature_service_check
 from training.dataset import DataWindow, build_sets
-from training.evaluate import Metrics, evaluate_scores, json_safe, surface_slices
+from training.evaluate import Metrics, evaluate_scores, head_metrics, json_safe, surface_slices
 from training.gate import GateVerdict, decide
+from training.metrics import D2QLabeler
 from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
 from training.review import hold_for_approval, promote
 
@@ -95,13 +98,21 @@ def _champion_metrics(
         )
         log.warning(why)
         return version, None, why, None
+    from training.ranker import predict
+
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
     names = list(model.get_booster().feature_names or [])
     if names != list(MODEL_FEATURES):
         log.warning("champion v%s uses other features; not comparable on this holdout", version)
         return version, None, None, None
-    scores = model.predict_proba(model_matrix(hold))[:, 1]
-    return version, evaluate_scores(hold, scores, probabilities=True), None, scores
+    scores = predict(model, hold)
+    heads = ValueHeads.of_booster(model.get_booster())
+    return (
+        version,
+        evaluate_scores(hold, scores, probabilities=heads.heads == ("value",)),
+        None,
+        scores,
+    )
 
 
 def model_card(
@@ -110,8 +121,13 @@ def model_card(
     metrics: dict[str, Metrics],
     verdict: GateVerdict | None,
     checks: dict[str, str | None] | None = None,
+    heads: dict[str, Any] | None = None,
 ) -> str:
+    """The version's description in the MLflow UI. ``heads``: {"weights": {head: w},
+    "holdout": {head: {auc, ece, ...}}} as returned by :func:`train_and_register`."""
     w = info["window"]
+    weights: dict[str, float] = (heads or {}).get("weights") or {"value": 1.0}
+    per_head: dict[str, dict[str, float]] = (heads or {}).get("holdout") or {}
 
     def fmt(v: float) -> str:
         return "n/a" if math.isnan(v) else f"{v:.4f}"
@@ -134,30 +150,62 @@ def model_card(
         or "not run"
     )
     gate = (f"**{verdict.label}**: " + "; ".join(verdict.reasons)) if verdict else "pending"
+    if list(weights) == ["value"]:
+        what = (
+            "Scores (user, video) pairs by the probability that the impression creates value "
+            "(completed, liked or shared)."
+        )
+        model_kind = "XGBoost binary classifier on the value label"
+    else:
+        formula = " + ".join(f"{v:g} x P({k})" for k, v in weights.items()).replace("+ -", "- ")
+        what = (
+            "Predicts each short-video objective of an impression (completion; watch time as "
+            "its quantile among videos of similar duration, after Kuaishou's D2Q; like; share; "
+            f"skip) and orders the feed by the value score = {formula}."
+        )
+        model_kind = (
+            f"One XGBoost booster with {len(weights)} logistic heads (multi-target "
+            "`reg:logistic`); the heads, weights and D2Q labeller are stored in the model file"
+        )
+    head_rows = "\n".join(
+        f"| {h} | {weights.get(h, 0):g} | {fmt(m['auc'])} | {fmt(m['ece'])} "
+        f"| {m['mean_prediction']:.4f} | {m['mean_label']:.4f} |"
+        for h, m in per_head.items()
+    )
+    head_table = (
+        "\n**Heads on the holdout** (watch: AUC against watching above the bucket median):\n\n"
+        "| head | weight | AUC | ECE | mean prediction | mean label |\n|---|---|---|---|---|---|\n"
+        f"{head_rows}\n"
+        if head_rows
+        else ""
+    )
     return f"""# reelrank ranker: model card
 
-**What it does.** Scores (user, video) pairs by the probability that the impression creates
-value (completed, liked or shared). `/rank` and `/recommend` sort candidates by this score.
+**What it does.** {what} `/rank` and `/recommend` sort candidates by this score.
 
 **Data.** Impressions {w["train_start"]} .. {w["train_end"]} (train, {info["rows"]["train"]} rows),
 holdout {w["holdout"]} ({info["rows"]["holdout"]} rows), dataset `{settings.dataset}`.
 Features: Feast service `{settings.feature_service}` ({len(MODEL_FEATURES)} model inputs incl.
-user x topic affinity), point-in-time joined; rows imputed: {info["join"]["train"]}. Plus the
-retrieval score and the user-video caption similarity from `{settings.retrieval_model_name}`
-(the champion at training time; the version is tagged `retrieval_version`).
+user x topic affinity, user x creator history, video freshness and velocity), point-in-time
+joined; rows imputed: {info["join"]["train"]}. Plus the retrieval score and the user-video
+caption similarity from `{settings.retrieval_model_name}` (the champion at training time; the
+version is tagged `retrieval_version`), and context: surface, and feed position (trained on
+the logged position, scored at position 0, so the old feed's order is not learned as merit).
 
-**Model.** XGBoost binary classifier, {settings.training.max_depth} deep, learning rate
+**Model.** {model_kind}; {settings.training.max_depth} deep, learning rate
 {settings.training.learning_rate}; early stopping on the last training day picks the number of
 trees, then the model is refitted with exactly that many (what is evaluated is what serves).
 
 **Holdout metrics** (same rows for every line; NDCG@10 within each feed request on the value
 label completed + liked + shared; GAUC = per-user AUC, impression-weighted; XAUC = pairwise
-watch-time order within a request; ECE = calibration of P(value), for probability models):
+watch-time order within a request; ECE = calibration of P(value) for a probability model,
+the mean over heads for a multi-head model):
 
 | model | NDCG@10 | AUC | GAUC | XAUC watch | ECE |
 |---|---|---|---|---|---|
 {rows}
 {pct}
+{head_table}
 Per-surface NDCG@10, calibration, feature importance and score distribution vs the champion
 are PNG artifacts under `review/`; every number is in `review/evaluation.json`.
 
@@ -168,18 +216,32 @@ are PNG artifacts under `review/`; every number is in `review/evaluation.json`.
 {gate}
 
 **Known limits.** Trained on logs of a mixed popularity/topic policy, so it inherits that
-policy's exposure bias; no position debiasing yet; a single value objective.
+policy's exposure bias beyond position; the head weights are a product choice, not learned;
+share and like are rare, so their heads are the least certain.
 """
+
+
+def _calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[list, list]:
+    """Mean prediction and mean target per non-empty prediction bin (binary or [0, 1])."""
+    p = np.clip(p, 0.0, 1.0)
+    b = np.minimum((p * bins).astype(int), bins - 1)
+    n = np.bincount(b, minlength=bins)
+    keep = n > 0
+    mean_p = np.bincount(b, weights=p, minlength=bins)[keep] / n[keep]
+    mean_y = np.bincount(b, weights=y, minlength=bins)[keep] / n[keep]
+    return mean_p.tolist(), mean_y.tolist()
 
 
 def _review_plots(
     out: Path,
     model: Any,
-    hold: pd.DataFrame,
     scores: dict[str, np.ndarray],
     slices: dict[str, dict[str, float]],
+    per_head: dict[str, dict[str, float]],
+    head_pred: np.ndarray,
+    head_labels: np.ndarray,
+    heads: ValueHeads,
 ) -> None:
-    from training.metrics import expected_calibration_error
     from training.plots import (
         calibration_plot,
         importance_plot,
@@ -188,16 +250,12 @@ def _review_plots(
     )
 
     slices_plot(slices, out / "ndcg_by_surface.png")
-    positive = hold["positive"].to_numpy().astype(int)
-    curves = {}
-    for name in ("challenger", "champion"):
-        if name in scores:
-            cal = expected_calibration_error(positive, np.clip(scores[name], 0, 1))
-            keep = [i for i, n in enumerate(cal.count) if n > 0]
-            curves[f"{name} (ECE {cal.ece:.3f})"] = (
-                [cal.mean_prob[i] for i in keep],
-                [cal.frac_positive[i] for i in keep],
-            )
+    curves = {
+        f"{h} (ECE {per_head[h]['ece']:.3f})": _calibration_curve(
+            head_labels[:, j], head_pred[:, j]
+        )
+        for j, h in enumerate(heads.heads)
+    }
     calibration_plot(curves, out / "calibration.png")
     gain = model.get_booster().get_score(importance_type="total_gain")
     importance_plot(gain, out / "feature_importance.png")
@@ -214,7 +272,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     from mlflow.models import infer_signature
 
     from features.store import feature_store
-    from training.ranker import predict, train_ranker
+    from training.ranker import D2Q_ATTR, head_predictions, objective_labels, predict, train_ranker
     from training.retrieval import with_retrieval_features
 
     out = _dir(settings, holdout)
@@ -233,14 +291,25 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         train[train["event_timestamp"] >= last_day],
     )
     model, curves = train_ranker(fit_part, valid_part, settings.training)
+    heads = ValueHeads.of_booster(model.get_booster())
+    head_pred = head_predictions(model, hold)
+    d2q = D2QLabeler.from_dict(json.loads(model.get_booster().attr(D2Q_ATTR) or "{}"))
+    head_labels = objective_labels(hold, heads, d2q)
+    per_head = head_metrics(hold, head_pred, heads.heads, head_labels)
 
     scores = {
-        "challenger": predict(model, hold),
+        "challenger": heads.combine(head_pred),
         "popularity": baselines.score(baselines.popularity(train), hold["video_id"]),
         "recent_popularity": baselines.score(baselines.recent_popularity(train), hold["video_id"]),
     }
+    single = heads.heads == ("value",)
+    challenger = evaluate_scores(hold, scores["challenger"], probabilities=single)
+    if not single:  # the value score is not a probability: report the heads' mean ECE
+        challenger = replace(
+            challenger, ece=float(np.nanmean([m["ece"] for m in per_head.values()]))
+        )
     metrics: dict[str, Metrics] = {
-        "challenger": evaluate_scores(hold, scores["challenger"], probabilities=True),
+        "challenger": challenger,
         "popularity": evaluate_scores(hold, scores["popularity"]),
         "recent_popularity": evaluate_scores(hold, scores["recent_popularity"]),
     }
@@ -279,6 +348,8 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
             {
                 **{f"xgb_{k}": v for k, v in settings.training.model_dump().items()},
                 "n_trees": model.n_estimators,
+                "objective": settings.training.objective,
+                "objective_weights": json.dumps(heads.as_dict()),
                 "feature_service": settings.feature_service,
                 "n_features": len(MODEL_FEATURES),
                 "retrieval_version": retrieval_version,
@@ -295,7 +366,17 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
             flat["pct_of_oracle_ndcg"] = (
                 100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
             )
-        flat.update({f"pipeline_ndcg_at_10_{k}": v for k, v in pipeline.items()})
+        flat.update(
+            {
+                (
+                    f"top10_{k}"
+                    if k.startswith(("coverage_", "creator_diversity_"))
+                    else f"pipeline_ndcg_at_10_{k}"
+                ): v
+                for k, v in pipeline.items()
+                if not math.isnan(v)
+            }
+        )
         for label, per_surface in slices.items():
             prefix = "" if label == "challenger" else f"{label}_"
             flat.update(
@@ -306,6 +387,14 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                 }
             )
         flat.update({f"check_{k}": 0.0 if v else 1.0 for k, v in checks.items()})
+        flat.update(
+            {
+                f"head_{h}_{k}": v
+                for h, m in per_head.items()
+                for k, v in m.items()
+                if not math.isnan(v)
+            }
+        )
         mlflow.log_metrics(flat)
         now = int(pd.Timestamp.now().timestamp() * 1000)
         mlflow.MlflowClient().log_batch(
@@ -330,6 +419,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                         "holdout": holdout.isoformat(),
                         "metrics": {k: m.to_dict() for k, m in metrics.items()},
                         "surface_ndcg_at_10": slices,
+                        "heads": {"weights": heads.as_dict(), "holdout": per_head},
                         "pipeline_ndcg_at_10": pipeline,
                         "behavioural_checks": checks,
                         "feature_contract": contract or "ok",
@@ -337,17 +427,19 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                     indent=2,
                 )
             )
-            _review_plots(t, model, hold, scores, slices)
+            _review_plots(t, model, scores, slices, per_head, head_pred, head_labels, heads)
             (t / "datasets.json").write_text(json.dumps(info, indent=2))
             ref = model_matrix(
                 train.sample(
                     min(len(train), settings.training.reference_sample_rows), random_state=0
                 )
             )
-            ref["prediction"] = model.predict_proba(ref)[:, 1].astype(np.float32)
+            ref["prediction"] = heads.combine(
+                model.get_booster().inplace_predict(ref.to_numpy(), validate_features=False)
+            ).astype(np.float32)
             ref.to_parquet(t / "reference.parquet", index=False)
             mlflow.log_artifacts(tmp, artifact_path="review")
-        signature = infer_signature(x_hold.head(100), model.predict_proba(x_hold.head(100))[:, 1])
+        signature = infer_signature(x_hold.head(100), head_pred[:100])
         info_model = mlflow.xgboost.log_model(
             model,
             name="model",
@@ -367,6 +459,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         "gate_verdict": "pending",
         "ndcg_at_10": f"{metrics['challenger'].ndcg_at_10:.4f}",
         "retrieval_version": retrieval_version or "none",
+        "objective_weights": json.dumps(heads.as_dict()),
         "behavioural_checks": "passed"
         if not any(checks.values())
         else "failed: " + ", ".join(k for k, v in checks.items() if v),
@@ -375,7 +468,16 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)
     c.update_model_version(
-        name, version, description=model_card(settings, info, metrics, None, checks)
+        name,
+        version,
+        description=model_card(
+            settings,
+            info,
+            metrics,
+            None,
+            checks,
+            {"weights": heads.as_dict(), "holdout": per_head},
+        ),
     )
     return json_safe(  # type: ignore[return-value]
         {
@@ -386,6 +488,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
             "blockers": blockers,
             "checks": checks,
             "metrics": {k: m.to_dict() for k, m in metrics.items()},
+            "heads": {"weights": heads.as_dict(), "holdout": per_head},
             "pipeline_ndcg_at_10": pipeline,
         }
     )
@@ -417,7 +520,14 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
     c.update_model_version(
         name,
         version,
-        description=model_card(settings, info, all_metrics, verdict, trained.get("checks")),
+        description=model_card(
+            settings,
+            info,
+            all_metrics,
+            verdict,
+            trained.get("checks"),
+            trained.get("heads"),
+        ),
     )
     promoted = pending = False
     if verdict.promote and settings.gate.manual_approval:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from feature_repo.columns import USER_COLUMNS
+from feature_repo.columns import USER_COLUMNS, USER_CREATOR_COLUMNS
 from features.batch import FEATURE_DEFAULTS
 from features.content import CAPTION_DIM, read_content
 from features.pipeline import load_vocabulary
@@ -615,6 +615,7 @@ def pipeline_ndcg(
     for the user, the counterfactual a real log cannot give.
     """
     from features.cross import MODEL_FEATURES
+    from reelrank.objectives import ValueHeads
     from serving.pipeline import (
         ITEM_FEATURES,
         USER_FEATURES,
@@ -624,6 +625,7 @@ def pipeline_ndcg(
         UserState,
     )
     from training.dataset import value_label
+    from training.metrics import coverage, creator_diversity
 
     imp = read_table(settings.lake_dir, "impressions", start=holdout, end=holdout)
     imp = imp.assign(value=value_label(imp))
@@ -636,7 +638,11 @@ def pipeline_ndcg(
     from serving.loader import _view_of
 
     u_ent = pd.DataFrame({"user_id": users, "event_timestamp": start})
-    u_refs = [f"{_view_of(c)}:{c}" for c in USER_FEATURES] + ["user_history:hist_video_ids"]
+    u_refs = (
+        [f"{_view_of(c)}:{c}" for c in USER_FEATURES]
+        + ["user_history:hist_video_ids"]
+        + [f"user_creator_history:{c}" for c in USER_CREATOR_COLUMNS]
+    )
     uf = store.get_historical_features(entity_df=u_ent, features=u_refs).to_df()
     uf = uf.drop_duplicates("user_id").set_index("user_id").reindex(users)
     states = {}
@@ -645,8 +651,11 @@ def pipeline_ndcg(
             [FEATURE_DEFAULTS[c] if pd.isna(row[c]) else row[c] for c in USER_FEATURES],
             np.float32,
         )
-        hist = row["hist_video_ids"]
-        states[uid] = UserState(feats, list(hist) if isinstance(hist, list | np.ndarray) else [])
+        hist, uc = row["hist_video_ids"], [row[c] for c in USER_CREATOR_COLUMNS]
+        uc = [list(v) if isinstance(v, list | np.ndarray) else [] for v in uc]
+        states[uid] = UserState(
+            feats, list(hist) if isinstance(hist, list | np.ndarray) else [], *uc
+        )
     cat = retriever.catalog
     avail = available_rows(cat, holdout, settings, end_of_day=True)
     videos = read_table(settings.lake_dir, "videos", end=holdout)[["video_id", "creator_id"]]
@@ -658,8 +667,11 @@ def pipeline_ndcg(
     items = ItemTable.from_columns(
         videos["video_id"].tolist(),
         {c: [None if pd.isna(v) else v for v in itf[c]] for c in ITEM_FEATURES},
+        videos["creator_id"].tolist(),
     )
-    model = RankedModel(ranker, "challenger", "offline", MODEL_FEATURES)
+    model = RankedModel(
+        ranker, "challenger", "offline", MODEL_FEATURES, ValueHeads.of_booster(ranker)
+    )
     rec = Recommender(model, items, states.get, settings.serving.n_candidates, retriever)
 
     pos = positives(settings, holdout - timedelta(days=settings.training.train_days), holdout)
@@ -676,6 +688,7 @@ def pipeline_ndcg(
 
         world = generate_world(settings.sim)
     scores: dict[str, list[float]] = {"two_tower": [], **{k: [] for k in static}}
+    top_lists: dict[str, list[list[str]]] = {k: [] for k in scores}
     judged: dict[str, list[float]] = {}
     if world is not None:
         scores["oracle"] = []
@@ -701,6 +714,7 @@ def pipeline_ndcg(
             s = rec._score(state, rows, feats)
             order = np.argsort(-s, kind="stable")[:10]
             scores[name].append(_ndcg([cands[i] for i in order], gains))
+            top_lists.setdefault(name, []).append([cands[i] for i in order])
             if p_complete:
                 judged[name].append(_judged_ndcg([cands[i] for i in order], p_complete))
                 # a tighter budget: only each source's own best 100 reach the ranker
@@ -710,6 +724,14 @@ def pipeline_ndcg(
                 )
     out = {name: float(np.nanmean(v)) for name, v in scores.items()}
     out.update({f"oracle_judged_{k}": float(np.nanmean(v)) for k, v in judged.items()})
+    # what the top-10 lists look like as a whole: how much of the catalog they reach, and
+    # how many different creators fill each list
+    creator_of = dict(zip(items.video_ids.tolist(), items.creator_ids.tolist(), strict=True))
+    for name, lists in top_lists.items():
+        out[f"coverage_{name}"] = coverage(lists, len(items.video_ids))
+        out[f"creator_diversity_{name}"] = creator_diversity(
+            [[creator_of[v] for v in lst] for lst in lists]
+        )
     return out
 
 

@@ -64,7 +64,7 @@ def test_assets_wire_the_loop(dagbag):
             and uri in uris(dag.timetable.asset_condition)
         }
 
-    features = "reelrank://features/ranker_v1"
+    features = "reelrank://features/daily"
     promoted = "reelrank://models/reelrank-ranker/champion"
     drift = "reelrank://monitoring/drift-detected"
     assert producers(features) == {"reelrank_features"}

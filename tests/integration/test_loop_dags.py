@@ -15,7 +15,7 @@ from reelrank.airflow_runner import DagRunFailed, migrate, run_dag
 from training.registry import CHALLENGER, CHAMPION, alias_version, client
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
-FEATURES = "reelrank://features/ranker_v1"
+FEATURES = "reelrank://features/daily"
 PROMOTED = "reelrank://models/reelrank-ranker/champion"
 MODEL_INPUTS = (*USER_COLUMNS, *VIDEO_COLUMNS)
 DRIFT = "reelrank://monitoring/drift-detected"
@@ -92,7 +92,7 @@ def test_training_dag_registers_and_promotes_a_model_that_beats_popularity(loop)
     assert alias_version(c, name, CHALLENGER) == alias_version(c, name, CHAMPION) == "1"
     mv = c.get_model_version(name, "1")
     assert mv.tags["gate_verdict"] == "passed"
-    assert mv.tags["feature_service"] == "ranker_v1" and mv.tags["git_sha"]
+    assert mv.tags["feature_service"] == "ranker_v2" and mv.tags["git_sha"]
     assert "model card" in mv.description and "Gate" in mv.description
     metrics = c.get_run(mv.run_id).data.metrics
     assert metrics["ndcg_at_10"] > metrics["popularity_ndcg_at_10"]

@@ -54,16 +54,21 @@ def checks(model_and_rows):
 
 
 def score(model, df: pd.DataFrame) -> np.ndarray:
-    return model.predict_proba(model_matrix(df))[:, 1]
+    from training.ranker import predict
+
+    return predict(model, df)
 
 
 def test_serving_scores_with_exactly_the_evaluated_model(model_and_rows, recommender):
-    """The served booster (raw inplace_predict) gives the offline predict_proba scores."""
+    """The served booster (raw inplace_predict, heads combined with the weights stored in
+    the model) gives the offline value scores."""
     model, rows = model_and_rows
     x = model_matrix(rows).to_numpy()
-    served = recommender.model.scorer.inplace_predict(x)
+    rm = recommender.model
+    served = rm.heads.combine(rm.scorer.inplace_predict(x))
     np.testing.assert_allclose(served, score(model, rows), rtol=1e-5, atol=1e-6)
-    assert recommender.model.features == MODEL_FEATURES
+    assert rm.features == MODEL_FEATURES
+    assert rm.heads.heads == ("completion", "watch", "like", "share", "skip")
 
 
 def test_invariance_scores_do_not_depend_on_candidate_order(recommender):

@@ -14,11 +14,12 @@ from features.batch import (
     enrich_impressions,
     topic_slots,
     topic_vocabulary,
+    user_creator_history,
     user_engagement,
     user_topic_affinity,
     video_stats,
 )
-from features.cross import MODEL_FEATURES, model_matrix
+from features.cross import MODEL_FEATURES, add_creator_affinity, creator_affinity, model_matrix
 from ingest.simulator import generate_world
 from reelrank.settings import SimulationSettings
 
@@ -150,11 +151,17 @@ def test_vocabulary_keeps_slots_stable_and_reserves_other():
 
 def test_cross_feature_picks_the_affinity_of_the_video_topic():
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({c: rng.random(4) for c in MODEL_FEATURES if not c.startswith("x_")})
+    df = pd.DataFrame(
+        {c: rng.random(4) for c in MODEL_FEATURES if not c.startswith(("x_", "ctx_"))}
+    )
     for c in AFFINITY_COLUMNS:
         df[c] = 0.0
     df["aff_03"] = 0.7
     df["v_topic_slot"] = [3.0, 1.0, 3.0, 15.0]
+    df["surface"] = ["spotlight", "discover", "stories", "spotlight"]
+    df["position"] = [0, 3, 9, 4]
+    df["x_creator_imp_28d"] = 0.0
+    df["x_creator_pos_rate"] = 0.25
     with pytest.raises(KeyError, match="x_retrieval_score"):
         model_matrix(df)  # retrieval features are never silently invented
     df["x_retrieval_score"] = 0.5
@@ -162,7 +169,48 @@ def test_cross_feature_picks_the_affinity_of_the_video_topic():
     x = model_matrix(df)
     assert list(x.columns) == list(MODEL_FEATURES)
     assert x["x_topic_affinity"].tolist() == pytest.approx([0.7, 0.0, 0.7, 0.0])
+    assert x["ctx_surface"].tolist() == [0.0, 1.0, 2.0, 0.0]
+    # scored as served: every row at the first position; training keeps the logged one
+    assert x["ctx_position"].tolist() == [0.0] * 4
+    assert model_matrix(df, serve=False)["ctx_position"].tolist() == [0.0, 3.0, 9.0, 4.0]
     assert x.dtypes.eq(np.float32).all()
+    df.loc[0, "surface"] = "reels"
+    with pytest.raises(ValueError, match="unknown surface 'reels'"):
+        model_matrix(df)
+
+
+def test_user_creator_history_and_its_cross_feature_agree_between_paths():
+    """The training path (vectorised over rows) and the serving path (one user's lists
+    against many candidates) give the same user x creator features."""
+    ts = pd.Timestamp("2025-06-10 12:00", tz="UTC")
+    imp = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "b"],
+            "creator_id": ["c1", "c1", "c2", "c1", "c2"],
+            "positive": [True, False, True, True, False],
+            "ts": [ts] * 5,
+        }
+    )
+    hist = user_creator_history(imp, date(2025, 6, 10), length=8)
+    a = hist.set_index("user_id").loc["a"]
+    assert list(a["uc_creator_ids"]) == ["c1", "c2"]  # most seen first
+    assert list(a["uc_imp_28d"]) == [3.0, 1.0] and list(a["uc_pos_28d"]) == [2.0, 1.0]
+    assert hist["event_timestamp"].iloc[0] == pd.Timestamp("2025-06-11", tz="UTC")
+
+    rows = pd.DataFrame(
+        {"user_id": ["a", "a", "a", "b", "z"], "creator_id": ["c1", "c2", "c9", "c2", "c1"]}
+    )
+    rows = rows.merge(hist, on="user_id", how="left")
+    out = add_creator_affinity(rows)
+    assert "uc_creator_ids" not in out.columns
+    assert out["x_creator_imp_28d"].tolist() == [3.0, 1.0, 0.0, 1.0, 0.0]
+    # (pos + 2 * 0.25) / (imp + 2)
+    assert out["x_creator_pos_rate"].tolist() == pytest.approx([0.5, 0.5, 0.25, 0.5 / 3, 0.25])
+    imp_a, rate_a = creator_affinity(
+        a["uc_creator_ids"], a["uc_imp_28d"], a["uc_pos_28d"], ["c1", "c2", "c9"]
+    )
+    np.testing.assert_allclose(imp_a, out["x_creator_imp_28d"][:3], rtol=1e-6)
+    np.testing.assert_allclose(rate_a, out["x_creator_pos_rate"][:3], rtol=1e-6)
 
 
 def test_simulated_world_features_have_no_gaps():

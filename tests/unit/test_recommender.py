@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from feature_repo.columns import AFFINITY_COLUMNS, USER_COLUMNS
+from feature_repo.columns import AFFINITY_COLUMNS, USER_COLUMNS, USER_CREATOR_COLUMNS
 from features.batch import FEATURE_DEFAULTS
-from features.cross import MODEL_FEATURES, model_matrix
+from features.cross import MODEL_FEATURES, add_creator_affinity, creator_affinity, model_matrix
+from reelrank.objectives import ValueHeads
 from serving.pipeline import (
     ITEM_FEATURES,
     USER_FEATURES,
@@ -39,7 +40,8 @@ def items() -> ItemTable:
     cols["v_topic_slot"] = [float(i % 4) for i in range(N_VIDEOS)]
     cols["v_imp_7d"] = [float(i) for i in range(N_VIDEOS)]
     cols["c_like_rate_28d"][0] = None  # a missing value
-    return ItemTable.from_columns([f"v{i}" for i in range(N_VIDEOS)], cols)
+    creators = [f"c{i % 5}" for i in range(N_VIDEOS)]
+    return ItemTable.from_columns([f"v{i}" for i in range(N_VIDEOS)], cols, creators)
 
 
 def user_vector(topic: int) -> np.ndarray:
@@ -63,17 +65,47 @@ def test_missing_item_values_get_defaults_and_are_flagged(items):
     )
 
 
-def test_serving_matrix_equals_the_training_matrix(rec, items):
+@pytest.mark.parametrize("surface", ["spotlight", "stories"])
+def test_serving_matrix_equals_the_training_matrix(rec, items, surface):
     """Training (pandas) and serving (numpy) must build identical model inputs."""
     user = user_vector(2)
+    history = (["c1", "c3"], [4.0, 1.0], [3.0, 0.0])
     rows = np.arange(N_VIDEOS)
-    served = rec.feature_matrix(user, rows)
+    creator = creator_affinity(*history, items.creator_ids[rows])
+    served = rec.feature_matrix(user, rows, creator=creator, surface=surface)
     frame = pd.DataFrame(items.features, columns=list(ITEM_FEATURES))
     for c, v in zip(USER_FEATURES, user, strict=True):
         frame[c] = v
     frame["x_retrieval_score"] = np.nan  # no retriever: missing, as XGBoost expects
     frame["x_content_similarity"] = np.nan
+    frame["creator_id"] = items.creator_ids
+    for c, v in zip(USER_CREATOR_COLUMNS, history, strict=True):
+        frame[c] = [v] * len(frame)
+    frame["surface"] = surface
+    frame["position"] = 7  # logged position: training only, served rows sit at position 0
+    frame = add_creator_affinity(frame)
     np.testing.assert_allclose(served, model_matrix(frame).to_numpy(), rtol=1e-6)
+    assert set(served[:, MODEL_FEATURES.index("x_creator_imp_28d")]) == {0.0, 1.0, 4.0}
+
+
+def test_a_multi_head_model_is_served_by_its_weighted_value(items):
+    """The served score is the weighted sum of the heads stored with the model."""
+    rng = np.random.default_rng(3)
+    x = rng.random((300, len(MODEL_FEATURES))).astype(np.float32)
+    y = np.column_stack([x[:, 0] > 0.5, x[:, 1] > 0.5]).astype(float)
+    model = xgb.XGBRegressor(n_estimators=10, max_depth=2, objective="reg:logistic").fit(x, y)
+    heads = ValueHeads.from_weights({"completion": 1.0, "skip": -2.0})
+    heads.store_in(model.get_booster())
+    reloaded = ValueHeads.of_booster(model.get_booster())
+    assert reloaded.heads == ("completion", "skip") and reloaded.weights.tolist() == [1.0, -2.0]
+    users = {"u": UserState(user_vector(1), [])}
+    rec = Recommender(RankedModel(model.get_booster(), "m", "1", heads=reloaded), items, users.get)
+    out = rec.rank("u", ["v1", "v2", "v3"])
+    mat = rec.feature_matrix(user_vector(1), np.array([items.index[v] for v in out.video_ids]))
+    per_head = model.get_booster().inplace_predict(mat)
+    np.testing.assert_allclose(out.scores, per_head[:, 0] - 2.0 * per_head[:, 1], rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown objective"):
+        ValueHeads.from_weights({"clicks": 1.0})
 
 
 def test_rank_orders_scores_and_reports_unknown_videos(rec):
