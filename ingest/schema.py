@@ -102,6 +102,17 @@ IMPRESSIONS = Contract(
     ),
 )
 
+# Delayed feedback from the serving path: an impression row the server completes from what it
+# served (user, surface, position, model), plus the experiment arm that served it. Appended
+# in parts (``serving.feedback``), not written one partition file per day.
+FEEDBACK = Contract(
+    table="feedback",
+    key="event_id",
+    partition_ts="ts",
+    references={"user_id": "users", "video_id": "videos"},
+    columns=(*IMPRESSIONS.columns, Column("arm", pa.string(), allowed=("champion", "challenger"))),
+)
+
 CONTRACTS: dict[str, Contract] = {c.table: c for c in (VIDEOS, USERS, IMPRESSIONS)}
 
 

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelrank.objectives import DEFAULT_WEIGHTS, ValueHeads
@@ -142,6 +142,35 @@ class ServingSettings(BaseModel):
         30.0, description="how often the service looks for newly uploaded videos"
     )
     startup_timeout_s: float = 120.0
+    model_poll_s: float = Field(
+        5.0, gt=0, description="how often the service checks the registry aliases (hot reload)"
+    )
+    features_poll_s: float = Field(
+        30.0, gt=0, description="how often it checks Feast for a new materialization"
+    )
+    # re-ranking
+    diversity: float = Field(0.2, ge=0.0, le=1.0, description="MMR weight of creator/topic spread")
+    exploration_position: int | None = Field(
+        3, ge=0, description="0-based feed slot kept for a fresh upload; null turns it off"
+    )
+    fresh_hours: float = Field(24.0, gt=0, description="a video this young counts as fresh")
+    max_age_hours: float | None = Field(
+        None, gt=0, description="older videos are unavailable (retired); null keeps all"
+    )
+    # experiments
+    challenger_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of users (stable hash) served by the challenger"
+    )
+    shadow: bool = Field(
+        False, description="score the challenger on champion traffic without serving it"
+    )
+    experiment_salt: str = "reelrank"
+    # the served-request log and authentication
+    log_flush_s: float = Field(5.0, gt=0, description="served rows are flushed at least this often")
+    log_max_rows: int = Field(50_000, ge=1, description="rows buffered before a flush")
+    api_key: SecretStr | None = Field(
+        None, description="when set, /recommend, /rank and /feedback need it as x-api-key"
+    )
 
 
 class DriftSettings(BaseModel):
@@ -243,6 +272,8 @@ class Settings(BaseSettings):
                         env[f"REELRANK_{key.upper()}__{sub.upper()}"] = text
             else:
                 env[f"REELRANK_{key.upper()}"] = str(value)
+        if self.serving.api_key is not None:  # dumped masked; the child needs the value
+            env["REELRANK_SERVING__API_KEY"] = self.serving.api_key.get_secret_value()
         return env
 
 

@@ -21,6 +21,7 @@ from serving.pipeline import (
     ItemTable,
     RankedModel,
     Recommender,
+    RerankConfig,
     UserState,
 )
 
@@ -86,25 +87,35 @@ def load_item_table(settings: Settings, store: Any) -> ItemTable:
     )
 
 
-def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
+def load_ranker(settings: Settings, alias: str = "champion") -> RankedModel | None:
+    """The ranker version under ``alias`` as a served model; None when the alias is unset."""
     import mlflow
 
-    from training.registry import client
+    from training.registry import alias_version, client
 
     c = client(settings)
-    mv = c.get_model_version_by_alias(settings.ranker_model_name, alias)
-    model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{mv.version}")
+    version = alias_version(c, settings.ranker_model_name, alias)
+    if version is None:
+        return None
+    model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
     booster = model.get_booster()
     names = tuple(booster.feature_names or ())
     if names != MODEL_FEATURES:
         # numpy input is positional: a model trained on other columns would score garbage
         raise ValueError(
-            f"{settings.ranker_model_name} v{mv.version} expects features {names}, "
+            f"{settings.ranker_model_name} v{version} expects features {names}, "
             f"serving builds {MODEL_FEATURES}"
         )
-    booster.set_param({"nthread": 1})
+    booster.set_param({"nthread": 1})  # one request per thread; BentoML runs several
     heads = ValueHeads.of_booster(booster)
-    return RankedModel(booster, settings.ranker_model_name, str(mv.version), names, heads)
+    return RankedModel(booster, settings.ranker_model_name, str(version), names, heads)
+
+
+def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
+    model = load_ranker(settings, alias)
+    if model is None:
+        raise LookupError(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
+    return model
 
 
 def load_retriever(settings: Settings) -> Any:
@@ -149,11 +160,90 @@ class CatalogWatcher:
         return added
 
 
-def build_recommender(settings: Settings) -> Recommender:
+class ModelWatcher:
+    """Follows the registry aliases: when ``champion`` (or, in an experiment, ``challenger``)
+    points at another version, that version is loaded, warmed up and swapped in."""
+
+    def __init__(self, settings: Settings, rec: Recommender) -> None:
+        self.settings, self.rec = settings, rec
+
+    def poll(self) -> list[str]:
+        from training.registry import alias_version, client
+
+        c = client(self.settings)
+        name = self.settings.ranker_model_name
+        swapped = []
+        arms = [("champion", self.rec.model)]
+        if self.rec.challenger is not None:
+            arms.append(("challenger", self.rec.challenger))
+        for arm, current in arms:
+            version = alias_version(c, name, arm)
+            if version is None or version == current.version:
+                continue
+            model = load_ranker(self.settings, arm)
+            if model is None:
+                continue
+            self.rec.swap_model(model, arm)
+            swapped.append(arm)
+            log.info("%s: %s v%s -> v%s", arm, name, current.version, model.version)
+        return swapped
+
+
+ITEM_VIEWS = ("video_stats", "creator_stats")
+
+
+def materialized_until(store: Any) -> float:
+    """The latest materialization end of the item views (epoch seconds; 0 if none)."""
+    store.refresh_registry()
+    ends = [store.get_feature_view(v).most_recent_end_time for v in ITEM_VIEWS]
+    return max((e.timestamp() for e in ends if e is not None), default=0.0)
+
+
+class FeatureWatcher:
+    """Reloads the in-memory item table when Feast has materialized newer features (a
+    reload, not a restart)."""
+
+    def __init__(self, settings: Settings, rec: Recommender, store: Any = None) -> None:
+        from features.store import feature_store
+
+        self.settings, self.rec = settings, rec
+        self.store = store or feature_store(settings)
+        self.seen = materialized_until(self.store)
+
+    def poll(self) -> bool:
+        until = materialized_until(self.store)
+        if until <= self.seen:
+            return False
+        items = load_item_table(self.settings, self.store)
+        carried = self.rec.swap_items(items)
+        self.seen = until
+        log.info(
+            "item features reloaded: %d videos (%d new uploads carried over)",
+            len(items.video_ids),
+            carried,
+        )
+        return True
+
+
+def rerank_config(settings: Settings) -> RerankConfig:
+    sv = settings.serving
+    return RerankConfig(
+        diversity=sv.diversity,
+        exploration_position=sv.exploration_position,
+        fresh_hours=sv.fresh_hours,
+        max_age_hours=sv.max_age_hours,
+    )
+
+
+def build_recommender(settings: Settings, challenger: bool = False) -> Recommender:
+    """The serving path with the champion (and, for an experiment, the challenger)."""
     from features.store import feature_store
 
     store = feature_store(settings)
     model = load_champion(settings)
+    other = load_ranker(settings, "challenger") if challenger else None
+    if challenger and other is None:
+        log.warning("experiment configured but no challenger alias: champion serves all")
     items = load_item_table(settings, store)
     rec = Recommender(
         model,
@@ -161,10 +251,13 @@ def build_recommender(settings: Settings) -> Recommender:
         FeastUserReader(store),
         settings.serving.n_candidates,
         retriever=load_retriever(settings),
+        rerank=rerank_config(settings),
+        challenger=other,
     )
     # warm up: the first predictions and online reads are slow (lazy init, caches)
     for _ in range(3):
-        rec.recommend("__warmup__", 10)
+        rec.recommend("__warmup__", 10, shadow=other is not None)
+    rec.seen = type(rec.seen)()
     rec.stats = dict.fromkeys(rec.stats, 0)
     log.info(
         "recommender ready: %s v%s, %d videos", model.name, model.version, len(items.video_ids)

@@ -1,15 +1,24 @@
-"""The recommender as a plain class: given a model and feature readers, rank and recommend.
+"""The recommender as a plain class: given models and feature readers, rank and recommend.
 
-Nothing here knows about HTTP or BentoML, so it is tested directly. Per-request work is numpy
-only: one online read for the user, item features gathered from an in-memory table (loaded
-in bulk from Feast's online store), one ``inplace_predict`` on a contiguous float32 matrix.
+Nothing here knows about HTTP or BentoML, so it is tested directly. The path is
+
+    retrieve -> filter -> features -> score -> re-rank -> respond
+
+and per-request work is numpy only: one online read for the user, item features gathered
+from an in-memory table (loaded in bulk from Feast's online store and swapped whole when a
+materialization lands), one ``inplace_predict`` on a contiguous float32 matrix. Filters drop
+what the user saw recently, blocked creators and retired videos; re-ranking spreads creators
+and topics (MMR) and keeps one slot for a fresh upload. Models and the item table are
+swapped by reference (hot reload): a request reads each once, so it never mixes two.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +35,7 @@ from features.cross import (
     topic_affinity,
 )
 from reelrank.objectives import ValueHeads
+from serving.rerank import exploration_slot, filter_candidates, mmr_rerank
 
 log = logging.getLogger(__name__)
 USER_FEATURES: tuple[str, ...] = (*USER_COLUMNS, *AFFINITY_COLUMNS)
@@ -102,7 +112,7 @@ class ItemTable:
             col[gaps] = FEATURE_DEFAULTS[name]
             mat[:, j] = col
         creators = np.array(list(creator_ids) if creator_ids is not None else [""] * n, object)
-        return cls(np.asarray(video_ids), mat, missing, creators)
+        return cls(np.asarray(video_ids, dtype=object), mat, missing, creators)
 
     def append_defaults(
         self, video_ids: Sequence[str], creator_ids: Sequence[str] | None = None
@@ -118,7 +128,7 @@ class ItemTable:
         defaults = np.array([FEATURE_DEFAULTS[c] for c in ITEM_FEATURES], np.float32)
         features = np.vstack([self.features, np.tile(defaults, (len(new), 1))])
         missing = np.concatenate([self.missing, np.ones(len(new), dtype=bool)])
-        ids = np.concatenate([self.video_ids, np.asarray(new, dtype=self.video_ids.dtype)])
+        ids = np.concatenate([self.video_ids, np.asarray(new, dtype=object)])
         creators = np.concatenate(
             [self.creator_ids, np.array([creator_of[v] for v in new], dtype=object)]
         )
@@ -150,14 +160,60 @@ class Scored:
     cold_start: bool
     unknown_video_ids: list[str]
     timings_ms: dict[str, float]
+    features: np.ndarray | None = None  # (len(video_ids), n_features): what was scored
+    filtered: dict[str, int] = field(default_factory=dict)
+    arm: str = "champion"
+    model_version: str = ""
+    shadow_scores: list[float] | None = None  # the challenger's scores, shadow mode only
+    default_rows: int = 0  # candidates scored with default item features
+    durations: list[float] = field(default_factory=list)  # seconds, per served video
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """How the scored list becomes the feed."""
+
+    diversity: float = 0.2  # MMR weight of creator/topic redundancy (0: pure score order)
+    pool: int = 50  # top-scored candidates the MMR pass chooses from (at least k)
+    exploration_position: int | None = 3  # 0-based slot guaranteed to a fresh video
+    fresh_hours: float = 24.0  # "fresh": uploaded less than this long ago
+    max_age_hours: float | None = None  # older videos are retired (unavailable)
+
+
+class RecentlyServed:
+    """What each user was shown lately, so the next scroll does not repeat it.
+
+    Per process and bounded: the most recent ``per_user`` ids for the ``max_users`` most
+    recently served users."""
+
+    def __init__(self, per_user: int = 200, max_users: int = 100_000) -> None:
+        self.per_user, self.max_users = per_user, max_users
+        self._users: OrderedDict[str, deque[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str) -> set[str]:
+        with self._lock:
+            ids = self._users.get(user_id)
+            return set(ids) if ids else set()
+
+    def add(self, user_id: str, video_ids: Iterable[str]) -> None:
+        with self._lock:
+            ids = self._users.get(user_id)
+            if ids is None:
+                ids = self._users[user_id] = deque(maxlen=self.per_user)
+            ids.extend(video_ids)
+            self._users.move_to_end(user_id)
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
 
 
 class Recommender:
-    """retrieve -> features -> score -> top k.
+    """retrieve -> filter -> features -> score -> re-rank.
 
     With a retriever, a known user's candidates are the ``n_candidates`` nearest videos to
     the user tower's vector (new uploads included through the index's fresh part); without
-    one, or for an unknown user, they are the recent-popular + fresh pool.
+    one, or for an unknown user, they are the recent-popular + fresh pool. ``challenger``
+    is the experiment's other model (``arm="challenger"`` or ``shadow=True``).
     """
 
     def __init__(
@@ -167,21 +223,58 @@ class Recommender:
         users: UserFeatureReader,
         n_candidates: int = 500,
         retriever: CandidateRetriever | None = None,
+        rerank: RerankConfig | None = None,
+        challenger: RankedModel | None = None,
     ) -> None:
         self.model = model
-        self.items = items
+        self.challenger = challenger
         self.users = users
         self.n_candidates = n_candidates
         self.retriever = retriever
+        self.rerank_config = rerank or RerankConfig()
+        self.seen = RecentlyServed()
         self.default_user = np.array([FEATURE_DEFAULTS[c] for c in USER_FEATURES], np.float32)
-        self._candidates = items.popular(n_candidates)
         self._aff = [USER_FEATURES.index(c) for c in AFFINITY_COLUMNS]
         self._slot = ITEM_FEATURES.index("v_topic_slot")
         self._compl = ITEM_FEATURES.index("v_completion_rate_7d")
+        self._age = ITEM_FEATURES.index("v_age_hours")
+        self._duration = ITEM_FEATURES.index("v_duration_s")
         self._col = {c: i for i, c in enumerate(MODEL_FEATURES)}
         self._surface = {name: float(surface_code(name)[0]) for name in SURFACES}
         self.stats = {"requests": 0, "cold_start": 0, "default_item_rows": 0, "retrieved": 0}
+        self._items_lock = threading.Lock()
+        self.items = items
+        self._candidates = items.popular(n_candidates)
 
+    # -- hot reload ------------------------------------------------------------------------
+    def swap_model(self, model: RankedModel, arm: str = "champion") -> None:
+        """Serve ``model`` from the next request on (requests in flight finish with the old
+        one). It is warmed up first, so the first request after the swap is not slow."""
+        x = self.feature_matrix(self.default_user, np.zeros(1, dtype=np.int64))
+        for _ in range(2):
+            model.heads.combine(model.scorer.inplace_predict(x))
+        if arm == "champion":
+            self.model = model
+        elif arm == "challenger":
+            self.challenger = model
+        else:
+            raise ValueError(f"unknown arm {arm!r}")
+
+    def swap_items(self, items: ItemTable) -> int:
+        """Serve a freshly loaded item table; videos only the old table knew (uploads since
+        the last materialization) are carried over with their default rows. Returns how
+        many were carried over."""
+        with self._items_lock:
+            old = self.items
+            carried = [v for v in old.video_ids.tolist() if v not in items.index]
+            if carried:
+                rows = [old.index[v] for v in carried]
+                items.append_defaults(carried, old.creator_ids[rows].tolist())
+            pool = items.popular(self.n_candidates)
+            self.items, self._candidates = items, pool
+        return len(carried)
+
+    # -- features and scores ---------------------------------------------------------------
     def feature_matrix(
         self,
         user: np.ndarray,
@@ -190,13 +283,14 @@ class Recommender:
         content_similarity: np.ndarray | None = None,
         creator: tuple[np.ndarray, np.ndarray] | None = None,
         surface: str = "spotlight",
+        items: ItemTable | None = None,
     ) -> np.ndarray:
         """The model input for one user against item ``rows``, in ``MODEL_FEATURES`` order.
 
         ``creator``: the user's impressions of and positive rate with each row's creator
         (:func:`features.cross.creator_affinity`); None means no history with any of them.
         Every row is scored at the served feed position (see :mod:`features.cross`)."""
-        item = self.items.features[rows]
+        item = (items or self.items).features[rows]
         x = np.empty((len(rows), len(MODEL_FEATURES)), dtype=np.float32)
         x[:, : len(USER_COLUMNS)] = user[: len(USER_COLUMNS)]
         x[:, len(USER_COLUMNS) : len(USER_COLUMNS) + len(ITEM_FEATURES)] = item
@@ -228,28 +322,47 @@ class Recommender:
         sim = self.retriever.caption_similarity(self.retriever.history_caption(history), ids)
         return np.asarray(scores, np.float32), sim
 
+    def _matrix(
+        self,
+        state: UserState | None,
+        rows: np.ndarray,
+        retrieval: tuple[np.ndarray | None, np.ndarray | None],
+        surface: str,
+        items: ItemTable,
+    ) -> np.ndarray:
+        user = self.default_user if state is None else state.features
+        creator = None
+        if state is not None and state.creator_ids:
+            creator = creator_affinity(
+                state.creator_ids, state.creator_imp, state.creator_pos, items.creator_ids[rows]
+            )
+        return self.feature_matrix(
+            user, rows, *retrieval, creator=creator, surface=surface, items=items
+        )
+
+    @staticmethod
+    def _predict(model: RankedModel, x: np.ndarray) -> np.ndarray:
+        return model.heads.combine(model.scorer.inplace_predict(x))
+
     def _score(
         self,
         state: UserState | None,
         rows: np.ndarray,
         retrieval: tuple[np.ndarray | None, np.ndarray | None],
         surface: str = "spotlight",
+        model: RankedModel | None = None,
     ) -> np.ndarray:
-        user = self.default_user if state is None else state.features
-        creator = None
-        if state is not None and state.creator_ids:
-            creator = creator_affinity(
-                state.creator_ids,
-                state.creator_imp,
-                state.creator_pos,
-                self.items.creator_ids[rows],
-            )
-        x = self.feature_matrix(user, rows, *retrieval, creator=creator, surface=surface)
+        items = self.items
+        x = self._matrix(state, rows, retrieval, surface, items)
+        self._count(state, items, rows)
+        return self._predict(model or self.model, x)
+
+    def _count(self, state: UserState | None, items: ItemTable, rows: np.ndarray) -> int:
+        defaults = int(items.missing[rows].sum())
         self.stats["requests"] += 1
         self.stats["cold_start"] += int(state is None)
-        self.stats["default_item_rows"] += int(self.items.missing[rows].sum())
-        model = self.model  # one read: a hot swap between here and combine cannot mix models
-        return model.heads.combine(model.scorer.inplace_predict(x))
+        self.stats["default_item_rows"] += defaults
+        return defaults
 
     def _user_vec(self, state: UserState | None) -> Any:
         if self.retriever is None:
@@ -258,62 +371,177 @@ class Recommender:
             return self.retriever.user_vector(None, [])
         return self.retriever.user_vector(state.features[: len(USER_COLUMNS)], state.history)
 
-    def rank(self, user_id: str, video_ids: Sequence[str], surface: str = "spotlight") -> Scored:
+    def _arm_model(self, arm: str) -> RankedModel:
+        if arm == "champion":
+            return self.model
+        if arm == "challenger" and self.challenger is not None:
+            return self.challenger
+        raise ValueError(f"no model for arm {arm!r}")
+
+    # -- endpoints -------------------------------------------------------------------------
+    def rank(
+        self,
+        user_id: str,
+        video_ids: Sequence[str],
+        surface: str = "spotlight",
+        arm: str = "champion",
+        shadow: bool = False,
+    ) -> Scored:
         """Score the given candidates for the user, best first; unknown videos are reported."""
         t0 = time.perf_counter()
-        index = self.items.index
+        items, model = self.items, self._arm_model(arm)
+        index = items.index
         known = [v for v in video_ids if v in index]
         unknown = [v for v in video_ids if v not in index]
         state = self.users(user_id)
         if not known:
-            return Scored([], [], state is None, unknown, {})
+            return Scored([], [], state is None, unknown, {}, arm=arm, model_version=model.version)
         rows = np.fromiter((index[v] for v in known), dtype=np.int64, count=len(known))
         t1 = time.perf_counter()
         retrieval = self._retrieval_features(state, self._user_vec(state), known)
-        scores = self._score(state, rows, retrieval, surface)
+        x = self._matrix(state, rows, retrieval, surface, items)
+        defaults = self._count(state, items, rows)
+        scores = self._predict(model, x)
+        shadow_scores = self._predict(self.challenger, x) if shadow and self.challenger else None
         order = np.argsort(-scores, kind="stable")
         t2 = time.perf_counter()
-        timings = {"user_features": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
         return Scored(
-            [known[i] for i in order], scores[order].tolist(), state is None, unknown, timings
+            [known[i] for i in order],
+            scores[order].tolist(),
+            state is None,
+            unknown,
+            {"user_features": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3},
+            features=x[order],
+            arm=arm,
+            model_version=model.version,
+            shadow_scores=None if shadow_scores is None else shadow_scores[order].tolist(),
+            default_rows=defaults,
+            durations=items.features[rows[order], self._duration].tolist(),
         )
 
-    def candidates(self, state: UserState | None, user_vec: Any) -> tuple[list[str], Any]:
-        """Candidate ids (and their retrieval scores when retrieved) for a user."""
+    def candidates(
+        self,
+        state: UserState | None,
+        user_vec: Any,
+        items: ItemTable | None = None,
+        extra: int = 0,
+    ) -> tuple[list[str], Any]:
+        """Candidate ids (and their retrieval scores when retrieved) for a user; ``extra``
+        more are retrieved when that many are likely to be filtered out."""
+        items = items or self.items
         if self.retriever is not None and state is not None:
-            ids, scores = self.retriever.retrieve(user_vec, self.n_candidates)
-            index = self.items.index
+            n = self.n_candidates + min(extra, 3 * self.n_candidates)
+            ids, scores = self.retriever.retrieve(user_vec, n)
+            index = items.index
             keep = np.fromiter((v in index for v in ids), dtype=bool, count=len(ids))
             self.stats["retrieved"] += int(keep.sum())
             return ids[keep].tolist(), np.asarray(scores)[keep]
-        return self.items.video_ids[self._candidates].tolist(), None
+        pool = self._candidates if items is self.items else items.popular(self.n_candidates)
+        return items.video_ids[pool].tolist(), None
 
-    def recommend(self, user_id: str, k: int, surface: str = "spotlight") -> Scored:
-        """Top ``k`` for the user: retrieve, score with the ranker, sort."""
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        surface: str = "spotlight",
+        *,
+        exclude: Iterable[str] = (),
+        blocked_creators: Iterable[str] = (),
+        arm: str = "champion",
+        shadow: bool = False,
+    ) -> Scored:
+        """The user's next ``k`` videos: retrieve, filter, score, re-rank."""
+        cfg = self.rerank_config
         t0 = time.perf_counter()
+        items, model = self.items, self._arm_model(arm)  # one snapshot for the request
         state = self.users(user_id)
         t1 = time.perf_counter()
+        # seen lately: served here, engaged with (history), or on the client's screen
+        seen = self.seen.get(user_id) | set(exclude)
+        if state is not None:
+            seen.update(state.history)
         user_vec = self._user_vec(state)
-        ids, retrieved = self.candidates(state, user_vec)
+        ids, retrieved = self.candidates(state, user_vec, items, extra=len(seen))
         t2 = time.perf_counter()
-        if not ids:
-            return Scored([], [], state is None, [], {})
-        index = self.items.index
+        index = items.index
         rows = np.fromiter((index[v] for v in ids), dtype=np.int64, count=len(ids))
-        retrieval = self._retrieval_features(state, user_vec, ids, retrieved)
-        scores = self._score(state, rows, retrieval, surface)
-        top = np.argsort(-scores, kind="stable")[:k]
+
+        # filter: seen lately, blocked creators, retired videos
+        available = (
+            items.features[rows, self._age] <= cfg.max_age_hours
+            if cfg.max_age_hours is not None
+            else None
+        )
+        blocked = set(blocked_creators)
+        creators = items.creator_ids[rows]
+        keep, filtered = filter_candidates(
+            np.asarray(ids, dtype=object), seen, blocked, creators, available
+        )
+        if keep.sum() < k:
+            # a user who has seen every candidate gets repeats rather than an empty feed
+            allowed, _ = filter_candidates(
+                np.asarray(ids, dtype=object), None, blocked, creators, available
+            )
+            repeats = np.flatnonzero(allowed & ~keep)[: k - int(keep.sum())]
+            keep[repeats] = True
+            filtered["seen"] -= len(repeats)
+            filtered["repeated"] = len(repeats)
+        if not keep.all():
+            rows = rows[keep]
+            ids = [v for v, ok in zip(ids, keep, strict=True) if ok]
+            retrieved = None if retrieved is None else np.asarray(retrieved)[keep]
+        if not ids:
+            return Scored(
+                [],
+                [],
+                state is None,
+                [],
+                {},
+                filtered=filtered,
+                arm=arm,
+                model_version=model.version,
+            )
         t3 = time.perf_counter()
+        retrieval = self._retrieval_features(state, user_vec, ids, retrieved)
+        x = self._matrix(state, rows, retrieval, surface, items)
+        defaults = self._count(state, items, rows)
+        t4 = time.perf_counter()
+        scores = self._predict(model, x)
+        shadow_scores = self._predict(self.challenger, x) if shadow and self.challenger else None
+        t5 = time.perf_counter()
+
+        # re-rank: diversity among the best, then one slot for a fresh upload
+        pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
+        topics = items.features[rows[pool], self._slot]
+        chosen = pool[
+            mmr_rerank(scores[pool], items.creator_ids[rows[pool]], topics, k, cfg.diversity)
+        ]
+        if cfg.exploration_position is not None:
+            fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)
+            chosen = exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores)
+        served = [ids[i] for i in chosen]
+        self.seen.add(user_id, served)
+        t6 = time.perf_counter()
         return Scored(
-            [ids[i] for i in top],
-            scores[top].tolist(),
+            served,
+            scores[chosen].tolist(),
             state is None,
             [],
             {
                 "user_features": (t1 - t0) * 1e3,
                 "retrieve": (t2 - t1) * 1e3,
-                "score": (t3 - t2) * 1e3,
+                "filter": (t3 - t2) * 1e3,
+                "features": (t4 - t3) * 1e3,
+                "score": (t5 - t4) * 1e3,
+                "rerank": (t6 - t5) * 1e3,
             },
+            features=x[chosen],
+            filtered=filtered,
+            arm=arm,
+            model_version=model.version,
+            shadow_scores=None if shadow_scores is None else shadow_scores[chosen].tolist(),
+            default_rows=defaults,
+            durations=items.features[rows[chosen], self._duration].tolist(),
         )
 
     def add_videos(self, videos: Any, content: Any) -> int:
@@ -321,5 +549,6 @@ class Recommender:
         added = 0
         if self.retriever is not None:
             added = self.retriever.add_videos(videos, content)  # type: ignore[attr-defined]
-        self.items.append_defaults(list(videos["video_id"]), list(videos["creator_id"]))
+        with self._items_lock:
+            self.items.append_defaults(list(videos["video_id"]), list(videos["creator_id"]))
         return added

@@ -1,30 +1,45 @@
-"""The BentoML service: loads the champion and delegates to :class:`serving.pipeline.Recommender`.
+"""The BentoML service: loads its models and stores, and delegates to the plain classes.
 
 Run it with ``bentoml serve serving.service:RecommenderService`` (or ``reelrank serve``).
-Endpoints: ``POST /recommend``, ``POST /rank``, and BentoML's own ``/livez``, ``/readyz``,
-``/metrics`` and the OpenAPI page at ``/``. A malformed body is answered 400 by BentoML's
-validation with the field and the reason; unknown users get the cold-start path.
+Endpoints: ``POST /recommend``, ``POST /rank``, ``POST /feedback``, and BentoML's own
+``/livez``, ``/readyz``, ``/metrics`` (with reelrank's series added) and the OpenAPI page at
+``/``. A malformed body is answered 400 by BentoML's validation with the field and the
+reason; unknown users get the cold-start path; a feedback batch that names an unknown
+request is answered 422 with every problem, and nothing of it is written.
+
+Background threads keep the service current without a restart: the registry aliases are
+polled (a promotion or rollback swaps the model within ``model_poll_s``), Feast is polled
+for a new materialization (the item table is reloaded and swapped), and newly embedded
+uploads are added to the retrieval index. Every served list is logged (``request_log``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import BentoMLException
 
 from reelrank.settings import get_settings
 from serving.pipeline import Scored
 from serving.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
     RankRequest,
     RankResponse,
     RecommendRequest,
     RecommendResponse,
     ScoredVideo,
 )
+
+log = logging.getLogger(__name__)
+PROTECTED_PATHS = ("/recommend", "/rank", "/feedback")
 
 
 def _items(scored: Scored) -> list[ScoredVideo]:
@@ -34,44 +49,173 @@ def _items(scored: Scored) -> list[ScoredVideo]:
     ]
 
 
+_settings = get_settings()
+
+
 @bentoml.service(
     name="reelrank",
-    workers=get_settings().serving.workers,
+    workers=_settings.serving.workers,
     traffic={"timeout": 10},
 )
 class RecommenderService:
     def __init__(self) -> None:
+        from features.cross import MODEL_FEATURES
+        from serving.experiments import ExperimentConfig
+        from serving.feedback import ServedRegistry
         from serving.loader import build_recommender
+        from serving.observability import ServiceMetrics
+        from serving.request_log import RequestLog
 
         self.settings = get_settings()
-        self.rec = build_recommender(self.settings)
-        self._watch = threading.Thread(target=self._watch_catalog, daemon=True, name="catalog")
-        self._watch.start()
+        sv = self.settings.serving
+        self.experiment = ExperimentConfig(sv.challenger_share, sv.shadow, sv.experiment_salt)
+        self.rec = build_recommender(self.settings, challenger=sv.challenger_share > 0 or sv.shadow)
+        self.feature_names = list(MODEL_FEATURES)
+        self.metrics = ServiceMetrics()
+        self._publish_versions()
+        self.served = ServedRegistry()
+        self.request_log = RequestLog(
+            self.settings.home, max_rows=sv.log_max_rows, max_age_s=sv.log_flush_s
+        ).start()
+        self._stop = threading.Event()
+        for name, period, poll in (
+            ("catalog", sv.catalog_refresh_s, self._catalog_poller()),
+            ("models", sv.model_poll_s, self._model_poller()),
+            ("features", sv.features_poll_s, self._feature_poller()),
+        ):
+            threading.Thread(
+                target=self._every, args=(period, poll, name), daemon=True, name=name
+            ).start()
 
-    def _watch_catalog(self) -> None:
-        """New uploads become retrievable while the service runs, without a restart."""
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        """Flush every buffered served row before the worker exits."""
+        self._stop.set()
+        self.request_log.close()
+
+    # -- background refreshes --------------------------------------------------------------
+    def _every(self, period: float, poll: Callable[[], object], name: str) -> None:
+        while not self._stop.wait(period):
+            try:
+                poll()
+            except Exception:  # a bad refresh must never take the service down
+                log.exception("%s refresh failed; serving what is loaded", name)
+
+    def _catalog_poller(self) -> Callable[[], object]:
         from serving.loader import CatalogWatcher
 
-        watcher = CatalogWatcher(self.settings, self.rec)
-        while True:
-            time.sleep(self.settings.serving.catalog_refresh_s)
-            try:
-                watcher.poll()
-            except Exception:  # a bad refresh must never take the service down
-                logging.getLogger(__name__).exception("catalog refresh failed")
+        return CatalogWatcher(self.settings, self.rec).poll
+
+    def _model_poller(self) -> Callable[[], object]:
+        from serving.loader import ModelWatcher
+
+        watcher = ModelWatcher(self.settings, self.rec)
+
+        def poll() -> None:
+            for arm in watcher.poll():
+                self.metrics.reloads.labels(f"model_{arm}").inc()
+            self._publish_versions()
+
+        return poll
+
+    def _feature_poller(self) -> Callable[[], object]:
+        from serving.loader import FeatureWatcher
+
+        watcher = FeatureWatcher(self.settings, self.rec)
+
+        def poll() -> None:
+            if watcher.poll():
+                self.metrics.reloads.labels("item_features").inc()
+
+        return poll
+
+    def _publish_versions(self) -> None:
+        for arm, m in (("champion", self.rec.model), ("challenger", self.rec.challenger)):
+            if m is not None and m.version.isdigit():
+                self.metrics.model_version.labels(m.name, arm).set(int(m.version))
+
+    # -- the request path --------------------------------------------------------------------
+    def _served(self, endpoint: str, user_id: str, surface: str, scored: Scored) -> str:
+        """Log, register and count an answered request; returns its request id."""
+        from serving.feedback import ServedList
+
+        request_id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        retrieval = getattr(self.rec.retriever, "version", None)
+        if scored.video_ids and scored.features is not None:
+            self.request_log.log(
+                request_id,
+                now,
+                user_id,
+                scored.arm,
+                scored.model_version,
+                retrieval,
+                surface,
+                scored.video_ids,
+                scored.scores,
+                scored.features,
+                self.feature_names,
+            )
+            if scored.shadow_scores is not None and self.rec.challenger is not None:
+                self.request_log.log(
+                    request_id,
+                    now,
+                    user_id,
+                    "shadow",
+                    self.rec.challenger.version,
+                    retrieval,
+                    surface,
+                    scored.video_ids,
+                    scored.shadow_scores,
+                    scored.features,
+                    self.feature_names,
+                )
+            self.served.add(
+                ServedList(
+                    request_id,
+                    now,
+                    user_id,
+                    surface,
+                    scored.arm,
+                    scored.model_version,
+                    {v: i for i, v in enumerate(scored.video_ids)},
+                    dict(zip(scored.video_ids, scored.durations, strict=True)),
+                )
+            )
+        self.metrics.observe(
+            endpoint,
+            scored.arm,
+            scored.cold_start,
+            scored.timings_ms,
+            scored.filtered,
+            scored.default_rows,
+            len(scored.video_ids),
+        )
+        return request_id
 
     @bentoml.api(input_spec=RecommendRequest)
     def recommend(self, **params: Any) -> RecommendResponse:
-        """The user's feed: candidates retrieved by the two-tower model, ranked by the champion."""
+        """The user's feed: retrieved by the two-tower model, ranked, diversified."""
         req = RecommendRequest(**params)
-        scored = self.rec.recommend(req.user_id, req.k, req.surface)
-        m = self.rec.model
+        route = self.experiment.route(req.user_id)
+        arm = route.arm if route.arm == "champion" or self.rec.challenger else "champion"
+        scored = self.rec.recommend(
+            req.user_id,
+            req.k,
+            req.surface,
+            exclude=req.exclude_video_ids,
+            blocked_creators=req.blocked_creator_ids,
+            arm=arm,
+            shadow=route.shadow,
+        )
+        request_id = self._served("recommend", req.user_id, req.surface, scored)
         return RecommendResponse(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             user_id=req.user_id,
             surface=req.surface,
-            model_name=m.name,
-            model_version=m.version,
+            arm=scored.arm,
+            model_name=self.rec.model.name,
+            model_version=scored.model_version,
             retrieval_version=getattr(self.rec.retriever, "version", None),
             cold_start=scored.cold_start,
             items=_items(scored),
@@ -81,14 +225,43 @@ class RecommenderService:
     def rank(self, **params: Any) -> RankResponse:
         """Scores for the given candidate videos, best first."""
         req = RankRequest(**params)
-        scored = self.rec.rank(req.user_id, req.video_ids)
-        m = self.rec.model
+        route = self.experiment.route(req.user_id)
+        arm = route.arm if route.arm == "champion" or self.rec.challenger else "champion"
+        scored = self.rec.rank(req.user_id, req.video_ids, req.surface, arm, route.shadow)
+        request_id = self._served("rank", req.user_id, req.surface, scored)
         return RankResponse(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             user_id=req.user_id,
-            model_name=m.name,
-            model_version=m.version,
+            arm=scored.arm,
+            model_name=self.rec.model.name,
+            model_version=scored.model_version,
             cold_start=scored.cold_start,
             items=_items(scored),
             unknown_video_ids=scored.unknown_video_ids,
         )
+
+    @bentoml.api(input_spec=FeedbackRequest)
+    def feedback(self, **params: Any) -> FeedbackResponse:
+        """Engagement events for served items, appended to the lake (all or nothing)."""
+        from serving.feedback import Event, FeedbackRejected, feedback_rows, write_feedback
+
+        req = FeedbackRequest(**params)
+        events = [Event(**e.model_dump()) for e in req.events]
+        try:
+            rows = feedback_rows(events, self.served)
+        except FeedbackRejected as err:
+            self.metrics.feedback.labels("rejected").inc(len(events))
+            raise BentoMLException(str(err), error_code=HTTPStatus.UNPROCESSABLE_ENTITY) from None
+        write_feedback(self.settings.lake_dir, rows)
+        self.metrics.feedback.labels("accepted").inc(len(rows))
+        return FeedbackResponse(accepted=len(rows))
+
+
+if _settings.serving.api_key is not None:
+    from serving.observability import ApiKeyMiddleware
+
+    RecommenderService.add_asgi_middleware(
+        ApiKeyMiddleware,
+        key=_settings.serving.api_key.get_secret_value(),
+        protected=PROTECTED_PATHS,
+    )

@@ -1,0 +1,185 @@
+"""Delayed feedback: engagement events for served items, checked and appended to the lake.
+
+A client reports what the user did with items of a served list (``POST /feedback``). Each
+event names the ``request_id`` of the list and one ``video_id`` in it; the server knows the
+rest (user, surface, position, arm, model version) from what it served, so a client cannot
+attribute an event to a list or a position that never existed. A batch is accepted or
+rejected whole: one unknown request id or one video that was not in its list rejects it with
+a report, and nothing is written.
+
+Accepted events become rows of the lake table ``feedback`` (the impressions contract plus the
+experiment ``arm``), written as one atomic Parquet part per batch under
+``<lake>/feedback/day=YYYY-MM-DD/``: monitoring joins them to served lists by ``request_id``
+and the next training day can use them like impressions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from itertools import count
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ingest.lake import atomic_write
+from ingest.schema import FEEDBACK, to_arrow, validate
+
+_SEQ = count()
+
+
+@dataclass(frozen=True)
+class ServedList:
+    """What one response served: enough to turn a client's event into a lake row."""
+
+    request_id: str
+    ts: datetime
+    user_id: str
+    surface: str
+    arm: str
+    ranker_version: str
+    positions: dict[str, int]  # video id -> 0-based position in the served list
+    durations: dict[str, float]  # video id -> duration in seconds (from the item table)
+
+
+class ServedRegistry:
+    """The most recent served lists of this process, by request id (bounded, LRU)."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._lists: OrderedDict[str, ServedList] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, served: ServedList) -> None:
+        with self._lock:
+            self._lists[served.request_id] = served
+            self._lists.move_to_end(served.request_id)
+            while len(self._lists) > self.capacity:
+                self._lists.popitem(last=False)
+
+    def get(self, request_id: str) -> ServedList | None:
+        with self._lock:
+            return self._lists.get(request_id)
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+
+class FeedbackRejected(ValueError):
+    """A feedback batch that cannot be accepted; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("feedback rejected: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Event:
+    """One engagement event as the client reports it."""
+
+    request_id: str
+    video_id: str
+    watch_time_s: float
+    completed: bool = False
+    liked: bool = False
+    shared: bool = False
+    commented: bool = False
+    followed: bool = False
+    skipped: bool = False
+    ts: datetime | None = None
+
+
+def feedback_rows(
+    events: Sequence[Event], registry: ServedRegistry, now: datetime | None = None
+) -> pd.DataFrame:
+    """The lake rows for a batch, or :class:`FeedbackRejected` naming every bad event."""
+    now = now or datetime.now(UTC)
+    problems: list[str] = []
+    rows = []
+    unknown = sorted({e.request_id for e in events if registry.get(e.request_id) is None})
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        )
+        problems.append(f"unknown request_id: {shown} (not served by this service recently)")
+    for i, e in enumerate(events):
+        served = registry.get(e.request_id)
+        if served is None:
+            continue
+        if e.video_id not in served.positions:
+            problems.append(f"events[{i}]: video {e.video_id!r} was not served in {e.request_id}")
+            continue
+        ts = e.ts or now
+        if ts.tzinfo is None:
+            problems.append(f"events[{i}]: ts has no timezone")
+            continue
+        if ts < served.ts:
+            problems.append(f"events[{i}]: ts {ts.isoformat()} is before the request was served")
+            continue
+        rows.append(
+            {
+                "event_id": f"f{uuid.uuid4().hex}",
+                "request_id": e.request_id,
+                "ts": pd.Timestamp(ts).tz_convert("UTC"),
+                "user_id": served.user_id,
+                "video_id": e.video_id,
+                "surface": served.surface,
+                "position": served.positions[e.video_id],
+                "watch_time_s": float(e.watch_time_s),
+                "duration_s": served.durations.get(e.video_id, float("nan")),
+                "completed": e.completed,
+                "liked": e.liked,
+                "shared": e.shared,
+                "commented": e.commented,
+                "followed": e.followed,
+                "skipped": e.skipped,
+                "model_version": served.ranker_version,
+                "arm": served.arm,
+            }
+        )
+    if problems:
+        raise FeedbackRejected(problems)
+    df = pd.DataFrame(rows, columns=FEEDBACK.names)
+    df["position"] = df["position"].astype("int32")
+    report = validate(FEEDBACK, df)
+    if not report.ok:
+        raise FeedbackRejected([str(p) for p in report.problems])
+    return df
+
+
+def feedback_dir(lake_dir: Path, day: date) -> Path:
+    return lake_dir / FEEDBACK.table / f"day={day.isoformat()}"
+
+
+def write_feedback(lake_dir: Path, rows: pd.DataFrame) -> list[Path]:
+    """Append accepted rows to the lake: one atomic part file per UTC day touched."""
+    paths = []
+    for day, part in rows.groupby(rows["ts"].dt.date, sort=True):
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        path = feedback_dir(lake_dir, day) / f"part-{stamp}-{os.getpid()}-{next(_SEQ)}.parquet"
+        table = to_arrow(FEEDBACK, part.reset_index(drop=True))
+        paths.append(atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp)))
+    return paths
+
+
+def read_feedback(
+    lake_dir: Path, start: date | None = None, end: date | None = None
+) -> pd.DataFrame:
+    """Every accepted feedback row with ``start <= day <= end`` (hidden temp files skipped)."""
+    root = lake_dir / FEEDBACK.table
+    frames = []
+    if root.exists():
+        for d in sorted(root.glob("day=*")):
+            day = date.fromisoformat(d.name[4:])
+            if (start and day < start) or (end and day > end):
+                continue
+            frames += [pq.read_table(p).to_pandas() for p in sorted(d.glob("part-*.parquet"))]
+    if not frames:
+        return FEEDBACK.arrow_schema().empty_table().to_pandas()
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,262 @@
+"""Operating the real server: hot reload under load, the served-request log, experiments,
+feedback, API keys and metrics.
+
+The server runs on a copy of the tiny loop's home, so moving aliases and writing logs here
+leaves the shared loop as it was. Polls are fast so that reloads happen within the test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reelrank.settings import Settings
+from serving.server import RunningServer, free_port, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.serving]
+KEY = "test-key-123"
+AUTH = {"x-api-key": KEY}
+
+
+@dataclass
+class Ops:
+    settings: Settings
+    server: RunningServer
+    users: list[str]
+    versions: tuple[str, str]  # (the loop's champion, an identical second version)
+
+
+def _second_version(settings: Settings) -> tuple[str, str]:
+    """Register a copy of the champion as a new version and alias it ``challenger``."""
+    from training.registry import alias_version, client
+
+    c = client(settings)
+    name = settings.ranker_model_name
+    v1 = alias_version(c, name, "champion")
+    assert v1 is not None
+    mv = c.get_model_version(name, v1)
+    v2 = c.create_model_version(name, mv.source, run_id=mv.run_id).version
+    c.set_registered_model_alias(name, "challenger", str(v2))
+    return str(v1), str(v2)
+
+
+@pytest.fixture(scope="module")
+def ops(loop, tmp_path_factory) -> Iterator[Ops]:
+    from ingest.lake import read_table
+
+    home = Path(tmp_path_factory.mktemp("ops")) / "var"
+    shutil.copytree(loop.settings.home, home, ignore=shutil.ignore_patterns("airflow"))
+    settings = Settings(**{**loop.settings.model_dump(), "home": home})
+    versions = _second_version(settings)
+    env = {
+        "REELRANK_HOME": str(home),
+        "REELRANK_SERVING__MODEL_POLL_S": "0.5",
+        "REELRANK_SERVING__FEATURES_POLL_S": "1",
+        "REELRANK_SERVING__LOG_FLUSH_S": "1",
+        "REELRANK_SERVING__CHALLENGER_SHARE": "0.5",
+        "REELRANK_SERVING__API_KEY": KEY,
+    }
+    server = start_server(settings, port=free_port(), env=env)
+    imp = read_table(settings.lake_dir, "impressions", start=settings.sim.end_date)
+    users = sorted(imp["user_id"].unique())[:40]
+    try:
+        yield Ops(settings, server, users, versions)
+    finally:
+        server.stop()
+
+
+def post(ops: Ops, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(
+        ops.server.url + path, json=body, headers=AUTH if headers is None else headers, timeout=30
+    )
+
+
+def test_api_key_guards_the_endpoints_but_not_health(ops):
+    body = {"user_id": ops.users[0], "k": 3}
+    assert post(ops, "/recommend", body, headers={}).status_code == 401
+    wrong = post(ops, "/recommend", body, headers={"x-api-key": "nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+    bearer = post(ops, "/recommend", body, headers={"authorization": f"Bearer {KEY}"})
+    assert bearer.status_code == 200
+    assert post(ops, "/recommend", body).status_code == 200
+    assert httpx.get(ops.server.url + "/livez", timeout=10).status_code == 200
+
+
+def test_users_split_stably_between_arms_and_responses_name_them(ops):
+    arms = {}
+    for u in ops.users:
+        first = post(ops, "/recommend", {"user_id": u, "k": 3}).json()
+        again = post(ops, "/recommend", {"user_id": u, "k": 3}).json()
+        assert first["arm"] == again["arm"]
+        version = ops.versions[0] if first["arm"] == "champion" else ops.versions[1]
+        assert first["model_version"] == version
+        arms[u] = first["arm"]
+    assert set(arms.values()) == {"champion", "challenger"}
+
+
+def test_filters_drop_excluded_blocked_and_recently_served_videos(ops):
+    u = ops.users[1]
+    first = post(ops, "/recommend", {"user_id": u, "k": 5}).json()
+    shown = [i["video_id"] for i in first["items"]]
+    second = post(ops, "/recommend", {"user_id": u, "k": 5}).json()
+    assert not set(shown) & {i["video_id"] for i in second["items"]}  # no repeats
+    from ingest.lake import read_table
+
+    videos = read_table(ops.settings.lake_dir, "videos")
+    creator_of = dict(zip(videos["video_id"], videos["creator_id"], strict=True))
+    blocked = creator_of[second["items"][0]["video_id"]]
+    third = post(
+        ops,
+        "/recommend",
+        {"user_id": u, "k": 5, "blocked_creator_ids": [blocked], "exclude_video_ids": ["x"]},
+    ).json()
+    assert blocked not in {creator_of[i["video_id"]] for i in third["items"]}
+
+
+def test_feedback_is_validated_and_appended_to_the_lake(ops):
+    from serving.feedback import read_feedback
+
+    u = ops.users[2]
+    served = post(ops, "/recommend", {"user_id": u, "k": 4}).json()
+    rid, items = served["request_id"], served["items"]
+    events = [
+        {
+            "request_id": rid,
+            "video_id": items[0]["video_id"],
+            "watch_time_s": 12.5,
+            "completed": True,
+            "liked": True,
+        },
+        {"request_id": rid, "video_id": items[2]["video_id"], "watch_time_s": 0.8, "skipped": True},
+    ]
+    ok = post(ops, "/feedback", {"events": events})
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"accepted": 2}
+    rows = read_feedback(ops.settings.lake_dir)
+    mine = rows[rows["request_id"] == rid].sort_values("position")
+    assert mine["position"].tolist() == [0, 2] and (mine["user_id"] == u).all()
+    assert mine["arm"].iloc[0] == served["arm"]
+    assert mine["model_version"].iloc[0] == served["model_version"]
+
+    # one bad event rejects the whole batch, with every problem named; nothing is written
+    bad = [
+        events[0],
+        {"request_id": "f" * 32, "video_id": "v1", "watch_time_s": 1.0},
+        {"request_id": rid, "video_id": "never-served", "watch_time_s": 1.0},
+    ]
+    r = post(ops, "/feedback", {"events": bad})
+    assert r.status_code == 422, r.text
+    assert "unknown request_id" in r.text and "never-served" in r.text
+    assert len(read_feedback(ops.settings.lake_dir)) == len(rows)
+    malformed = post(ops, "/feedback", {"events": [{"request_id": rid, "watch_time_s": -1}]})
+    assert malformed.status_code == 400 and "Traceback" not in malformed.text
+
+
+def test_item_features_reload_after_a_materialization(ops):
+    from features.batch import as_of_timestamp
+    from features.store import feature_store, materialize
+
+    def reloads() -> float:
+        text = httpx.get(ops.server.url + "/metrics", timeout=10).text
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.startswith("reelrank_reloads_total") and "item_features" in line
+        ]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    before = reloads()
+    s = ops.settings
+    store = feature_store(s)
+    materialize(
+        store,
+        as_of_timestamp(s.sim.start_date),
+        as_of_timestamp(s.sim.end_date + timedelta(days=1)),
+    )
+    deadline = time.time() + 30
+    while reloads() <= before and time.time() < deadline:
+        time.sleep(0.5)
+    assert reloads() > before
+    assert post(ops, "/recommend", {"user_id": ops.users[3], "k": 3}).status_code == 200
+
+
+def test_hot_reload_under_load_drops_nothing_and_every_answer_is_logged(ops):
+    """Load from 8 threads while the champion alias moves to another version and back: no
+    request fails, answers switch to the new version within seconds, and after a graceful
+    stop the served log holds exactly the answered requests."""
+    from serving.request_log import read_served
+    from training.registry import client
+
+    s = ops.settings
+    c = client(s)
+    name = s.ranker_model_name
+    v1, v2 = ops.versions
+    champion_users = [
+        u
+        for u in ops.users
+        if post(ops, "/recommend", {"user_id": u, "k": 2}).json()["arm"] == "champion"
+    ]
+    stop = threading.Event()
+    answered: list[tuple[str, str]] = []  # (request_id, model_version)
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def hammer(i: int) -> None:
+        with httpx.Client(timeout=30, headers=AUTH) as http:
+            n = 0
+            while not stop.is_set():
+                u = champion_users[(i + n) % len(champion_users)]
+                n += 1
+                r = http.post(ops.server.url + "/recommend", json={"user_id": u, "k": 5})
+                with lock:
+                    if r.status_code == 200:
+                        answered.append((r.json()["request_id"], r.json()["model_version"]))
+                    else:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+
+    def seen_version(v: str, after: int) -> bool:
+        with lock:
+            return any(ver == v for _, ver in answered[after:])
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(hammer, i) for i in range(8)]
+        time.sleep(2)
+        with lock:
+            mark = len(answered)
+        t0 = time.time()
+        c.set_registered_model_alias(name, "champion", v2)  # a promotion
+        while not seen_version(v2, mark) and time.time() - t0 < 20:
+            time.sleep(0.1)
+        promoted_in = time.time() - t0
+        with lock:
+            mark = len(answered)
+        c.set_registered_model_alias(name, "champion", v1)  # a rollback
+        t0 = time.time()
+        while not seen_version(v1, mark) and time.time() - t0 < 20:
+            time.sleep(0.1)
+        rolled_back_in = time.time() - t0
+        time.sleep(1)
+        stop.set()
+        for f in futures:
+            f.result()
+    assert not failures, failures[:3]
+    assert promoted_in < 10 and rolled_back_in < 10, (promoted_in, rolled_back_in)
+    assert len(answered) > 50
+
+    ops.server.stop()  # SIGTERM: the log is flushed on shutdown
+    served = read_served(s.home)
+    logged = served[served["arm"] != "shadow"]
+    ids = {rid for rid, _ in answered}
+    assert ids <= set(logged["request_id"])
+    per_request = logged[logged["request_id"].isin(ids)].groupby("request_id").size()
+    assert len(per_request) == len(ids) and (per_request == 5).all()
+    assert {"champion"} == set(logged[logged["request_id"].isin(ids)]["arm"])
