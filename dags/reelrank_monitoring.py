@@ -21,8 +21,12 @@ from assets import DEFAULT_ARGS, DRIFT_DETECTED, START
     doc_md="""
 ### Monitoring
 Compares the model inputs and predictions of the day that just ended (or `day`) with the training
-reference stored beside the champion (Evidently DataDriftPreset). Saves HTML and JSON
-reports, logs an alert line on drift, and emits **drift detected**, which schedules training.
+reference stored beside the champion (Evidently DataDriftPreset), and the day's logged
+outcomes with the champion's training window (a unit change or nulls mark an input *broken*).
+Saves HTML and JSON reports (listed in `reports/drift/index.html`, logged to the MLflow
+experiment `reelrank-monitoring`), alerts (log line + webhook), and on the first drifted day
+of an episode emits **drift detected**, which schedules training. A broken input alerts but
+never retrains; the gate refuses models trained on such days.
 """,
 )
 def reelrank_monitoring() -> None:
@@ -44,8 +48,12 @@ def reelrank_monitoring() -> None:
 
     @task(outlets=[DRIFT_DETECTED])
     def signal_drift(result: dict[str, Any]) -> dict[str, Any]:
-        if not result["drifted"]:
-            raise AirflowSkipException("no drift")
+        # one retrain per drift episode; a broken input alerts but never retrains
+        if not result["retrain"]:
+            raise AirflowSkipException(
+                f"no retrain: severity {result['severity']}"
+                + (" (episode already retraining)" if result["drifted"] else "")
+            )
         return {"day": result["day"], "drifted_columns": result["drifted_columns"]}
 
     signal_drift(check())

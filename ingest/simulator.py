@@ -353,6 +353,7 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     pick = lo[ok] + np.floor(rng.random(int(ok.sum())) * (hi[ok] - lo[ok])).astype(np.int64)
     shown[rows[ok], cols[ok]] = fresh[pick]
 
+    broken = sim.scenario == "broken_feature" and day_idx >= world.scenario_start
     u = np.repeat(req_user, m)
     v = shown.reshape(-1)
     utility = world._utility(u, v, interests)
@@ -390,7 +391,9 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
             "video_id": world.videos["video_id"].to_numpy()[v],
             "surface": np.repeat(surfaces, m),
             "position": position,
-            "watch_time_s": watch,
+            # a broken upstream feed: from the scenario day on, watch time arrives in minutes
+            # (still a valid number, so the lake's contract lets it through)
+            "watch_time_s": np.round(watch / 60.0, 4) if broken else watch,
             "duration_s": duration,
             "completed": completed,
             "liked": liked,

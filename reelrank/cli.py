@@ -31,8 +31,13 @@ console = Console()
 
 class Scenario(StrEnum):
     none = "none"
-    topic_surge = "topic_surge"
-    interest_shift = "interest_shift"
+    topic_surge = "topic-surge"
+    interest_shift = "interest-shift"
+    broken_feature = "broken-feature"
+
+    @property
+    def setting(self) -> str:
+        return self.value.replace("-", "_")
 
 
 DayOpt = Annotated[str | None, typer.Option(help="day to process, YYYY-MM-DD")]
@@ -238,7 +243,7 @@ def demo(
     from reelrank.demo import run_demo
 
     if scenario is not Scenario.none:
-        os.environ["REELRANK_SIM__SCENARIO"] = scenario.value
+        os.environ["REELRANK_SIM__SCENARIO"] = scenario.setting
         # a drifted world is another world: keep it apart from the stationary one
         os.environ.setdefault("REELRANK_HOME", f"var/scenario-{scenario.value}")
     s = _settings()

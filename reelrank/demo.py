@@ -109,16 +109,21 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
     # demo runs what they would schedule.
     drift_file = settings.reports_dir / "drift" / last.isoformat() / "verdict.json"
     retrain: dict[str, Any] | None = None
-    if json.loads(drift_file.read_text())["drifted"]:
+    # drift retrains (once per episode); a broken input alerts and never retrains
+    if json.loads(drift_file.read_text())["severity"] == "critical":
         before = alias_version(c, name, CHAMPION)
         with console.status("[bold]reelrank_training[/]: retraining on drift"):
             r = run_dag(settings, "reelrank_training")
         timings["reelrank_training:drift"] = round(r.seconds, 1)
         after = alias_version(c, name, CHAMPION)
+        new = alias_version(c, name, CHALLENGER)
+        tags = c.get_model_version(name, new).tags if new else {}
         retrain = {
             "champion_before": before,
             "champion_after": after,
-            "challenger": alias_version(c, name, CHALLENGER),
+            "challenger": new,
+            "gate": tags.get("gate_verdict"),
+            "gate_reasons": tags.get("gate_reasons", ""),
         }
         console.print(f"[green]✓[/] reelrank_training (retrain on drift) in {r.seconds:.1f}s")
         if after != before:
@@ -167,6 +172,8 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
             "drifted": verdict["drifted"],
             "severity": verdict["severity"],
             "drifted_columns": verdict["drifted_columns"],
+            "broken_columns": verdict.get("broken_columns", []),
+            "index": str(settings.reports_dir / "drift" / "index.html"),
             "share_drifted": round(verdict["share_drifted"], 3),
             "report_html": verdict["report_html"],
         },
@@ -294,10 +301,12 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     )
     dr = s["drift"]
     cols = ", ".join(dr["drifted_columns"][:6]) or "none"
+    broken = ", ".join(dr.get("broken_columns", [])) or "none"
     t.add_row(
         "drift verdict",
         f"{'DRIFT' if dr['drifted'] else 'no drift'} (severity "
-        f"{dr['severity']}, share {dr['share_drifted']}, drifted: {cols})",
+        f"{dr['severity']}, share {dr['share_drifted']}, drifted: {cols}; broken inputs: "
+        f"{broken}); reports: {dr.get('index', '')}",
     )
     if s["retrain_on_drift"]:
         rt = s["retrain_on_drift"]
@@ -309,7 +318,8 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
                 f"promoted, champion v{rt['champion_before']} -> v{rt['champion_after']}"
                 if moved
                 else f"gate failed, champion stays v{rt['champion_before']}"
-            ),
+            )
+            + f" (gate: {rt.get('gate_reasons', '')[:300]})",
         )
     console.print(t)
     console.print(_metric_table(m))

@@ -41,7 +41,12 @@ class SimulationSettings(BaseModel):
     fresh_slot_share: float = Field(
         0.1, ge=0.0, le=0.25, description="share of feed slots given to videos under 24 h old"
     )
-    scenario: Literal["none", "topic_surge", "interest_shift"] = "none"
+    scenario: Literal["none", "topic_surge", "interest_shift", "broken_feature"] = Field(
+        "none",
+        description="drift injected from scenario_day on: a trend takes over (topic_surge), a "
+        "user segment changes taste (interest_shift), or an upstream feed starts reporting "
+        "watch time in minutes (broken_feature)",
+    )
     scenario_day: int | None = Field(
         None, description="day index the scenario starts; default last"
     )
@@ -178,6 +183,18 @@ class DriftSettings(BaseModel):
 
     drift_share: float = Field(0.3, ge=0.0, le=1.0)
     sample_rows: int = 5000
+    column_threshold: float | None = Field(
+        None,
+        gt=0,
+        description="per-column drift threshold for numeric columns (normed Wasserstein; "
+        "Evidently's default 0.1 when null); raise it for small, noisy populations",
+    )
+    prediction_threshold: float = Field(
+        0.1, gt=0, description="drift threshold of the model's prediction, which alone alerts"
+    )
+    webhook_url: SecretStr | None = Field(
+        None, description="alerts are POSTed here as JSON (Slack-compatible 'text')"
+    )
 
 
 class Settings(BaseSettings):
@@ -274,6 +291,8 @@ class Settings(BaseSettings):
                 env[f"REELRANK_{key.upper()}"] = str(value)
         if self.serving.api_key is not None:  # dumped masked; the child needs the value
             env["REELRANK_SERVING__API_KEY"] = self.serving.api_key.get_secret_value()
+        if self.drift.webhook_url is not None:
+            env["REELRANK_DRIFT__WEBHOOK_URL"] = self.drift.webhook_url.get_secret_value()
         return env
 
 

@@ -332,6 +332,18 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     contract = feature_service_check(store, settings.feature_service, MODEL_FEATURES)
     if contract:
         blockers.append(contract)
+    # never promote a model that learned from a broken upstream feed
+    from monitoring.pipeline import broken_days
+
+    w = info["window"]
+    broken = broken_days(
+        settings, date.fromisoformat(w["train_start"]), date.fromisoformat(w["holdout"])
+    )
+    if broken:
+        blockers.append(
+            "training data includes days with broken inputs: "
+            + "; ".join(f"{d} ({', '.join(cols)})" for d, cols in broken.items())
+        )
 
     # the whole path, offline: retrieve 500 -> rank with this challenger -> top 10
     pipeline: dict[str, float] = {}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -92,3 +93,43 @@ def test_evidently_stays_quiet_on_the_same_distribution(tmp_path, frames):
     ref, same, _ = frames
     v = check_drift(ref, same, tmp_path)
     assert not v.drifted and v.drifted_columns == []
+
+
+def test_a_unit_switch_or_nulls_are_broken_inputs_not_drift():
+    from monitoring.drift import quality_issues
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"watch_time_s": rng.gamma(2.0, 10.0, 2000), "rate": rng.random(2000)})
+    shifted = ref.assign(rate=ref["rate"] * 1.5)  # a real shift of tastes: not broken
+    assert quality_issues(ref, shifted) == []
+    minutes = ref.assign(watch_time_s=ref["watch_time_s"] / 60.0)
+    (issue,) = quality_issues(ref, minutes)
+    assert issue.column == "watch_time_s" and issue.check == "scale"
+    assert "x0.0167" in str(issue)
+    nulls = ref.assign(rate=ref["rate"].where(rng.random(2000) > 0.5))
+    (issue,) = quality_issues(ref, nulls)
+    assert issue.column == "rate" and issue.check == "nulls"
+
+
+def test_one_retrain_per_drift_episode(tmp_path):
+    from monitoring.drift import ColumnDrift, DriftVerdict, QualityIssue
+    from monitoring.pipeline import broken_days, drift_episode
+    from reelrank.settings import get_settings
+
+    s = get_settings(home=tmp_path)
+
+    def verdict(drifted: bool, broken: bool = False) -> DriftVerdict:
+        col = ColumnDrift("prediction", 0.3 if drifted else 0.01, 0.1, "wasserstein", drifted)
+        quality = (QualityIssue("watch_time_s", "scale", 30.0, 0.5),) if broken else ()
+        return DriftVerdict(drifted, 0.5 if drifted else 0.0, 0.3, (col,), 10, 10, quality=quality)
+
+    days = [date(2025, 7, d) for d in range(1, 8)]
+    states = [False, True, True, False, True, False, False]
+    retrains = [drift_episode(s, d, verdict(x)) for d, x in zip(days, states, strict=True)]
+    assert retrains == [False, True, False, False, True, False, False]
+    assert drift_episode(s, date(2025, 7, 8), verdict(True, broken=True)) is False
+    out = s.reports_dir / "drift" / "2025-07-08"
+    out.mkdir(parents=True)
+    (out / "verdict.json").write_text(json.dumps(verdict(True, broken=True).to_dict()))
+    assert broken_days(s, date(2025, 7, 1), date(2025, 7, 8)) == {"2025-07-08": ["watch_time_s"]}
+    assert broken_days(s, date(2025, 7, 1), date(2025, 7, 7)) == {}

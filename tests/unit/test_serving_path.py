@@ -167,7 +167,16 @@ T0 = datetime(2025, 7, 1, 12, tzinfo=UTC)
 def registry() -> ServedRegistry:
     reg = ServedRegistry(capacity=2)
     reg.add(
-        ServedList("r1", T0, "u1", "stories", "challenger", "7", {"v1": 0, "v2": 1}, {"v1": 9.0, "v2": 20.0})
+        ServedList(
+            "r1",
+            T0,
+            "u1",
+            "stories",
+            "challenger",
+            "7",
+            {"v1": 0, "v2": 1},
+            {"v1": 9.0, "v2": 20.0},
+        )
     )
     return reg
 
