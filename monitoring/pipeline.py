@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,7 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         column_threshold=settings.drift.column_threshold,
         prediction_threshold=settings.drift.prediction_threshold,
     )
+    quality = online_quality_of(settings, day, out)
     retrain = drift_episode(settings, day, verdict)
     alerted, delivery = _alert(settings, day, verdict, retrain)
     _log_check(settings, day, version, verdict, retrain)
@@ -175,7 +176,28 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         "report_html": verdict.report_html,
         "verdict_json": str(out / "verdict.json"),
         "summary": verdict.summary(),
+        "online_quality": quality,
     }
+
+
+def online_quality_of(settings: Settings, day: date, out: Path) -> list[dict[str, Any]]:
+    """Online NDCG@10, completion, like and skip rates per model version and experiment arm,
+    from the lists served on ``day`` joined with the feedback they received (empty when the
+    service logged nothing that day). Saved as ``online_quality.json`` beside the reports."""
+    from monitoring.quality import quality_report
+    from serving.feedback import read_feedback
+    from serving.request_log import read_served
+
+    served = read_served(settings.home, start=day, end=day)
+    if served.empty:
+        return []
+    feedback = read_feedback(settings.lake_dir, start=day, end=day + timedelta(days=1))
+    report = quality_report(served, feedback)
+    data = report.to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "online_quality.json").write_text(json.dumps(data, indent=2))
+    rows = data.get("groups", [])
+    return rows if isinstance(rows, list) else []
 
 
 def _alert(

@@ -258,14 +258,23 @@ def _validator(
     rel = pos.groupby("user_id")["video_id"].agg(set)
     users = states.drop_duplicates("user_id").set_index("user_id").loc[rel.index]
     x = user_matrix(users)
-    hist = history_rows(catalog, users["hist_video_ids"].tolist(), 10**6)
+    histories = users["hist_video_ids"].tolist()
+    # as wide as the longest history (the model reads its own history_len of it)
+    width = max((len(h) for h in histories if h is not None), default=1)
+    hist = history_rows(catalog, histories, max(width, 1))
 
     def validate(model: Any) -> float:
         h = hist[:, : model.cfg.history_len]
         u = user_vectors(model, catalog, x, h)
         v = all_item_vectors(model, catalog)[avail]
-        top = np.argsort(-(u @ v.T), axis=1)[:, :k]
-        ids = catalog.video_ids[avail][top]
+        ids_avail = catalog.video_ids[avail]
+        found = []
+        for lo in range(0, len(u), 512):  # bounded memory: users x catalog in blocks
+            s = u[lo : lo + 512] @ v.T
+            kk = min(k, s.shape[1] - 1)
+            top = np.argpartition(-s, kk, axis=1)[:, :k]
+            found.extend(ids_avail[top])
+        ids = found
         return float(
             np.mean([len(r.intersection(i)) / len(r) for r, i in zip(rel, ids, strict=True)])
         )

@@ -260,3 +260,16 @@ def test_hot_reload_under_load_drops_nothing_and_every_answer_is_logged(ops):
     per_request = logged[logged["request_id"].isin(ids)].groupby("request_id").size()
     assert len(per_request) == len(ids) and (per_request == 5).all()
     assert {"champion"} == set(logged[logged["request_id"].isin(ids)]["arm"])
+
+
+def test_online_quality_joins_feedback_to_the_served_log(ops, tmp_path):
+    """After the server stopped (previous test), its log and the feedback it accepted give
+    online quality per model version and arm."""
+    from datetime import UTC, datetime
+
+    from monitoring.pipeline import online_quality_of
+
+    rows = online_quality_of(ops.settings, datetime.now(UTC).date(), tmp_path)
+    assert {r["arm"] for r in rows} == {"champion", "challenger"}
+    assert sum(r["labelled_items"] for r in rows) == 2  # the two accepted feedback events
+    assert (tmp_path / "online_quality.json").exists()
