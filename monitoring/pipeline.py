@@ -35,8 +35,9 @@ def champion_reference(settings: Settings) -> tuple[str, pd.DataFrame]:
     return str(mv.version), pd.read_parquet(local)
 
 
-def current_features(settings: Settings, day: date) -> pd.DataFrame:
-    """The model inputs of the day's impressions, point-in-time joined as they were served."""
+def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.ndarray]:
+    """The model inputs of the day's impressions, point-in-time joined as they were served,
+    and whether each impression created value (its delayed label)."""
     from features.store import feature_store
     from training.dataset import entity_frame, join_features
 
@@ -51,9 +52,37 @@ def current_features(settings: Settings, day: date) -> pd.DataFrame:
     store = feature_store(settings)
     joined, _ = join_features(store, sample.reset_index(drop=True), settings.feature_service)
     (joined,), _, _ = with_retrieval_features(settings, store, [joined], day)
-    return model_matrix(joined)
+    return model_matrix(joined), joined["positive"].to_numpy(bool)
 
 
+def label_quality(
+    verdict: DriftVerdict,
+    positive: np.ndarray,
+    prediction: np.ndarray,
+    holdout_auc: float | None,
+    max_drop: float,
+) -> DriftVerdict:
+    """Concept drift from delayed labels: the champion's AUC on the day against its AUC on
+    its own holdout. A drop of ``max_drop`` or more means the world no longer answers the
+    way the model learned (tastes changed), even when no input moved: dataset drift."""
+    from dataclasses import replace
+
+    from sklearn.metrics import roc_auc_score
+
+    from monitoring.drift import ColumnDrift
+
+    if holdout_auc is None or positive.all() or not positive.any():
+        return verdict
+    drop = holdout_auc - float(roc_auc_score(positive, prediction))
+    column = ColumnDrift("online_auc", drop, max_drop, "AUC drop vs holdout", drop >= max_drop)
+    return replace(
+        verdict,
+        columns=(*verdict.columns, column),
+        drifted=verdict.drifted or column.drifted,
+    )
+
+
+MONITORING_EXPERIMENT = "reelrank-monitoring"
 RAW_COLUMNS = ("watch_time_s", "duration_s", "watch_frac", "completed", "liked", "skipped")
 
 
@@ -126,7 +155,7 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
     from training.registry import CHAMPION, client
 
     version, reference = champion_reference(settings)
-    current = current_features(settings, day)
+    current, positive = current_features(settings, day)
     from reelrank.objectives import ValueHeads
 
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
@@ -158,6 +187,15 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         prediction_threshold=settings.drift.prediction_threshold,
     )
     quality = online_quality_of(settings, day, out)
+    holdout_auc = client(settings).get_run(mv.run_id).data.metrics.get("auc")
+    verdict = label_quality(
+        verdict,
+        positive,
+        current["prediction"].to_numpy(),
+        holdout_auc,
+        settings.drift.max_auc_drop,
+    )
+    (out / "verdict.json").write_text(json.dumps(verdict.to_dict(), indent=2))
     retrain = drift_episode(settings, day, verdict)
     alerted, delivery = _alert(settings, day, verdict, retrain)
     _log_check(settings, day, version, verdict, retrain)
@@ -237,9 +275,8 @@ def _log_check(
 
     from training.registry import configure_mlflow
 
-    configure_mlflow(settings)
-    exp = mlflow.set_experiment("reelrank-monitoring")
-    with mlflow.start_run(experiment_id=exp.experiment_id, run_name=f"drift-{day.isoformat()}"):
+    exp_id = configure_mlflow(settings, MONITORING_EXPERIMENT)  # its own artifact root
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"drift-{day.isoformat()}"):
         mlflow.set_tags(
             {
                 "day": day.isoformat(),

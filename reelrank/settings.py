@@ -190,7 +190,13 @@ class DriftSettings(BaseModel):
         "Evidently's default 0.1 when null); raise it for small, noisy populations",
     )
     prediction_threshold: float = Field(
-        0.1, gt=0, description="drift threshold of the model's prediction, which alone alerts"
+        0.15, gt=0, description="drift threshold of the model's prediction, which alone alerts"
+    )
+    max_auc_drop: float = Field(
+        0.03,
+        gt=0,
+        description="the champion's AUC on a day's delayed labels may fall this far below its "
+        "holdout AUC before the day counts as drifted (tastes changed)",
     )
     webhook_url: SecretStr | None = Field(
         None, description="alerts are POSTed here as JSON (Slack-compatible 'text')"

@@ -33,7 +33,6 @@ from training.two_tower import (
     all_item_vectors,
     compress_user_features,
     history_rows,
-    user_vectors,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,53 @@ class BundleError(ValueError):
     """The files of a retrieval bundle do not belong together."""
 
 
+class NumpyUserTower:
+    """The trained user tower's forward pass in numpy, for one user per request.
+
+    Serving embeds one user at a time, where torch's per-call overhead costs more than the
+    arithmetic (about 3 ms against 0.1 ms); training and batch evaluation keep torch. Gives
+    the same vector as :meth:`TwoTower.user_vectors` (tested to float precision).
+    """
+
+    def __init__(self, model: TwoTower) -> None:
+        with torch.no_grad():
+            self.mean = model.user_mean.numpy().astype(np.float32)
+            self.std = model.user_std.numpy().astype(np.float32)
+            self.id_emb = model.id_emb.weight.numpy().astype(np.float32)
+            self.topic_emb = model.topic_emb.weight.numpy().astype(np.float32)
+            self.layers = [
+                (layer.weight.numpy().T.astype(np.float32), layer.bias.numpy().astype(np.float32))
+                for layer in model.user_mlp
+                if isinstance(layer, torch.nn.Linear)
+            ]
+
+    def __call__(self, catalog: Catalog, user_x: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """``user_x``: compressed ``USER_COLUMNS``; ``history``: catalog rows, -1 padded."""
+        rows = history[history >= 0]
+        x = np.clip((user_x - self.mean) / self.std, -5.0, 5.0)
+        if len(rows):
+            ids = self.id_emb[catalog.id_bucket[rows]] * catalog.id_known[rows][:, None]
+            parts = [
+                ids.mean(axis=0),
+                self.topic_emb[catalog.topic[rows]].mean(axis=0),
+                catalog.caption[rows].mean(axis=0),
+                np.ones(1, np.float32),
+            ]
+        else:
+            parts = [
+                np.zeros(self.id_emb.shape[1], np.float32),
+                np.zeros(self.topic_emb.shape[1], np.float32),
+                np.zeros(catalog.caption.shape[1], np.float32),
+                np.zeros(1, np.float32),
+            ]
+        h = np.concatenate([x, *parts]).astype(np.float32)
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return (h / max(float(np.linalg.norm(h)), 1e-12)).astype(np.float32)
+
+
 class Retriever:
     """Model + catalog + item vectors + index; thread-safe for searches during ``add``."""
 
@@ -67,6 +113,7 @@ class Retriever:
         if len(item_vectors) != len(catalog):
             raise BundleError(f"{len(item_vectors)} item vectors for {len(catalog)} videos")
         self.model = model.eval()
+        self._user_tower = NumpyUserTower(self.model)
         self.catalog = catalog
         self.item_vectors = item_vectors
         self.index = index
@@ -111,9 +158,9 @@ class Retriever:
             from features.batch import FEATURE_DEFAULTS
 
             user_features = np.array([FEATURE_DEFAULTS[c] for c in _user_columns()], np.float32)
-        x = compress_user_features(user_features[: len(cfg.user_mean)])[None, :]
-        hist = history_rows(self.catalog, [history], cfg.history_len)
-        return user_vectors(self.model, self.catalog, x, hist)[0]
+        x = compress_user_features(user_features[: len(cfg.user_mean)])
+        hist = history_rows(self.catalog, [history], cfg.history_len)[0]
+        return self._user_tower(self.catalog, x, hist)
 
     def history_caption(self, history: Sequence[str]) -> np.ndarray:
         """Mean caption embedding of the user's recent positives (unit length, or zeros)."""

@@ -129,8 +129,8 @@ def model_card(
     weights: dict[str, float] = (heads or {}).get("weights") or {"value": 1.0}
     per_head: dict[str, dict[str, float]] = (heads or {}).get("holdout") or {}
 
-    def fmt(v: float) -> str:
-        return "n/a" if math.isnan(v) else f"{v:.4f}"
+    def fmt(v: float | None) -> str:  # undefined metrics arrive as NaN, or None after JSON
+        return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
 
     rows = "\n".join(
         f"| {name} | {fmt(m.ndcg_at_10)} | {fmt(m.auc)} | {fmt(m.gauc)} | {fmt(m.xauc_watch)} "
@@ -169,7 +169,7 @@ def model_card(
         )
     head_rows = "\n".join(
         f"| {h} | {weights.get(h, 0):g} | {fmt(m['auc'])} | {fmt(m['ece'])} "
-        f"| {m['mean_prediction']:.4f} | {m['mean_label']:.4f} |"
+        f"| {fmt(m['mean_prediction'])} | {fmt(m['mean_label'])} |"
         for h, m in per_head.items()
     )
     head_table = (

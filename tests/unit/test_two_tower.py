@@ -187,3 +187,21 @@ def test_a_video_added_after_training_is_retrieved_for_a_fan_of_its_topic():
     assert "v0500" in set(ids)
     topics = ret.catalog.topic[ret.catalog.rows(list(ids))]
     assert (topics == 3).mean() >= 0.8
+
+
+def test_the_numpy_user_tower_matches_torch():
+    """Serving's numpy forward pass gives the trained torch tower's vectors."""
+    from training.two_tower import user_vectors
+
+    ret = _trained_retriever()
+    cat = ret.catalog
+    rng = np.random.default_rng(4)
+    raw = np.abs(rng.normal(3.0, 2.0, (4, len(USER_COLUMNS)))).astype(np.float32)
+    histories = [[], ["v0001"], list(cat.video_ids[:5]), ["v0002", "unknown-id"]]
+    for x, hist in zip(raw, histories, strict=True):
+        served = ret.user_vector(x, hist)
+        rows = history_rows(cat, [hist], ret.model.cfg.history_len)
+        compressed = user_matrix(pd.DataFrame([x], columns=list(USER_COLUMNS)))
+        expected = user_vectors(ret.model, cat, compressed, rows)[0]
+        np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
+        assert abs(float(np.linalg.norm(served)) - 1.0) < 1e-5
