@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from ingest.lake import atomic_write
 from ingest.schema import FEEDBACK, to_arrow, validate
+from serving.schemas import FeedbackEvent as Event
 
 _SEQ = count()
 
@@ -77,22 +78,6 @@ class FeedbackRejected(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("feedback rejected: " + "; ".join(problems))
         self.problems = problems
-
-
-@dataclass(frozen=True)
-class Event:
-    """One engagement event as the client reports it."""
-
-    request_id: str
-    video_id: str
-    watch_time_s: float
-    completed: bool = False
-    liked: bool = False
-    shared: bool = False
-    commented: bool = False
-    followed: bool = False
-    skipped: bool = False
-    ts: datetime | None = None
 
 
 def feedback_rows(

@@ -243,14 +243,13 @@ class RecommenderService:
     @bentoml.api(input_spec=FeedbackRequest)
     def feedback(self, **params: Any) -> FeedbackResponse:
         """Engagement events for served items, appended to the lake (all or nothing)."""
-        from serving.feedback import Event, FeedbackRejected, feedback_rows, write_feedback
+        from serving.feedback import FeedbackRejected, feedback_rows, write_feedback
 
         req = FeedbackRequest(**params)
-        events = [Event(**e.model_dump()) for e in req.events]
         try:
-            rows = feedback_rows(events, self.served)
+            rows = feedback_rows(req.events, self.served)
         except FeedbackRejected as err:
-            self.metrics.feedback.labels("rejected").inc(len(events))
+            self.metrics.feedback.labels("rejected").inc(len(req.events))
             raise BentoMLException(str(err), error_code=HTTPStatus.UNPROCESSABLE_ENTITY) from None
         write_feedback(self.settings.lake_dir, rows)
         self.metrics.feedback.labels("accepted").inc(len(rows))

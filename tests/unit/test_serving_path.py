@@ -183,8 +183,16 @@ def registry() -> ServedRegistry:
 
 def test_feedback_becomes_impression_rows_from_what_was_served(registry, tmp_path):
     events = [
-        Event("r1", "v2", 3.5, completed=True, ts=T0 + timedelta(seconds=5)),
-        Event("r1", "v1", 9.0, liked=True, ts=T0 + timedelta(days=1)),  # the next day
+        Event(
+            request_id="r1",
+            video_id="v2",
+            watch_time_s=3.5,
+            completed=True,
+            ts=T0 + timedelta(seconds=5),
+        ),
+        Event(
+            request_id="r1", video_id="v1", watch_time_s=9.0, liked=True, ts=T0 + timedelta(days=1)
+        ),  # the next day
     ]
     rows = feedback_rows(events, registry)
     assert rows["position"].tolist() == [1, 0] and rows["surface"].eq("stories").all()
@@ -199,10 +207,10 @@ def test_feedback_becomes_impression_rows_from_what_was_served(registry, tmp_pat
 
 def test_bad_feedback_is_rejected_whole_with_every_problem(registry, tmp_path):
     events = [
-        Event("r1", "v1", 1.0, ts=T0 + timedelta(seconds=1)),
-        Event("nope", "v1", 1.0),
-        Event("r1", "v9", 1.0),
-        Event("r1", "v2", 1.0, ts=T0 - timedelta(hours=1)),
+        Event(request_id="r1", video_id="v1", watch_time_s=1.0, ts=T0 + timedelta(seconds=1)),
+        Event(request_id="nope", video_id="v1", watch_time_s=1.0),
+        Event(request_id="r1", video_id="v9", watch_time_s=1.0),
+        Event(request_id="r1", video_id="v2", watch_time_s=1.0, ts=T0 - timedelta(hours=1)),
     ]
     with pytest.raises(FeedbackRejected) as err:
         feedback_rows(events, registry)
