@@ -141,7 +141,12 @@ class GateSettings(BaseModel):
 class ServingSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 3000
-    workers: int = 1
+    workers: int = Field(
+        2, ge=1, description="server processes; more than one shares served state (shared_state)"
+    )
+    threads: int = Field(
+        1, ge=1, description="requests one worker computes at once (more only adds GIL contention)"
+    )
     n_candidates: int = Field(500, ge=10, description="candidates retrieved, then ranked")
     catalog_refresh_s: float = Field(
         30.0, description="how often the service looks for newly uploaded videos"
@@ -176,6 +181,15 @@ class ServingSettings(BaseModel):
     api_key: SecretStr | None = Field(
         None, description="when set, /recommend, /rank and /feedback need it as x-api-key"
     )
+    shared_state: Literal["auto", "memory", "sqlite", "redis"] = Field(
+        "auto",
+        description="where recently served videos and served lists live: 'auto' is redis in "
+        "the cluster profile, sqlite with several workers on one host, memory otherwise",
+    )
+    served_ttl_hours: float = Field(
+        24.0, gt=0, description="served lists accept feedback, and count as seen, this long"
+    )
+    state_prefix: str = Field("reelrank:", description="key prefix of the served state in Redis")
 
 
 class DriftSettings(BaseModel):

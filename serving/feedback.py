@@ -16,14 +16,13 @@ and the next training day can use them like impressions.
 from __future__ import annotations
 
 import os
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import count
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -49,27 +48,10 @@ class ServedList:
     durations: dict[str, float]  # video id -> duration in seconds (from the item table)
 
 
-class ServedRegistry:
-    """The most recent served lists of this process, by request id (bounded, LRU)."""
+class ServedLookup(Protocol):
+    """Served lists by request id (:mod:`serving.served_state` has the backends)."""
 
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.capacity = capacity
-        self._lists: OrderedDict[str, ServedList] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, served: ServedList) -> None:
-        with self._lock:
-            self._lists[served.request_id] = served
-            self._lists.move_to_end(served.request_id)
-            while len(self._lists) > self.capacity:
-                self._lists.popitem(last=False)
-
-    def get(self, request_id: str) -> ServedList | None:
-        with self._lock:
-            return self._lists.get(request_id)
-
-    def __len__(self) -> int:
-        return len(self._lists)
+    def get(self, request_id: str) -> ServedList | None: ...
 
 
 class FeedbackRejected(ValueError):
@@ -81,7 +63,7 @@ class FeedbackRejected(ValueError):
 
 
 def feedback_rows(
-    events: Sequence[Event], registry: ServedRegistry, now: datetime | None = None
+    events: Sequence[Event], registry: ServedLookup, now: datetime | None = None
 ) -> pd.DataFrame:
     """The lake rows for a batch, or :class:`FeedbackRejected` naming every bad event."""
     now = now or datetime.now(UTC)

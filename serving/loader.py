@@ -24,6 +24,7 @@ from serving.pipeline import (
     RerankConfig,
     UserState,
 )
+from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +236,13 @@ def rerank_config(settings: Settings) -> RerankConfig:
     )
 
 
-def build_recommender(settings: Settings, challenger: bool = False) -> Recommender:
-    """The serving path with the champion (and, for an experiment, the challenger)."""
+def build_recommender(
+    settings: Settings, challenger: bool = False, seen: Recent | None = None
+) -> Recommender:
+    """The serving path with the champion (and, for an experiment, the challenger).
+
+    ``seen``: where recently served videos are kept (:mod:`serving.served_state`); one
+    process's memory when not given."""
     from features.store import feature_store
 
     store = feature_store(settings)
@@ -257,7 +263,7 @@ def build_recommender(settings: Settings, challenger: bool = False) -> Recommend
     # warm up: the first predictions and online reads are slow (lazy init, caches)
     for _ in range(3):
         rec.recommend("__warmup__", 10, shadow=other is not None)
-    rec.seen = type(rec.seen)()
+    rec.seen = seen if seen is not None else MemoryRecent()  # warm-up leaves no trace
     rec.stats = dict.fromkeys(rec.stats, 0)
     log.info(
         "recommender ready: %s v%s, %d videos", model.name, model.version, len(items.video_ids)

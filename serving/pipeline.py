@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +35,7 @@ from features.cross import (
 )
 from reelrank.objectives import ValueHeads
 from serving.rerank import exploration_slot, filter_candidates, mmr_rerank
+from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
 USER_FEATURES: tuple[str, ...] = (*USER_COLUMNS, *AFFINITY_COLUMNS)
@@ -180,33 +180,6 @@ class RerankConfig:
     max_age_hours: float | None = None  # older videos are retired (unavailable)
 
 
-class RecentlyServed:
-    """What each user was shown lately, so the next scroll does not repeat it.
-
-    Per process and bounded: the most recent ``per_user`` ids for the ``max_users`` most
-    recently served users."""
-
-    def __init__(self, per_user: int = 200, max_users: int = 100_000) -> None:
-        self.per_user, self.max_users = per_user, max_users
-        self._users: OrderedDict[str, deque[str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, user_id: str) -> set[str]:
-        with self._lock:
-            ids = self._users.get(user_id)
-            return set(ids) if ids else set()
-
-    def add(self, user_id: str, video_ids: Iterable[str]) -> None:
-        with self._lock:
-            ids = self._users.get(user_id)
-            if ids is None:
-                ids = self._users[user_id] = deque(maxlen=self.per_user)
-            ids.extend(video_ids)
-            self._users.move_to_end(user_id)
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
-
-
 class Recommender:
     """retrieve -> filter -> features -> score -> re-rank.
 
@@ -225,6 +198,7 @@ class Recommender:
         retriever: CandidateRetriever | None = None,
         rerank: RerankConfig | None = None,
         challenger: RankedModel | None = None,
+        seen: Recent | None = None,
     ) -> None:
         self.model = model
         self.challenger = challenger
@@ -232,7 +206,7 @@ class Recommender:
         self.n_candidates = n_candidates
         self.retriever = retriever
         self.rerank_config = rerank or RerankConfig()
-        self.seen = RecentlyServed()
+        self.seen: Recent = seen if seen is not None else MemoryRecent()
         self.default_user = np.array([FEATURE_DEFAULTS[c] for c in USER_FEATURES], np.float32)
         self._aff = [USER_FEATURES.index(c) for c in AFFINITY_COLUMNS]
         self._slot = ITEM_FEATURES.index("v_topic_slot")

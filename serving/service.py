@@ -55,25 +55,30 @@ _settings = get_settings()
 @bentoml.service(
     name="reelrank",
     workers=_settings.serving.workers,
+    threads=_settings.serving.threads,
     traffic={"timeout": 10},
 )
 class RecommenderService:
     def __init__(self) -> None:
         from features.cross import MODEL_FEATURES
         from serving.experiments import ExperimentConfig
-        from serving.feedback import ServedRegistry
         from serving.loader import build_recommender
         from serving.observability import ServiceMetrics
         from serving.request_log import RequestLog
+        from serving.served_state import open_served_state
 
         self.settings = get_settings()
         sv = self.settings.serving
         self.experiment = ExperimentConfig(sv.challenger_share, sv.shadow, sv.experiment_salt)
-        self.rec = build_recommender(self.settings, challenger=sv.challenger_share > 0 or sv.shadow)
+        self.state = open_served_state(self.settings)
+        self.rec = build_recommender(
+            self.settings, challenger=sv.challenger_share > 0 or sv.shadow, seen=self.state.recent
+        )
+        log.info("served state: %s", self.state.backend)
         self.feature_names = list(MODEL_FEATURES)
         self.metrics = ServiceMetrics()
         self._publish_versions()
-        self.served = ServedRegistry()
+        self.served = self.state.lists
         self.request_log = RequestLog(
             self.settings.home, max_rows=sv.log_max_rows, max_age_s=sv.log_flush_s
         ).start()
@@ -92,6 +97,7 @@ class RecommenderService:
         """Flush every buffered served row before the worker exits."""
         self._stop.set()
         self.request_log.close()
+        self.state.close()
 
     # -- background refreshes --------------------------------------------------------------
     def _every(self, period: float, poll: Callable[[], object], name: str) -> None:

@@ -122,6 +122,24 @@ def test_filters_drop_excluded_blocked_and_recently_served_videos(ops):
     assert blocked not in {creator_of[i["video_id"]] for i in third["items"]}
 
 
+def test_workers_share_what_was_served(ops):
+    """Two workers answer in turn: no user sees a repeat and feedback for every list is
+    accepted, whichever worker served it (the served state is shared, not per process)."""
+    from serving.server import _children
+
+    assert ops.settings.serving.workers == 2 and len(_children(ops.server.pid)) >= 2
+    u = ops.users[3]
+    shown: list[str] = []
+    events = []
+    for _ in range(6):
+        r = post(ops, "/recommend", {"user_id": u, "k": 5}).json()
+        shown += [i["video_id"] for i in r["items"]]
+        events.append({"request_id": r["request_id"], "video_id": r["items"][1]["video_id"]})
+    assert len(shown) == len(set(shown)) == 30
+    ok = post(ops, "/feedback", {"events": [{**e, "watch_time_s": 2.0} for e in events]})
+    assert ok.status_code == 200 and ok.json() == {"accepted": 6}, ok.text
+
+
 def test_feedback_is_validated_and_appended_to_the_lake(ops):
     from serving.feedback import read_feedback
 
@@ -271,5 +289,6 @@ def test_online_quality_joins_feedback_to_the_served_log(ops, tmp_path):
 
     rows = online_quality_of(ops.settings, datetime.now(UTC).date(), tmp_path)
     assert {r["arm"] for r in rows} == {"champion", "challenger"}
-    assert sum(r["labelled_items"] for r in rows) == 2  # the two accepted feedback events
+    # every accepted feedback event (6 from the shared-state test, 2 from the feedback test)
+    assert sum(r["labelled_items"] for r in rows) == 8
     assert (tmp_path / "online_quality.json").exists()

@@ -17,7 +17,6 @@ from serving.feedback import (
     Event,
     FeedbackRejected,
     ServedList,
-    ServedRegistry,
     feedback_rows,
     read_feedback,
     write_feedback,
@@ -31,6 +30,7 @@ from serving.pipeline import (
     RerankConfig,
     UserState,
 )
+from serving.served_state import MemoryLists
 
 pytestmark = pytest.mark.unit
 N = 60
@@ -164,8 +164,8 @@ T0 = datetime(2025, 7, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def registry() -> ServedRegistry:
-    reg = ServedRegistry(capacity=2)
+def registry() -> MemoryLists:
+    reg = MemoryLists(capacity=2)
     reg.add(
         ServedList(
             "r1",

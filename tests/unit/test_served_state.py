@@ -1,0 +1,142 @@
+"""Served state shared by workers: memory, SQLite (several processes) and a real Redis."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from serving.feedback import ServedList
+from serving.served_state import (
+    MemoryLists,
+    MemoryRecent,
+    RedisState,
+    SqliteState,
+    decode_list,
+    encode_list,
+    open_served_state,
+    resolve_backend,
+)
+from tests.conftest import tiny_settings
+
+REDIS_URL = os.environ.get("REELRANK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def served(request_id: str, user: str = "u1") -> ServedList:
+    return ServedList(
+        request_id,
+        datetime.now(UTC),
+        user,
+        "stories",
+        "challenger",
+        "7",
+        {"v1": 0, "v2": 1},
+        {"v1": 9.0, "v2": 20.5},
+    )
+
+
+def same(a: ServedList | None, b: ServedList) -> bool:
+    """Equal, with the timestamp to the millisecond (it travels as epoch seconds)."""
+    return (
+        a is not None
+        and abs((a.ts - b.ts).total_seconds()) < 1e-3
+        and {**a.__dict__, "ts": None} == {**b.__dict__, "ts": None}
+    )
+
+
+def test_a_served_list_survives_encoding() -> None:
+    s = served("r1")
+    assert same(decode_list(encode_list(s)), s)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def state(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "memory":
+        yield MemoryRecent(per_user=5), MemoryLists()
+        return
+    if request.param == "sqlite":
+        st = SqliteState(tmp_path / "s.sqlite", per_user=5)
+        yield st.recent, st.lists
+        st.close()
+        return
+    try:
+        rs = RedisState(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}:", per_user=5)
+    except Exception as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} is required under CI: {err}")
+        pytest.skip(f"no Redis at {REDIS_URL}: {err}")
+    yield rs.recent, rs.lists
+    for key in rs.client.scan_iter(f"{rs.prefix}*"):
+        rs.client.delete(key)
+    rs.close()
+
+
+def test_each_backend_keeps_lists_and_recent_videos(state) -> None:
+    recent, lists = state
+    assert lists.get("nope") is None and recent.get("u1") == set()
+    s = served("r1")
+    lists.add(s)
+    assert same(lists.get("r1"), s)
+    recent.add("u1", ["a", "b", "c"])
+    recent.add("u1", ["d", "e", "f", "g"])
+    recent.add("u2", ["z"])
+    got = recent.get("u1")
+    # the newest ids are kept, at least per_user (5) of them, and never another user's
+    assert {"d", "e", "f", "g"} <= got and "z" not in got
+    assert recent.get("u2") == {"z"}
+
+
+def test_memory_recent_is_capped_per_user() -> None:
+    recent = MemoryRecent(per_user=3)
+    recent.add("u", ["a", "b", "c", "d"])
+    assert recent.get("u") == {"b", "c", "d"}
+
+
+def test_sqlite_forgets_entries_after_the_ttl(tmp_path: Path) -> None:
+    st = SqliteState(tmp_path / "s.sqlite", ttl_s=60)
+    st.lists.add(served("old"))
+    st.recent.add("u1", ["a"])
+    st.prune(now=time.time() + 120)
+    assert st.lists.get("old") is None and st.recent.get("u1") == set()
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    st = SqliteState(Path(path))
+    for i in range(n):
+        st.lists.add(served(f"w{worker}-{i}", user=f"user{worker}"))
+        st.recent.add("shared-user", [f"w{worker}-v{i}"])
+    st.close()
+
+
+def test_sqlite_is_shared_by_processes(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    SqliteState(path).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 150)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    st = SqliteState(path)
+    assert all(st.lists.get(f"w{w}-{i}") is not None for w in range(2) for i in range(150))
+    seen = st.recent.get("shared-user")
+    assert len(seen) == 200  # the newest per_user ids, written by both processes
+    assert any(v.startswith("w0-") for v in seen) and any(v.startswith("w1-") for v in seen)
+
+
+def test_backend_choice(tmp_path: Path) -> None:
+    assert resolve_backend("auto", "local", 1) == "memory"
+    assert resolve_backend("auto", "local", 2) == "sqlite"
+    assert resolve_backend("auto", "cluster", 1) == "redis"
+    assert resolve_backend("memory", "cluster", 4) == "memory"
+    s = tiny_settings(tmp_path / "var", serving={"workers": 2})
+    st = open_served_state(s)
+    assert st.backend == "sqlite"
+    assert (s.serving_dir / "served_state.sqlite").exists()
+    st.close()
