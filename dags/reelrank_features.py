@@ -38,10 +38,11 @@ def reelrank_features() -> None:
     def ingest() -> dict[str, Any]:
         from datetime import date
 
-        from ingest.pipeline import ingest_simulated
+        from ingest.datasets import ingest as ingest_source
         from reelrank.settings import get_settings
 
-        return ingest_simulated(get_settings(), date.fromisoformat(_day())).to_dict()
+        # the simulated world, or a real dataset (settings.dataset), written day by day
+        return ingest_source(get_settings(), date.fromisoformat(_day())).to_dict()
 
     @task
     def compute(ingested: dict[str, Any]) -> dict[str, Any]:

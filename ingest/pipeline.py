@@ -62,6 +62,11 @@ def check_world_manifest(settings: Settings) -> None:
     appending days of another world.
     """
     path = settings.lake_dir / "_world.json"
+    if (settings.lake_dir / "_dataset.json").exists():
+        raise WorldMismatch(
+            f"the lake in {settings.lake_dir} holds a real dataset; use another REELRANK_HOME "
+            "for a simulated world"
+        )
     current = {"simulator_version": SIMULATOR_VERSION, **settings.sim.model_dump(mode="json")}
     if path.exists():
         recorded = json.loads(path.read_text())

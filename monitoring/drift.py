@@ -207,12 +207,18 @@ def check_drift(
     # sample first, then select: selecting copies, and the frames may be millions of rows
     ref = reference.sample(min(len(reference), sample_rows), random_state=seed)[cols]
     cur = current.sample(min(len(current), sample_rows), random_state=seed)[cols]
+    # a column with no value on one side has no distribution to compare (e.g. a retrieval
+    # score when no retrieval model serves); a column that *became* empty is caught by
+    # quality_issues below as a jump in nulls, on the full frames
+    empty = [c for c in cols if ref[c].isna().all() or cur[c].isna().all()]
+    if empty:
+        ref, cur = ref.drop(columns=empty), cur.drop(columns=empty)
     preset = DataDriftPreset(
         drift_share=drift_share,
         num_threshold=column_threshold,
         per_column_threshold=(
             {PREDICTION: prediction_threshold}
-            if prediction_threshold is not None and PREDICTION in cols
+            if prediction_threshold is not None and PREDICTION in ref.columns
             else None
         ),
     )

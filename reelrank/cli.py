@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -253,15 +254,104 @@ def demo(
     console.print(f"\nsummary written to {path}")
 
 
+class DatasetKind(StrEnum):
+    kuairand = "kuairand"
+    interactions = "interactions"
+
+
+class Objective(StrEnum):
+    value = "value"
+    heads = "heads"
+
+
+@app.command()
+def run(
+    dataset: Annotated[DatasetKind, typer.Option(help="the log's format")],
+    path: Annotated[
+        Path, typer.Option(help="the interaction log: a file, or a folder of KuaiRand logs")
+    ],
+    items: Annotated[
+        Path | None,
+        typer.Option(
+            help="item metadata: KuaiRand's video_features_basic csv, or a csv/parquet with "
+            "an id column and text columns (title, genres, tags)"
+        ),
+    ] = None,
+    user_col: Annotated[str, typer.Option(help="interactions: user id column")] = "user_id",
+    item_col: Annotated[str, typer.Option(help="interactions: item id column")] = "item_id",
+    ts_col: Annotated[str, typer.Option(help="interactions: timestamp column")] = "timestamp",
+    ts_unit: Annotated[str, typer.Option(help="interactions: auto, s, ms (epoch) or iso")] = "auto",
+    rating_col: Annotated[str | None, typer.Option(help="interactions: rating column")] = None,
+    like_threshold: Annotated[float, typer.Option(help="a rating at least this is a like")] = 4.0,
+    label_col: Annotated[
+        str | None, typer.Option(help="interactions: binary label column (1 = liked)")
+    ] = None,
+    watch_col: Annotated[str | None, typer.Option(help="interactions: watch time column")] = None,
+    watch_unit: Annotated[str, typer.Option(help="watch time unit: s or ms")] = "s",
+    duration_col: Annotated[
+        str | None, typer.Option(help="interactions: item duration column")
+    ] = None,
+    duration_unit: Annotated[str, typer.Option(help="duration unit: s or ms")] = "s",
+    item_id_col: Annotated[str, typer.Option(help="items file: id column")] = "item_id",
+    creator_col: Annotated[str | None, typer.Option(help="items file: creator column")] = None,
+    objective: Annotated[
+        Objective,
+        typer.Option(
+            help="ranker objective: 'value', one classifier of the logged positive (completed, "
+            "liked or shared); 'heads', the simulator-tuned weighted heads"
+        ),
+    ] = Objective.value,
+) -> None:
+    """The whole loop on a real interaction log: adapt it to the lake's contracts, then
+    features, Feast, training, gate, registry, a serving smoke test and a drift check, with
+    day boundaries from the data's own timestamps (train on earlier days, hold out the
+    day before the last, check the last day for drift)."""
+    from reelrank.demo import run_dataset
+
+    env = {
+        "REELRANK_DATASET": dataset.value,
+        "REELRANK_DATA__PATH": str(path.resolve()),
+        "REELRANK_TRAINING__OBJECTIVE": objective.value,
+    }
+    if items is not None:
+        env["REELRANK_DATA__ITEMS"] = str(items.resolve())
+    if dataset is DatasetKind.interactions:
+        options: dict[str, object] = {
+            "user_col": user_col,
+            "item_col": item_col,
+            "ts_col": ts_col,
+            "ts_unit": ts_unit,
+            "rating_col": rating_col,
+            "like_threshold": like_threshold,
+            "label_col": label_col,
+            "watch_col": watch_col,
+            "watch_unit": watch_unit,
+            "duration_col": duration_col,
+            "duration_unit": duration_unit,
+            "item_id_col": item_id_col,
+            "creator_col": creator_col,
+        }
+        env.update({f"REELRANK_DATA__{k.upper()}": str(v) for k, v in options.items() if v})
+    os.environ.update(env)
+    # every dataset gets a home of its own: a lake holds one source
+    os.environ.setdefault("REELRANK_HOME", f"var/{dataset.value}-{path.stem or 'data'}")
+    s = _settings()
+    summary = run_dataset(s, console)
+    out = s.home / "run_summary.json"
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    console.print(f"\nsummary written to {out}")
+
+
 def main() -> None:
     """Entry point: expected failures (missing data, a rejected batch, a failed DAG run)
     print one clear message and exit 1 instead of a stack trace."""
+    from ingest.adapters import AdapterError
     from ingest.lake import BatchRejected
     from reelrank.airflow_runner import DagRunFailed
 
     try:
         app(standalone_mode=True)
-    except (FileNotFoundError, BatchRejected, DagRunFailed, ValueError) as err:
+    except (FileNotFoundError, AdapterError, BatchRejected, DagRunFailed, ValueError) as err:
         console.print(f"[bold red]error:[/] {err}")
         raise SystemExit(1) from None
 

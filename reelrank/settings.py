@@ -56,6 +56,33 @@ class SimulationSettings(BaseModel):
         return self.start_date + timedelta(days=self.days - 1)
 
 
+class DataSettings(BaseModel):
+    """A real dataset's location and column mapping (``dataset`` kuairand or interactions)."""
+
+    path: Path | None = Field(None, description="the interaction log: a file or a folder")
+    items: Path | None = Field(
+        None, description="item metadata: KuaiRand's video_features_basic csv, or a file with text"
+    )
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    ts_col: str = "timestamp"
+    ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
+    rating_col: str | None = None
+    like_threshold: float = Field(4.0, description="a rating at least this is a like")
+    label_col: str | None = None
+    watch_col: str | None = None
+    watch_unit: Literal["s", "ms"] = "s"
+    duration_col: str | None = None
+    duration_unit: Literal["s", "ms"] = "s"
+    item_id_col: str = "item_id"
+    text_cols: list[str] = Field(default_factory=lambda: ["title", "genres", "tags"])
+    creator_col: str | None = None
+    sep: str | None = None
+    max_video_age_days: int = Field(
+        3650, ge=1, description="videos older than this are not recommended (real data)"
+    )
+
+
 class TrainingSettings(BaseModel):
     """Training window and XGBoost parameters of the ranker."""
 
@@ -230,8 +257,10 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/reelrank"
-    dataset: Literal["simulator"] = Field(
-        "simulator", description="where the lake's data comes from; the simulator has an oracle"
+    dataset: Literal["simulator", "kuairand", "interactions"] = Field(
+        "simulator",
+        description="where the lake's data comes from: the simulator (which has an oracle), "
+        "a KuaiRand log, or a generic interactions file (see ``data``)",
     )
     ranker_model_name: str = "reelrank-ranker"
     retrieval_model_name: str = "reelrank-retrieval"
@@ -239,6 +268,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     sim: SimulationSettings = SimulationSettings()
+    data: DataSettings = DataSettings()
     training: TrainingSettings = TrainingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     gate: GateSettings = GateSettings()
@@ -251,6 +281,13 @@ class Settings(BaseSettings):
         # Stages run in other processes (Airflow tasks, BentoML workers) with other working
         # directories; an absolute home keeps them all on the same files.
         return value.expanduser().resolve()
+
+    @property
+    def max_video_age_days(self) -> int:
+        """Videos older than this are retired from the feed."""
+        if self.dataset == "simulator":
+            return self.sim.catalog_history_days
+        return self.data.max_video_age_days
 
     # -- derived paths (computed, never created here) -------------------------------------
     @property

@@ -58,6 +58,25 @@ def json_safe(obj: object) -> object:
     return obj
 
 
+EVAL_GROUP = "eval_group"
+
+
+def group_column(holdout: pd.DataFrame) -> str:
+    """The lists a ranking metric ranks within: ``eval_group`` when the holdout has one (real
+    datasets: a user's day, see :func:`with_eval_groups`), else the served request."""
+    return EVAL_GROUP if EVAL_GROUP in holdout.columns else "request_id"
+
+
+def with_eval_groups(holdout: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Real logs have no served requests, only sessions cut from gaps in activity, often
+    of one or two videos, in which any scorer's NDCG is nearly 1. A ranker is judged there
+    on each user's whole holdout day instead (all the videos they saw that day, ranked)."""
+    if dataset == "simulator":
+        return holdout
+    day = holdout["event_timestamp"].dt.strftime("%Y-%m-%d")
+    return holdout.assign(**{EVAL_GROUP: holdout["user_id"].astype(str) + "|" + day})
+
+
 def evaluate_scores(
     holdout: pd.DataFrame, scores: np.ndarray, probabilities: bool = False
 ) -> Metrics:
@@ -65,7 +84,7 @@ def evaluate_scores(
     from training.metrics import expected_calibration_error, gauc, xauc
 
     scores = np.asarray(scores, dtype=np.float64)
-    groups = holdout["request_id"].to_numpy()
+    groups = holdout[group_column(holdout)].to_numpy()
     rel = holdout["value"].to_numpy()
     positive = holdout["positive"].to_numpy()
     auc = (
@@ -73,7 +92,7 @@ def evaluate_scores(
         if 0 < positive.sum() < len(positive)
         else float("nan")
     )
-    valid_requests = int(holdout.groupby("request_id")["value"].max().gt(0).sum())
+    valid_requests = int(holdout.groupby(group_column(holdout))["value"].max().gt(0).sum())
     return Metrics(
         ndcg_at_10=ndcg_at_k(groups, rel, scores, 10),
         auc=auc,
@@ -99,7 +118,7 @@ def surface_slices(holdout: pd.DataFrame, scores: np.ndarray) -> dict[str, float
         frame,
         "surface",
         lambda d: ndcg_at_k(
-            d["request_id"].to_numpy(), d["value"].to_numpy(), d["_score"].to_numpy()
+            d[group_column(d)].to_numpy(), d["value"].to_numpy(), d["_score"].to_numpy()
         ),
     ).values
 

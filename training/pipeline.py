@@ -28,7 +28,14 @@ from reelrank.settings import Settings
 from training import baselines
 from training.checks import behavioural_checks, feature_service_check
 from training.dataset import DataWindow, build_sets
-from training.evaluate import Metrics, evaluate_scores, head_metrics, json_safe, surface_slices
+from training.evaluate import (
+    Metrics,
+    evaluate_scores,
+    head_metrics,
+    json_safe,
+    surface_slices,
+    with_eval_groups,
+)
 from training.gate import GateVerdict, decide
 from training.metrics import D2QLabeler
 from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
@@ -285,6 +292,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         settings, store, [train, hold], holdout
     )
 
+    hold = with_eval_groups(hold, settings.dataset)
     last_day = train["event_timestamp"].max().normalize()
     fit_part, valid_part = (
         train[train["event_timestamp"] < last_day],

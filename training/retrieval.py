@@ -95,7 +95,7 @@ def available_rows(catalog: Catalog, day: date, settings: Settings, end_of_day: 
     not older than the catalog's lifetime."""
     start = np.datetime64(pd.Timestamp(day))
     edge = start + np.timedelta64(1, "D") if end_of_day else start
-    oldest = start - np.timedelta64(settings.sim.catalog_history_days, "D")
+    oldest = start - np.timedelta64(settings.max_video_age_days, "D")
     up = catalog.upload_ts
     return np.flatnonzero((up < edge) & (up >= oldest))
 
@@ -369,7 +369,7 @@ def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
         hnsw_m=r.hnsw_m,
         ef_construction=r.hnsw_ef_construction,
         ef_search=r.hnsw_ef_search,
-        max_age_days=float(settings.sim.catalog_history_days),
+        max_age_days=float(settings.max_video_age_days),
         fresh_share=r.fresh_share,
     )
     fresh = catch_up(retriever, settings, holdout)

@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_every_stage():
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0
-    for cmd in ("demo", "simulate", "features", "train", "serve", "monitor", "dag", "models"):
+    for cmd in ("demo", "run", "simulate", "features", "train", "serve", "monitor", "dag"):
         assert cmd in out.output
 
 
@@ -49,6 +49,26 @@ def test_missing_data_is_one_clear_line_and_exit_1(tmp_path):
     assert out.returncode == 1
     assert "error: no feature tables" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_run_explains_its_options_and_refuses_bad_input_in_one_line(tmp_path):
+    import os
+
+    out = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0
+    for option in ("--dataset", "--path", "--items", "--user-col", "--ts-unit", "--rating-col"):
+        assert option in out.output
+    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "h"), "COLUMNS": "200"}
+    missing = run_cli("run", "--dataset", "kuairand", "--path", str(tmp_path / "nope"), env=env)
+    assert missing.returncode == 1 and "does not exist" in missing.stdout
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,when\nu1,i1,2024-01-01T00:00:00Z\n")
+    wrong = run_cli(
+        "run", "--dataset", "interactions", "--path", str(log), "--user-col", "uid", env=env
+    )
+    assert wrong.returncode == 1 and "uid" in wrong.stdout, wrong.stdout + wrong.stderr
+    assert "Traceback" not in missing.stdout + missing.stderr + wrong.stdout + wrong.stderr
+    assert runner.invoke(app, ["run", "--dataset", "movielens", "--path", "x"]).exit_code == 2
 
 
 def test_simulate_writes_the_lake(tmp_path):

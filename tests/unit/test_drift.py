@@ -95,6 +95,16 @@ def test_evidently_stays_quiet_on_the_same_distribution(tmp_path, frames):
     assert not v.drifted and v.drifted_columns == []
 
 
+def test_a_column_empty_on_one_side_is_left_out_of_drift_but_flagged_when_it_emptied(
+    tmp_path, frames
+):
+    ref, same, _ = frames
+    never = check_drift(ref.assign(score=np.nan), same.assign(score=np.nan), tmp_path / "a")
+    assert not never.drifted and not never.quality  # nothing to compare, nothing broken
+    emptied = check_drift(ref.assign(score=1.0), same.assign(score=np.nan), tmp_path / "b")
+    assert emptied.broken_columns == ["score"] and emptied.severity == "broken"
+
+
 def test_a_unit_switch_or_nulls_are_broken_inputs_not_drift():
     from monitoring.drift import quality_issues
 
