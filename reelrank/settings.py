@@ -208,6 +208,12 @@ class ServingSettings(BaseModel):
     api_key: SecretStr | None = Field(
         None, description="when set, /recommend, /rank and /feedback need it as x-api-key"
     )
+    user_cache_size: int = Field(
+        100_000,
+        ge=0,
+        description="users whose online features a worker keeps until the next "
+        "materialization (0: read Feast on every request)",
+    )
     shared_state: Literal["auto", "memory", "sqlite", "redis"] = Field(
         "auto",
         description="where recently served videos and served lists live: 'auto' is redis in "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from datetime import date
 from typing import Any
 
@@ -37,17 +39,46 @@ def _view_of(feature: str) -> str:
 
 
 class FeastUserReader:
-    """One online read per request: the user's rates, topic affinity and recent history."""
+    """One online read per user: the user's rates, topic affinity and recent history.
 
-    def __init__(self, store: Any) -> None:
+    The online store changes only when a materialization lands, so a user's state is kept
+    (LRU, ``cache_size`` users; 0 turns it off) until :meth:`clear`, which the feature
+    watcher calls when it sees a new materialization: a scrolling user costs one read per
+    materialization, not one per request, and never sees a stale state."""
+
+    def __init__(self, store: Any, cache_size: int = 0) -> None:
         self.store = store
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, UserState | None] = OrderedDict()
+        self._lock = threading.Lock()
         self.refs = (
             [f"{_view_of(c)}:{c}" for c in USER_FEATURES]
             + ["user_history:hist_video_ids"]
             + [f"user_creator_history:{c}" for c in USER_CREATOR_COLUMNS]
         )
 
+    def clear(self) -> None:
+        with self._lock:
+            self._cache = OrderedDict()
+
     def __call__(self, user_id: str) -> UserState | None:
+        if self.cache_size <= 0:
+            return self.read(user_id)
+        with self._lock:
+            cache = self._cache
+            if user_id in cache:
+                cache.move_to_end(user_id)
+                return cache[user_id]
+        state = self.read(user_id)
+        with self._lock:
+            if cache is self._cache:  # not cleared by a reload meanwhile
+                cache[user_id] = state
+                while len(cache) > self.cache_size:
+                    cache.popitem(last=False)
+        return state
+
+    def read(self, user_id: str) -> UserState | None:
+        """One online read from Feast (no cache)."""
         resp = self.store.get_online_features(
             features=self.refs, entity_rows=[{"user_id": user_id}]
         ).to_dict()
@@ -217,6 +248,9 @@ class FeatureWatcher:
             return False
         items = load_item_table(self.settings, self.store)
         carried = self.rec.swap_items(items)
+        clear = getattr(self.rec.users, "clear", None)
+        if clear is not None:  # user states of the old materialization are stale now
+            clear()
         self.seen = until
         log.info(
             "item features reloaded: %d videos (%d new uploads carried over)",
@@ -254,7 +288,7 @@ def build_recommender(
     rec = Recommender(
         model,
         items,
-        FeastUserReader(store),
+        FeastUserReader(store, settings.serving.user_cache_size),
         settings.serving.n_candidates,
         retriever=load_retriever(settings),
         rerank=rerank_config(settings),
@@ -263,6 +297,7 @@ def build_recommender(
     # warm up: the first predictions and online reads are slow (lazy init, caches)
     for _ in range(3):
         rec.recommend("__warmup__", 10, shadow=other is not None)
+    rec.users.clear()
     rec.seen = seen if seen is not None else MemoryRecent()  # warm-up leaves no trace
     rec.stats = dict.fromkeys(rec.stats, 0)
     log.info(

@@ -224,3 +224,46 @@ def test_the_registry_forgets_the_oldest_lists(registry):
     for rid in ("r2", "r3"):
         registry.add(ServedList(rid, T0, "u", "spotlight", "champion", "1", {"v": 0}, {}))
     assert registry.get("r1") is None and registry.get("r3") is not None
+
+
+class CountingStore:
+    """A stand-in for Feast's online read that counts reads and can change its answer."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.rate = 0.5
+
+    def get_online_features(self, features, entity_rows):
+        from feature_repo.columns import USER_CREATOR_COLUMNS
+        from serving.pipeline import USER_FEATURES
+
+        self.reads += 1
+        known = entity_rows[0]["user_id"] != "nobody"
+        values = {c: [self.rate if known else None] for c in USER_FEATURES}
+        values["hist_video_ids"] = [["v1"] if known else None]
+        values.update({c: [None] for c in USER_CREATOR_COLUMNS})
+
+        class Response:
+            def to_dict(self) -> dict:
+                return values
+
+        return Response()
+
+
+def test_user_states_are_read_once_per_materialization():
+    from serving.loader import FeastUserReader
+    from serving.pipeline import USER_FEATURES
+
+    store = CountingStore()
+    reader = FeastUserReader(store, cache_size=1)
+    first = reader("u1")
+    assert reader("u1") is first and store.reads == 1  # the second scroll is served from memory
+    assert reader("nobody") is None and reader("nobody") is None and store.reads == 2
+    reader("u1")
+    assert store.reads == 3  # the cache holds one user: u1 was evicted by "nobody"
+    store.rate = 0.9  # a new materialization lands ...
+    reader.clear()  # ... and the feature watcher clears the cache
+    assert reader("u1").features[USER_FEATURES.index(USER_FEATURES[0])] == pytest.approx(0.9)
+    uncached = FeastUserReader(store, cache_size=0)
+    uncached("u1"), uncached("u1")
+    assert store.reads == 6
