@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,140 @@ def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.nd
     joined, _ = join_features(store, sample.reset_index(drop=True), settings.feature_service)
     (joined,), _, _ = with_retrieval_features(settings, store, [joined], day)
     return model_matrix(joined), joined["positive"].to_numpy(bool)
+
+
+# set at serving time, not logged: every served row is scored at feed position 0
+SERVE_TIME_COLUMNS = ("ctx_position",)
+
+
+def served_features(
+    settings: Settings, day: date, version: str
+) -> tuple[pd.DataFrame, np.ndarray | None, pd.Series] | None:
+    """What the champion actually served on ``day``: the logged feature vectors and scores
+    of its own arm (a sample), whether each served item got positive feedback (None when
+    no feedback arrived that day), and the served video ids. None when the service logged
+    fewer than ``drift.min_served_rows`` champion rows: then the day's impressions are
+    checked."""
+    from features.cross import MODEL_FEATURES
+    from serving.feedback import read_feedback
+    from serving.request_log import feature_frame, read_served
+
+    served = read_served(settings.home, start=day, end=day)
+    if served.empty:
+        return None
+    mine = served[(served["arm"] == "champion") & (served["ranker_version"] == version)]
+    if len(mine) < settings.drift.min_served_rows:
+        return None
+    sample = mine.sample(min(len(mine), settings.drift.sample_rows), random_state=0)
+    frame = feature_frame(sample, list(MODEL_FEATURES)).reset_index(drop=True)
+    frame = frame.drop(columns=[c for c in SERVE_TIME_COLUMNS if c in frame.columns])
+    frame["prediction"] = sample["score"].to_numpy(np.float32)
+    ids = sample["video_id"].reset_index(drop=True)
+    feedback = read_feedback(settings.lake_dir, start=day, end=day + timedelta(days=1))
+    if feedback.empty:
+        return frame, None, ids
+    good = feedback[feedback["completed"] | feedback["liked"] | feedback["shared"]]
+    keys = set(zip(good["request_id"], good["video_id"], strict=True))
+    positive = np.fromiter(
+        (k in keys for k in zip(sample["request_id"], sample["video_id"], strict=True)),
+        dtype=bool,
+        count=len(sample),
+    )
+    return frame, positive, ids
+
+
+def caption_embeddings(settings: Settings, video_ids: pd.Series) -> np.ndarray:
+    """The caption embedding of each video id (rows of unknown videos left out)."""
+    import pyarrow.parquet as pq
+
+    root = settings.features_dir / "video_content"
+    wanted = set(video_ids)
+    parts = []
+    for path in sorted(root.glob("*.parquet")):
+        t = pq.read_table(path, columns=["video_id", "caption_embedding"]).to_pandas()
+        parts.append(t[t["video_id"].isin(wanted)])
+    if not parts:
+        return np.empty((0, 0), np.float32)
+    table = pd.concat(parts, ignore_index=True).drop_duplicates("video_id", keep="last")
+    vectors = dict(zip(table["video_id"], table["caption_embedding"], strict=True))
+    rows = [vectors[v] for v in video_ids if v in vectors]
+    return np.stack(rows).astype(np.float32) if rows else np.empty((0, 0), np.float32)
+
+
+CONTENT_CLUSTERS = 16
+
+
+def content_drift(
+    settings: Settings, reference_ids: pd.Series, current_ids: pd.Series, out: Path
+) -> dict[str, Any] | None:
+    """Drift of what people were shown, by meaning: the mix of caption-embedding clusters.
+
+    The MiniLM caption embeddings of the champion's training-window impressions are
+    clustered (k-means, :data:`CONTENT_CLUSTERS` clusters, seeded); each impression of the
+    day (or served item) is assigned its nearest cluster, and Evidently compares the two
+    cluster distributions as one categorical column, ``caption_cluster`` (Jensen-Shannon
+    distance above 1,000 rows), with an HTML report of its own. A trend taking over the feed
+    moves the mix; new uploads about the same things do not, which is why the embeddings
+    are not compared one by one: a domain classifier on raw embeddings tells any day's
+    fresh uploads from last week's (its ROC AUC is kept in the verdict's tags as a measure
+    of novelty, not as drift). None without enough embedded videos.
+    """
+    from sklearn.cluster import KMeans
+
+    from monitoring.evidently_extras import embedding_drift
+
+    n = settings.drift.embedding_sample_rows
+    ref_ids = reference_ids.sample(min(len(reference_ids), n), random_state=0)
+    cur_ids = current_ids.sample(min(len(current_ids), n), random_state=0)
+    ref, cur = caption_embeddings(settings, ref_ids), caption_embeddings(settings, cur_ids)
+    if min(len(ref), len(cur)) < 10 * CONTENT_CLUSTERS:
+        log.info("caption-embedding drift skipped: too few embedded videos")
+        return None
+    km = KMeans(CONTENT_CLUSTERS, n_init=3, random_state=0).fit(ref)
+
+    def mix(vectors: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"caption_cluster": [f"c{i:02d}" for i in km.predict(vectors)]})
+
+    verdict = check_drift(mix(ref), mix(cur), out / "content", drift_share=0.5, sample_rows=n)
+    (column,) = verdict.columns
+    novelty = embedding_drift(ref, cur, None, sample_rows=min(n, 2000))
+    return {
+        "column": column.column,
+        "score": column.score,
+        "threshold": column.threshold,
+        "method": f"{column.method} of the caption-cluster mix",
+        "drifted": column.drifted,
+        "report_html": verdict.report_html,
+        "novelty_auc": novelty.score,
+    }
+
+
+def with_embedding_drift(verdict: DriftVerdict, content: dict[str, Any]) -> DriftVerdict:
+    """The caption-cluster mix as one more column of the verdict: it counts towards the
+    share of drifted columns like any input, so a content shift alone is a warning and, with
+    enough inputs moving with it, dataset drift."""
+    from monitoring.drift import ColumnDrift
+
+    column = ColumnDrift(
+        content["column"],
+        float(content["score"]),
+        float(content["threshold"]),
+        str(content["method"]),
+        bool(content["drifted"]),
+    )
+    columns = (*verdict.columns, column)
+    share = sum(c.drifted for c in columns) / len(columns)
+    return replace(
+        verdict,
+        columns=columns,
+        share_drifted=share,
+        drifted=verdict.drifted or share >= verdict.drift_share_threshold,
+        tags={
+            **verdict.tags,
+            "content_report": str(content["report_html"]),
+            "caption_novelty_auc": f"{float(content['novelty_auc']):.4f}",
+        },
+    )
 
 
 def label_quality(
@@ -152,18 +287,37 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
     """
     import mlflow
 
+    from reelrank.objectives import ValueHeads
     from training.registry import CHAMPION, client
 
     version, reference = champion_reference(settings)
-    current, positive = current_features(settings, day)
-    from reelrank.objectives import ValueHeads
-
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
     booster = model.get_booster()
-    x = current[list(booster.feature_names or [])].to_numpy(np.float32)
-    current["prediction"] = ValueHeads.of_booster(booster).combine(
-        booster.inplace_predict(x, validate_features=False)
-    )
+    heads = ValueHeads.of_booster(booster)
+    names = list(booster.feature_names or [])
+    served = served_features(settings, day, version)
+    positive: np.ndarray | None
+    if served is not None:
+        # drift over what was actually served; the reference is scored the way serving
+        # scores (at feed position 0), so the prediction is compared like with like
+        source = "served_log"
+        current, positive, current_ids = served
+        at_zero = reference.assign(**{c: 0.0 for c in SERVE_TIME_COLUMNS if c in reference})
+        reference = reference.assign(
+            prediction=heads.combine(
+                booster.inplace_predict(
+                    at_zero[names].to_numpy(np.float32), validate_features=False
+                )
+            ).astype(np.float32)
+        )
+    else:
+        source = "impressions"
+        current, positive = current_features(settings, day)
+        current_ids = read_table(
+            settings.lake_dir, "impressions", start=day, end=day, columns=["video_id"]
+        )["video_id"]
+        x = current[names].to_numpy(np.float32)
+        current["prediction"] = heads.combine(booster.inplace_predict(x, validate_features=False))
     # the champion's own training window is the reference for the raw inputs too
     mv = client(settings).get_model_version_by_alias(settings.ranker_model_name, CHAMPION)
     window = mv.tags.get("data_window", "")
@@ -171,10 +325,14 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
     raw = None
     if ref_start and ref_end:
         rows = settings.drift.sample_rows
-        raw = (
-            raw_inputs(settings, date.fromisoformat(ref_start), date.fromisoformat(ref_end), rows),
-            raw_inputs(settings, day, day, rows),
-        )
+        today = raw_inputs(settings, day, day, rows)
+        if not today.empty:  # the day's raw feed may not have landed yet (served-log checks)
+            raw = (
+                raw_inputs(
+                    settings, date.fromisoformat(ref_start), date.fromisoformat(ref_end), rows
+                ),
+                today,
+            )
     out: Path = settings.reports_dir / "drift" / day.isoformat()
     verdict: DriftVerdict = check_drift(
         reference,
@@ -186,15 +344,28 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         column_threshold=settings.drift.column_threshold,
         prediction_threshold=settings.drift.prediction_threshold,
     )
+    if ref_start and ref_end:
+        reference_ids = read_table(
+            settings.lake_dir,
+            "impressions",
+            start=date.fromisoformat(ref_start),
+            end=date.fromisoformat(ref_end),
+            columns=["video_id"],
+        )["video_id"]
+        content = content_drift(settings, reference_ids, current_ids, out)
+        if content is not None:
+            verdict = with_embedding_drift(verdict, content)
     quality = online_quality_of(settings, day, out)
     holdout_auc = client(settings).get_run(mv.run_id).data.metrics.get("auc")
-    verdict = label_quality(
-        verdict,
-        positive,
-        current["prediction"].to_numpy(),
-        holdout_auc,
-        settings.drift.max_auc_drop,
-    )
+    if positive is not None:
+        verdict = label_quality(
+            verdict,
+            positive,
+            current["prediction"].to_numpy(),
+            holdout_auc,
+            settings.drift.max_auc_drop,
+        )
+    verdict = replace(verdict, tags={**verdict.tags, "source": source})
     (out / "verdict.json").write_text(json.dumps(verdict.to_dict(), indent=2))
     retrain = drift_episode(settings, day, verdict)
     alerted, delivery = _alert(settings, day, verdict, retrain)
@@ -202,6 +373,7 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
     write_index(settings)
     return {
         "day": day.isoformat(),
+        "source": source,
         "champion_version": version,
         "drifted": verdict.drifted,
         "severity": verdict.severity,
@@ -221,8 +393,10 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
 def online_quality_of(settings: Settings, day: date, out: Path) -> list[dict[str, Any]]:
     """Online NDCG@10, completion, like and skip rates per model version and experiment arm,
     from the lists served on ``day`` joined with the feedback they received (empty when the
-    service logged nothing that day). Saved as ``online_quality.json`` beside the reports."""
-    from monitoring.quality import quality_report
+    service logged nothing that day), plus Evidently's ranking metrics per version and arm
+    (NDCG, MAP, MRR, hit rate, precision, recall at 10, with an HTML report each). Saved as
+    ``online_quality.json`` beside the reports."""
+    from monitoring.quality import labelled_items, quality_report
     from serving.feedback import read_feedback
     from serving.request_log import read_served
 
@@ -233,9 +407,35 @@ def online_quality_of(settings: Settings, day: date, out: Path) -> list[dict[str
     report = quality_report(served, feedback)
     data = report.to_dict()
     out.mkdir(parents=True, exist_ok=True)
+    if not feedback.empty:
+        data["evidently"] = _evidently_ranking(served, labelled_items(served, feedback), out)
     (out / "online_quality.json").write_text(json.dumps(data, indent=2))
     rows = data.get("groups", [])
     return rows if isinstance(rows, list) else []
+
+
+def _evidently_ranking(
+    served: pd.DataFrame, items: pd.DataFrame, out: Path
+) -> dict[str, dict[str, float]]:
+    """Evidently's ranking metrics of each (version, arm)'s served lists against feedback."""
+    from monitoring.evidently_extras import ranking_report
+
+    extra = served.drop_duplicates(["request_id", "video_id"])[
+        ["request_id", "video_id", "user_id", "score"]
+    ].astype({"request_id": str, "video_id": str})
+    frame = items.merge(extra, on=["request_id", "video_id"], how="left")
+    result: dict[str, dict[str, float]] = {}
+    for (version, arm), part in frame.groupby(["ranker_version", "arm"], observed=True):
+        lists = part.assign(relevance=part["gain"].astype(float))[
+            ["request_id", "user_id", "video_id", "position", "score", "relevance"]
+        ]
+        try:
+            result[f"v{version}/{arm}"] = ranking_report(
+                lists, out / f"ranking_v{version}_{arm}", k=10
+            )
+        except ValueError as err:  # e.g. no list with any engagement
+            log.info("Evidently ranking metrics skipped for v%s/%s: %s", version, arm, err)
+    return result
 
 
 def _alert(

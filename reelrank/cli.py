@@ -252,6 +252,8 @@ def demo(
     path = s.home / "demo_summary.json"
     path.write_text(json.dumps(summary, indent=2, default=str))
     console.print(f"\nsummary written to {path}")
+    if summary.get("stopped"):
+        raise typer.Exit(code=3)
 
 
 class DatasetKind(StrEnum):
@@ -305,7 +307,10 @@ def run(
     """The whole loop on a real interaction log: adapt it to the lake's contracts, then
     features, Feast, training, gate, registry, a serving smoke test and a drift check, with
     day boundaries from the data's own timestamps (train on earlier days, hold out the
-    day before the last, check the last day for drift)."""
+    day before the last, check the last day for drift).
+
+    Exit codes: 0 the loop ran; 1 the data or a stage failed (with a message); 3 the first
+    model did not pass the gate, so nothing was deployed (the evaluation is still shown)."""
     from reelrank.demo import run_dataset
 
     env = {
@@ -340,6 +345,8 @@ def run(
     out = s.home / "run_summary.json"
     out.write_text(json.dumps(summary, indent=2, default=str))
     console.print(f"\nsummary written to {out}")
+    if summary.get("stopped"):
+        raise typer.Exit(code=3)
 
 
 def main() -> None:

@@ -95,6 +95,51 @@ def run_dataset(settings: Settings, console: Console) -> dict[str, Any]:
     return summary
 
 
+def _gate_stop(
+    settings: Settings,
+    console: Console,
+    start: date,
+    first_day: date,
+    last: date,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The first ranker did not pass the gate: there is no champion to deploy, serve or
+    check for drift. Say why, show the evaluation, and stop there."""
+    from ingest.datasets import staged_report
+    from training.registry import CHALLENGER, alias_version, client
+
+    c = client(settings)
+    name = settings.ranker_model_name
+    version = alias_version(c, name, CHALLENGER)
+    mv = c.get_model_version(name, version) if version else None
+    metrics = c.get_run(mv.run_id).data.metrics if mv else {}
+    reasons = mv.tags.get("gate_reasons", "") if mv else "no model was registered"
+    console.print(
+        f"[bold red]✗[/] the gate kept {name} v{version} back and there is no champion yet, "
+        f"so nothing is deployed, served or checked for drift. Gate: {reasons}"
+    )
+    console.print(_metric_table(metrics))
+    undefined = undefined_metrics(settings, staged_report(settings))
+    for note in undefined:
+        console.print(f"  [dim]note:[/] {note}")
+    return {
+        "data": {**_lake_counts(settings), "source": settings.dataset, "days": f"{start}..{last}"},
+        "holdout": first_day.isoformat(),
+        "metrics": {k: round(v, 4) for k, v in sorted(metrics.items())},
+        "registry": {
+            "model": name,
+            "challenger": version,
+            "champion": None,
+            "gate": "failed",
+            "gate_reasons": reasons,
+            "tracking_uri": settings.tracking_uri,
+        },
+        "stopped": "no champion: the first model did not pass the gate",
+        "undefined": undefined,
+        "dag_seconds": timings,
+    }
+
+
 def run_loop(
     settings: Settings, console: Console, start: date, first_day: date, last: date
 ) -> dict[str, Any]:
@@ -114,6 +159,11 @@ def run_loop(
         ("reelrank_deploy", None, "load and smoke-test the champion"),
     ]
     for dag_id, conf, what in steps:
+        if (
+            dag_id == "reelrank_deploy"
+            and alias_version(client(settings), settings.ranker_model_name, CHAMPION) is None
+        ):
+            return _gate_stop(settings, console, start, first_day, last, timings)
         with console.status(f"[bold]{dag_id}[/]: {what}"):
             r = run_dag(settings, dag_id, conf)
         timings[dag_id] = round(r.seconds, 1)

@@ -245,6 +245,15 @@ class DriftSettings(BaseModel):
         description="the champion's AUC on a day's delayed labels may fall this far below its "
         "holdout AUC before the day counts as drifted (tastes changed)",
     )
+    embedding_sample_rows: int = Field(
+        5000, ge=200, description="impressions per side in the caption-embedding check"
+    )
+    min_served_rows: int = Field(
+        500,
+        ge=1,
+        description="served rows of the champion a day needs for drift to be checked on the "
+        "served log (fewer: on the day's impressions)",
+    )
     webhook_url: SecretStr | None = Field(
         None, description="alerts are POSTed here as JSON (Slack-compatible 'text')"
     )

@@ -65,12 +65,14 @@ def test_a_stationary_world_raises_no_alert_for_five_days(surge):
         c = surge["checks"][i]
         assert c["severity"] in ("ok", "warning"), c["summary"]
         assert not c["alerted"] and not c["retrain"], c["summary"]
+        assert "caption_cluster" not in c["drifted_columns"], c["summary"]  # same content mix
 
 
 def test_a_topic_surge_alerts_on_its_first_day_and_retrains_once(surge):
     first, second = surge["checks"][SCENARIO_DAY], surge["checks"][SCENARIO_DAY + 1]
     assert first["severity"] == "critical" and first["alerted"], first["summary"]
     assert "v_topic_slot" in first["drifted_columns"], first["summary"]
+    assert "caption_cluster" in first["drifted_columns"], first["summary"]  # what is shown
     assert first["retrain"] and not second["retrain"]  # one retrain per episode
     retrains = [i for i, c in surge["checks"].items() if c["retrain"]]
     assert retrains == [SCENARIO_DAY]
@@ -119,6 +121,7 @@ def test_an_interest_shift_alerts_retrains_once_and_the_retrained_model_wins(tmp
     assert first["severity"] == "critical" and first["alerted"], first["summary"]
     # no input has to move for tastes to change: the delayed labels say the model is wrong
     assert "online_auc" in first["drifted_columns"], first["summary"]
+    assert "caption_cluster" not in first["drifted_columns"]  # tastes moved, content did not
     assert [i for i, c in checks.items() if c["retrain"]] == [SCENARIO_DAY]
     retrained = run_training(s, day(s, SCENARIO_DAY + 3))
     metrics = retrained["trained"]["metrics"]

@@ -104,3 +104,57 @@ def test_a_lake_holds_one_source(run, tmp_path):
     other = kuairand_settings(settings.home, items=catalog)
     with pytest.raises(WorldMismatch, match="another dataset"):
         ingest(other, settings.sim.end_date)
+
+
+def test_a_ratings_file_runs_through_the_generic_adapter_and_a_failed_gate_stops_cleanly(
+    tmp_path,
+):
+    """`reelrank run --dataset interactions` on a ratings file (ISO times, no watch time),
+    with a gate no model can pass: the evaluation is shown, the undefined metrics are named,
+    nothing is deployed, and the exit code says so (3)."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    log = pd.read_csv(subset_or_skip() / "processed_standard_kcore_15.tsv", sep="\t")
+    ratings = pd.DataFrame(
+        {
+            "userId": log["user_id"],
+            "movieId": log["video_id"],
+            "when": pd.to_datetime(log["time_ms"], unit="ms", utc=True).dt.strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            ),
+            "rating": log["label"] * 4 + 1,
+        }
+    )
+    path = tmp_path / "ratings.csv"
+    ratings.to_csv(path, index=False)
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "REELRANK_HOME": str(home),
+        "REELRANK_GATE__MIN_MARGIN_OVER_BASELINE": "1.0",  # no model can clear it
+        "REELRANK_SERVING__N_CANDIDATES": "200",
+        "COLUMNS": "200",
+    }
+    args = ["--user-col", "userId", "--item-col", "movieId", "--ts-col", "when"]
+    cmd = [sys.executable, "-m", "reelrank.cli", "run", "--dataset", "interactions"]
+    out = subprocess.run(
+        [*cmd, "--path", str(path), *args, "--rating-col", "rating"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 3, text[-3000:]
+    assert "watch_time_s: missing" in out.stdout  # the adapter's report
+    assert "the gate kept reelrank-ranker v1 back" in out.stdout
+    assert "XAUC (watch time) is undefined" in out.stdout
+    assert "Traceback" not in text
+    summary = json.loads((home / "run_summary.json").read_text())
+    assert summary["registry"]["champion"] is None and summary["stopped"]
+    assert summary["metrics"]["ndcg_at_10"] > 0
+    assert not (home / "reports" / "drift").exists()  # nothing to check without a champion

@@ -292,3 +292,22 @@ def test_online_quality_joins_feedback_to_the_served_log(ops, tmp_path):
     # every accepted feedback event (6 from the shared-state test, 2 from the feedback test)
     assert sum(r["labelled_items"] for r in rows) == 8
     assert (tmp_path / "online_quality.json").exists()
+
+
+def test_drift_is_checked_on_what_was_served(ops):
+    """With served traffic logged for the day, the drift check compares the champion's
+    served feature vectors and scores (not the day's impressions) with its reference."""
+    import json
+    from datetime import UTC, datetime
+
+    from monitoring.pipeline import run_monitoring
+
+    drift = {**ops.settings.drift.model_dump(), "min_served_rows": 50, "webhook_url": None}
+    settings = Settings(**{**ops.settings.model_dump(), "drift": drift})
+    result = run_monitoring(settings, datetime.now(UTC).date())
+    assert result["source"] == "served_log"
+    verdict = json.loads(Path(result["verdict_json"]).read_text())
+    assert verdict["tags"]["source"] == "served_log" and verdict["current_rows"] >= 50
+    checked = {c["column"] for c in verdict["columns"]}
+    assert "prediction" in checked and "ctx_position" not in checked  # set at serve time
+    assert Path(verdict["report_html"]).exists()
