@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint format lock clean
+.PHONY: install demo test test-fast lint format lock clean up down
 
 install: $(STAMP)
 
@@ -21,6 +21,13 @@ $(STAMP): requirements.in requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/reelrank demo
+
+# Airflow, the MLflow UI and the BentoML champion on 127.0.0.1 (after `make demo`).
+up: $(STAMP)
+	$(BIN)/reelrank up
+
+down: $(STAMP)
+	$(BIN)/reelrank down
 
 # duckdb's bindings print a list of "leaked" objects when the interpreter exits (a known
 # nanobind shutdown-order report, not a leak of ours); it is filtered so the test summary

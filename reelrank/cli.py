@@ -349,6 +349,84 @@ def run(
         raise typer.Exit(code=3)
 
 
+@app.command()
+def up(
+    serve: Annotated[bool, typer.Option(help="also serve the champion with BentoML")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Start Airflow (api-server, scheduler, dag-processor, triggerer; the DAGs unpaused), the
+    MLflow UI and the BentoML service with the champion, on 127.0.0.1; print the URLs and the
+    Airflow login. Pid files go to <home>/run, logs to <home>/logs; `reelrank down` stops
+    exactly these processes."""
+    from reelrank.stack import up as stack_up
+
+    s = _settings()
+    with console.status("starting Airflow, MLflow and BentoML on 127.0.0.1"):
+        result = stack_up(s, serve=serve)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    t = Table(title=f"reelrank is up ({result.seconds_to_ready:.0f}s)", title_justify="left")
+    t.add_column("service")
+    t.add_column("URL")
+    for name, url in result.urls.items():
+        t.add_row(name, url)
+    console.print(t)
+    console.print(f"Airflow login: {result.airflow_login}")
+    for name, why in result.skipped.items():
+        console.print(f"[yellow]{name}[/]: {why}")
+    console.print(f"pid files in {s.home / 'run'}; stop everything with `reelrank down`")
+
+
+@app.command()
+def down(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Stop every process `reelrank up` started, by its pid file."""
+    from reelrank.stack import down as stack_down
+
+    result = stack_down(_settings())
+    if as_json:
+        _print_json(result)
+        return
+    for name, what in result.items():
+        console.print(f"{name}: {what}")
+    if not result:
+        console.print("nothing was running")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """What runs (pid, answering) and which model versions serve. Exit 0 when every
+    started service answers, 4 when one is down."""
+    from reelrank.stack import status as stack_status
+
+    result = stack_status(_settings())
+    if as_json:
+        _print_json(result)
+    else:
+        t = Table(title="reelrank services", title_justify="left")
+        for col in ("service", "pid", "state", "URL"):
+            t.add_column(col)
+        for name, row in result["services"].items():
+            state = (
+                "[green]answering[/]"
+                if row["answering"]
+                else "[yellow]starting[/]"
+                if row["running"]
+                else "[dim]stopped[/]"
+            )
+            t.add_row(name, str(row["pid"] or ""), state, row["url"] or "")
+        console.print(t)
+        for model, aliases in result["models"].items():
+            console.print(f"{model}: " + ", ".join(f"{k} v{v}" for k, v in aliases.items()))
+    started = [r for r in result["services"].values() if r["pid"] is not None]
+    if any(not r["answering"] for r in started):
+        raise typer.Exit(code=4)
+
+
 def main() -> None:
     """Entry point: expected failures (missing data, a rejected batch, a failed DAG run)
     print one clear message and exit 1 instead of a stack trace."""

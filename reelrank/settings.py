@@ -225,6 +225,13 @@ class ServingSettings(BaseModel):
     state_prefix: str = Field("reelrank:", description="key prefix of the served state in Redis")
 
 
+class UiSettings(BaseModel):
+    """Ports of the UIs ``reelrank up`` starts on 127.0.0.1 (BentoML: ``serving.port``)."""
+
+    airflow_port: int = 8080
+    mlflow_port: int = 5000
+
+
 class DriftSettings(BaseModel):
     """Evidently data drift: a column drifts when its test fires; the set drifts by share."""
 
@@ -289,6 +296,7 @@ class Settings(BaseSettings):
     gate: GateSettings = GateSettings()
     serving: ServingSettings = ServingSettings()
     drift: DriftSettings = DriftSettings()
+    ui: UiSettings = UiSettings()
 
     @field_validator("home")
     @classmethod

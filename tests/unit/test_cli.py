@@ -105,3 +105,20 @@ def test_models_promote_moves_the_alias_and_refuses_unknown_versions(tmp_path):
     assert bad.returncode == 1 and "no version '9'" in bad.stdout
     listing = run_cli("models", "list", env=env)
     assert listing.returncode == 0 and "champion" in listing.stdout
+
+
+def test_status_and_down_on_a_fresh_home_say_nothing_runs(tmp_path):
+    import json
+    import os
+
+    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "h"), "COLUMNS": "200"}
+    out = run_cli("status", "--json", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert set(services) >= {"airflow-api-server", "airflow-scheduler", "mlflow-ui"}
+    assert not any(s["running"] for s in services.values())
+    down = run_cli("down", env=env)
+    assert down.returncode == 0 and "nothing was running" in down.stdout
+    for cmd in ("up", "down", "status"):
+        helped = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
+        assert helped.exit_code == 0 and "--json" in helped.output
