@@ -438,6 +438,24 @@ def _video_durations(
     return dur, source
 
 
+def _video_duration_s(
+    log_ms: pd.Series, meta_ms: pd.Series, defaulted: dict[str, int]
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Per-video duration in seconds (see :func:`_video_durations`), clipped to the
+    contract's range, with every defaulted or clipped video counted in ``defaulted``; also
+    the unclipped milliseconds and their source, which the impressions fall back on."""
+    video_ms, source = _video_durations(log_ms, meta_ms, DEFAULT_DURATION_S)
+    _count(defaulted, "videos.duration_s: median of known durations", (source == "median").sum())
+    _count(
+        defaulted, f"videos.duration_s: default {DEFAULT_DURATION_S} s", (source == "default").sum()
+    )
+    duration, clipped = _clip(video_ms / 1000.0, MIN_DURATION_S, MAX_DURATION_S)
+    _count(
+        defaulted, f"videos.duration_s: clipped to [{MIN_DURATION_S}, {MAX_DURATION_S}]", clipped
+    )
+    return duration, video_ms, source
+
+
 def _videos_frame(
     video_ids: Sequence[str],
     creator_ids: Sequence[str],
@@ -667,18 +685,8 @@ def load_kuairand(path: Path, catalog: Path | None = None) -> AdaptedDataset:
     first_ts = by_video["ts"].min()
     log_dur = log[log["dur_ms"] > 0].groupby("vid")["dur_ms"].median().reindex(first_ts.index)
     meta = cat.reindex(first_ts.index)
-    video_ms, video_src = _video_durations(
-        log_dur, _numeric(meta["duration_ms"]), DEFAULT_DURATION_S
-    )
-    _count(defaulted, "videos.duration_s: median of known durations", (video_src == "median").sum())
-    _count(
-        defaulted,
-        f"videos.duration_s: default {DEFAULT_DURATION_S} s",
-        (video_src == "default").sum(),
-    )
-    v_duration, clipped = _clip(video_ms / 1000.0, MIN_DURATION_S, MAX_DURATION_S)
-    _count(
-        defaulted, f"videos.duration_s: clipped to [{MIN_DURATION_S}, {MAX_DURATION_S}]", clipped
+    v_duration, video_ms, video_src = _video_duration_s(
+        log_dur, _numeric(meta["duration_ms"]), defaulted
     )
 
     upload = meta["upload"].astype("datetime64[us, UTC]")
@@ -1083,17 +1091,7 @@ def load_interactions(
     nothing = pd.Series(np.nan, index=vids)
     log_dur = log.groupby("vid")["dur_ms"].median().reindex(vids) if log_dur_col else nothing
     meta_dur = m.get("dur_ms", nothing)
-    video_ms, video_src = _video_durations(log_dur, meta_dur, DEFAULT_DURATION_S)
-    _count(defaulted, "videos.duration_s: median of known durations", (video_src == "median").sum())
-    _count(
-        defaulted,
-        f"videos.duration_s: default {DEFAULT_DURATION_S} s",
-        (video_src == "default").sum(),
-    )
-    v_duration, clipped = _clip(video_ms / 1000.0, MIN_DURATION_S, MAX_DURATION_S)
-    _count(
-        defaulted, f"videos.duration_s: clipped to [{MIN_DURATION_S}, {MAX_DURATION_S}]", clipped
-    )
+    v_duration, video_ms, video_src = _video_duration_s(log_dur, meta_dur, defaulted)
     _count(defaulted, "videos.upload_ts: first interaction", len(vids))
     if "creator" in m:
         creators = m["creator"]

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ingest.adapters import AdaptedDataset, AdapterReport, load_interactions, load_kuairand
 from ingest.lake import atomic_write, partition_days, read_table, write_partition
-from ingest.pipeline import IngestResult, WorldMismatch
+from ingest.pipeline import IngestResult, WorldMismatch, write_by_day
 from ingest.schema import IMPRESSIONS, USERS, VIDEOS, to_arrow
 from reelrank.settings import Settings
 
@@ -173,13 +173,7 @@ def ingest_dataset(settings: Settings, through: date, force: bool = False) -> In
         df: pd.DataFrame = getattr(data, table)
         existing = set() if force else set(partition_days(settings.lake_dir, table))
         arrival = df[TS_COLUMN[table]].dt.date
-        for day, part in df.groupby(arrival, sort=True):
-            if day > through or day in existing:
-                continue
-            write_partition(
-                settings.lake_dir, settings.quarantine_dir, table, day, part.reset_index(drop=True)
-            )
-            result.written.setdefault(table, []).append(day.isoformat())
+        write_by_day(settings, table, df, arrival, through, existing, result)
     known = {
         "users": set(read_table(settings.lake_dir, "users", columns=["user_id"])["user_id"]),
         "videos": set(read_table(settings.lake_dir, "videos", columns=["video_id"])["video_id"]),

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from ingest.lake import partition_days, read_table, write_partition
-from ingest.simulator import SIMULATOR_VERSION, World, generate_world
+from ingest.simulator import SIMULATOR_VERSION, generate_world
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,17 @@ class IngestResult:
         }
 
 
-def _write_by_arrival(
+def write_by_day(
     settings: Settings,
-    world: World,
     table: str,
     df: pd.DataFrame,
-    ts_col: str,
+    arrival: pd.Series,
     through: date,
     existing: set[date],
     result: IngestResult,
 ) -> None:
-    arrival = world.arrival_day(df[ts_col])
+    """Write ``df`` as one partition per ``arrival`` day up to ``through``, skipping the days
+    in ``existing`` (idempotent re-runs); record what was written in ``result``."""
     for day, part in df.groupby(arrival, sort=True):
         if day > through or day in existing:
             continue
@@ -101,7 +101,7 @@ def ingest_simulated(settings: Settings, through: date, force: bool = False) -> 
         ("videos", world.videos, "upload_ts"),
     ):
         existing = set() if force else set(partition_days(settings.lake_dir, table))
-        _write_by_arrival(settings, world, table, df, ts_col, through, existing, result)
+        write_by_day(settings, table, df, world.arrival_day(df[ts_col]), through, existing, result)
 
     known = {
         "users": set(read_table(settings.lake_dir, "users", columns=["user_id"])["user_id"]),
