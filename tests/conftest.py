@@ -18,7 +18,12 @@ from reelrank.settings import Settings, get_settings
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("FEAST_USAGE", "False")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real public datasets: the repository's sibling ``shared/data`` (or REELRANK_TEST_DATA).
+SHARED_DATA = Path(
+    os.environ.get(
+        "REELRANK_TEST_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
+)
 
 
 def tiny_settings(home: Path, **overrides: object) -> Settings:

@@ -21,10 +21,10 @@ from ingest.adapters import (
     load_kuairand_catalog,
 )
 from ingest.schema import IMPRESSIONS, USERS, VIDEOS, to_arrow, validate
+from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.unit
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SUBSET_DIR = "kuairand-27k-subset"
 SUBSET_FILE = "processed_standard_kcore_15.tsv"
 CATALOG_FILE = "kuairand-pure-catalog/video_features_basic_pure.csv"
