@@ -36,9 +36,9 @@ def champion_reference(settings: Settings) -> tuple[str, pd.DataFrame]:
     return str(mv.version), pd.read_parquet(local)
 
 
-def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.ndarray]:
+def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
     """The model inputs of the day's impressions, point-in-time joined as they were served,
-    and whether each impression created value (its delayed label)."""
+    whether each impression created value (its delayed label), and the day's video ids."""
     from features.store import feature_store
     from training.dataset import entity_frame, join_features
 
@@ -53,7 +53,7 @@ def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.nd
     store = feature_store(settings)
     joined, _ = join_features(store, sample.reset_index(drop=True), settings.feature_service)
     (joined,), _, _ = with_retrieval_features(settings, store, [joined], day)
-    return model_matrix(joined), joined["positive"].to_numpy(bool)
+    return model_matrix(joined), joined["positive"].to_numpy(bool), imp["video_id"]
 
 
 # set at serving time, not logged: every served row is scored at feed position 0
@@ -312,10 +312,7 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         )
     else:
         source = "impressions"
-        current, positive = current_features(settings, day)
-        current_ids = read_table(
-            settings.lake_dir, "impressions", start=day, end=day, columns=["video_id"]
-        )["video_id"]
+        current, positive, current_ids = current_features(settings, day)
         x = current[names].to_numpy(np.float32)
         current["prediction"] = heads.combine(booster.inplace_predict(x, validate_features=False))
     # the champion's own training window is the reference for the raw inputs too
