@@ -107,6 +107,19 @@ class TrainingSettings(BaseModel):
         "score the feed is ordered by; a head with weight 0 is not trained",
     )
 
+    engine: Literal["auto", "local", "dask"] = Field(
+        "auto",
+        description="where the ranker trains: 'local', XGBoost in this process; 'dask', "
+        "xgboost.dask on a dask.distributed cluster (dask_scheduler, or a LocalCluster); "
+        "'auto' is dask in the cluster profile and local otherwise",
+    )
+    dask_scheduler: str | None = Field(
+        None,
+        description="address of a running Dask scheduler (e.g. tcp://dask-scheduler:8786); "
+        "unset starts a LocalCluster for the duration of the fit",
+    )
+    dask_workers: int = Field(2, ge=1, description="LocalCluster workers (unset scheduler)")
+
     @field_validator("objective_weights")
     @classmethod
     def _known_objectives(cls, v: dict[str, float]) -> dict[str, float]:
@@ -304,6 +317,13 @@ class Settings(BaseSettings):
         # Stages run in other processes (Airflow tasks, BentoML workers) with other working
         # directories; an absolute home keeps them all on the same files.
         return value.expanduser().resolve()
+
+    @property
+    def training_engine(self) -> Literal["local", "dask"]:
+        """``training.engine`` with ``auto`` resolved by the profile."""
+        if self.training.engine == "auto":
+            return "dask" if self.profile == "cluster" else "local"
+        return self.training.engine
 
     @property
     def max_video_age_days(self) -> int:

@@ -279,6 +279,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
     from mlflow.models import infer_signature
 
     from features.store import feature_store
+    from training.engine import training_client
     from training.ranker import D2Q_ATTR, head_predictions, objective_labels, predict, train_ranker
     from training.retrieval import with_retrieval_features
 
@@ -298,7 +299,8 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         train[train["event_timestamp"] < last_day],
         train[train["event_timestamp"] >= last_day],
     )
-    model, curves = train_ranker(fit_part, valid_part, settings.training)
+    with training_client(settings) as client:  # a Dask cluster in the cluster profile
+        model, curves = train_ranker(fit_part, valid_part, settings.training, client)
     heads = ValueHeads.of_booster(model.get_booster())
     head_pred = head_predictions(model, hold)
     d2q = D2QLabeler.from_dict(json.loads(model.get_booster().attr(D2Q_ATTR) or "{}"))

@@ -1,0 +1,64 @@
+"""The ranker trains the same on a Dask cluster (xgboost.dask) as in-process: one training
+function, the engine chosen by settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from sklearn.metrics import roc_auc_score
+
+from features.cross import model_matrix
+from reelrank.objectives import HEADS, ValueHeads
+from reelrank.settings import Settings, TrainingSettings
+from training.engine import training_client
+from training.ranker import head_predictions, predict, train_ranker
+
+from .test_objectives import _frame
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_engine_follows_the_profile_unless_set(tmp_path):
+    assert Settings(home=tmp_path).training_engine == "local"
+    assert Settings(home=tmp_path, profile="cluster").training_engine == "dask"
+    pinned = Settings(home=tmp_path, profile="cluster", training={"engine": "local"})
+    assert pinned.training_engine == "local"
+    with training_client(Settings(home=tmp_path)) as client:
+        assert client is None
+
+
+@pytest.mark.parametrize("objective", ["heads", "value"])
+def test_dask_training_matches_local_training(tmp_path, objective):
+    train, valid, test = _frame(3000, 0), _frame(800, 1), _frame(1500, 2)
+    params = TrainingSettings(n_estimators=40, objective=objective)
+    local, _ = train_ranker(train, valid, params)
+    settings = Settings(home=tmp_path, profile="cluster", training=params.model_dump())
+    with training_client(settings) as client:
+        assert client is not None
+        assert len(client.scheduler_info()["workers"]) == params.dask_workers
+        dist, dist_curves = train_ranker(train, valid, params, client)
+
+    # a plain in-memory model of the same kind, carrying the same heads
+    assert type(dist) is type(local)
+    heads = ValueHeads.of_booster(dist.get_booster())
+    assert heads.heads == (HEADS if objective == "heads" else ("value",))
+    assert len(dist_curves["valid_logloss"]) > 1
+    # the distributed quantile sketch and subsampling differ, so the trees differ a little;
+    # what the model learned must not
+    label = test["completed"] if objective == "heads" else test["positive"]
+    auc_local = roc_auc_score(label, predict(local, test))
+    auc_dist = roc_auc_score(label, predict(dist, test))
+    assert auc_dist > 0.6
+    assert abs(auc_dist - auc_local) < 0.02, (auc_local, auc_dist)
+    assert head_predictions(dist, test).shape == (len(test), len(heads.heads))
+    # it survives the model file like a locally trained one
+    path = tmp_path / "m.json"
+    dist.save_model(path)
+    reloaded = xgb.Booster()
+    reloaded.load_model(path)
+    x = model_matrix(test).to_numpy()
+    np.testing.assert_allclose(
+        reloaded.inplace_predict(x), dist.get_booster().inplace_predict(x), rtol=1e-6
+    )
+    assert dist.get_booster().feature_names == list(model_matrix(test).columns)
