@@ -18,14 +18,18 @@ PROJECT = "reelrank"
 def repo_config(settings: Settings) -> dict[str, Any]:
     """The ``feature_store.yaml`` equivalent for a profile, as a plain dict."""
     if settings.profile == "cluster":
+        from reelrank.cluster import database_url, redis_target
+
         registry: dict[str, Any] = {
             "registry_type": "sql",
-            "path": settings.postgres_url,
+            "path": database_url(settings, "feast"),
             "cache_ttl_seconds": 60,
             "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
         }
-        host_port = settings.redis_url.split("://", 1)[-1].split("/", 1)[0]
-        online: dict[str, Any] = {"type": "redis", "connection_string": host_port}
+        online: dict[str, Any] = {
+            "type": "redis",
+            "connection_string": redis_target(settings).feast_connection_string(),
+        }
     else:
         registry = {
             "registry_type": "file",

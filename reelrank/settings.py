@@ -288,10 +288,25 @@ class Settings(BaseSettings):
 
     profile: Literal["local", "cluster"] = "local"
     home: Path = Field(Path("var"), description="root of every file the loop writes")
-    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_uri: SecretStr | None = Field(
+        None, description="MLflow tracking store; unset: SQLite under home (local) or <db>_mlflow"
+    )
     mlflow_artifact_root: str | None = None
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    postgres_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/reelrank"
+    # cluster profile servers (see reelrank/cluster.py); URLs may carry passwords, so they
+    # are secrets: never logged, shown masked
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis for Feast's online store and the serving state (cluster profile)",
+    )
+    postgres_url: SecretStr = Field(
+        SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/reelrank"),
+        description="PostgreSQL server and base database: <db> holds Feast's registry, "
+        "<db>_mlflow the MLflow tracking store, <db>_airflow Airflow's metadata",
+    )
+    celery_broker_url: SecretStr | None = Field(
+        None, description="Celery broker (redis:// or amqp://); unset: redis_url"
+    )
+    celery_worker_concurrency: int = Field(2, ge=1, description="tasks one Celery worker runs")
     dataset: Literal["simulator", "kuairand", "interactions"] = Field(
         "simulator",
         description="where the lake's data comes from: the simulator (which has an oracle), "
@@ -368,7 +383,11 @@ class Settings(BaseSettings):
     @cached_property
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
+            return self.mlflow_tracking_uri.get_secret_value()
+        if self.profile == "cluster":
+            from reelrank.cluster import database_url
+
+            return database_url(self, "mlflow")
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @cached_property
@@ -389,6 +408,10 @@ class Settings(BaseSettings):
                         env[f"REELRANK_{key.upper()}__{sub.upper()}"] = text
             else:
                 env[f"REELRANK_{key.upper()}"] = str(value)
+        for key in ("redis_url", "postgres_url", "celery_broker_url", "mlflow_tracking_uri"):
+            secret = getattr(self, key)
+            if secret is not None:  # dumped masked; the child needs the value
+                env[f"REELRANK_{key.upper()}"] = secret.get_secret_value()
         if self.serving.api_key is not None:  # dumped masked; the child needs the value
             env["REELRANK_SERVING__API_KEY"] = self.serving.api_key.get_secret_value()
         if self.drift.webhook_url is not None:

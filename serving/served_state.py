@@ -332,6 +332,6 @@ def open_served_state(settings: Any) -> ServedState:
         st = SqliteState(settings.serving_dir / "served_state.sqlite", ttl_s=ttl)
         return ServedState(backend, st.recent, st.lists, st)
     if backend == "redis":
-        rs = RedisState(settings.redis_url, prefix=sv.state_prefix, ttl_s=ttl)
+        rs = RedisState(settings.redis_url.get_secret_value(), prefix=sv.state_prefix, ttl_s=ttl)
         return ServedState(backend, rs.recent, rs.lists, rs)
     raise ValueError(f"unknown serving.shared_state {backend!r}: auto, memory, sqlite or redis")

@@ -1,0 +1,164 @@
+"""The cluster profile's servers: which database, which Redis, which broker, from settings.
+
+One PostgreSQL server holds three databases, named after the one in ``postgres_url``
+(``reelrank`` by default): ``reelrank`` for Feast's SQL registry, ``reelrank_mlflow`` for the
+MLflow tracking store and ``reelrank_airflow`` for Airflow's metadata. Redis holds Feast's
+online store and the serving state; Celery's broker is ``celery_broker_url`` (Redis or
+RabbitMQ), Redis by default. Every URL comes from settings or the environment and may carry a
+password, so they are secrets: nothing here logs or prints one (:func:`redact` shows a URL
+with its password masked).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from reelrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PURPOSES = ("feast", "mlflow", "airflow")
+
+
+class ServerUnavailable(RuntimeError):
+    """A server the cluster profile needs does not answer (the message says which)."""
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def base_database(settings: Settings) -> str:
+    name = urlsplit(settings.postgres_url.get_secret_value()).path.lstrip("/")
+    return name or "reelrank"
+
+
+def database_url(settings: Settings, purpose: str) -> str:
+    """The SQLAlchemy URL of the database for ``purpose`` (feast, mlflow or airflow)."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown database purpose {purpose!r}; known: {PURPOSES}")
+    base = base_database(settings)
+    name = base if purpose == "feast" else f"{base}_{purpose}"
+    return _with_database(settings.postgres_url.get_secret_value(), name)
+
+
+def _libpq(url: str) -> str:
+    """A SQLAlchemy URL (``postgresql+psycopg://``) as a libpq one (``postgresql://``)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+def ensure_databases(settings: Settings) -> list[str]:
+    """Create the profile's databases that do not exist yet; returns those created.
+
+    Needs a role allowed to create databases; where operators create them instead, they
+    already exist and nothing is done."""
+    import psycopg
+
+    created: list[str] = []
+    maintenance = _libpq(_with_database(settings.postgres_url.get_secret_value(), "postgres"))
+    try:
+        con = psycopg.connect(maintenance, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        raise ServerUnavailable(
+            f"PostgreSQL does not answer at {redact(maintenance)}: {err}".strip()
+        ) from err
+    with con:
+        for purpose in PURPOSES:
+            name = urlsplit(database_url(settings, purpose)).path.lstrip("/")
+            exists = con.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+            if not exists:
+                con.execute(f'create database "{name}"')
+                created.append(name)
+    if created:
+        log.info("created databases %s", created)
+    return created
+
+
+def drop_databases(settings: Settings) -> None:
+    """Drop the profile's databases (a test world's teardown)."""
+    import psycopg
+
+    maintenance = _libpq(_with_database(settings.postgres_url.get_secret_value(), "postgres"))
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as con:
+        for purpose in PURPOSES:
+            name = urlsplit(database_url(settings, purpose)).path.lstrip("/")
+            con.execute(f'drop database if exists "{name}" with (force)')
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    host: str
+    port: int
+    db: int
+    password: str | None
+
+    def feast_connection_string(self) -> str:
+        """Feast's ``host:port[,db=N][,password=...]`` form."""
+        out = f"{self.host}:{self.port}"
+        if self.db:
+            out += f",db={self.db}"
+        if self.password:
+            out += f",password={self.password}"
+        return out
+
+
+def redis_target(settings: Settings) -> RedisTarget:
+    parts = urlsplit(settings.redis_url.get_secret_value())
+    db = parts.path.lstrip("/")
+    return RedisTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        db=int(db) if db else 0,
+        password=parts.password,
+    )
+
+
+def broker_url(settings: Settings) -> str:
+    if settings.celery_broker_url is not None:
+        return settings.celery_broker_url.get_secret_value()
+    return settings.redis_url.get_secret_value()
+
+
+def check_servers(settings: Settings) -> None:
+    """Raise :class:`ServerUnavailable` naming the first server that does not answer."""
+    import redis
+
+    ensure_databases(settings)  # connects to PostgreSQL (and creates what is missing)
+    target = redis_target(settings)
+    try:
+        redis.Redis(
+            host=target.host,
+            port=target.port,
+            db=target.db,
+            password=target.password,
+            socket_connect_timeout=5,
+        ).ping()
+    except redis.RedisError as err:
+        raise ServerUnavailable(
+            f"Redis does not answer at {target.host}:{target.port}: {err}"
+        ) from err
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Airflow's settings for the cluster profile: metadata in PostgreSQL, CeleryExecutor
+    with the configured broker, Celery results in the metadata database."""
+    conn = database_url(settings, "airflow")
+    return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": conn,
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url(settings),
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{conn}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.celery_worker_concurrency),
+    }
