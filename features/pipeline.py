@@ -22,6 +22,7 @@ from features.batch import (
     video_stats,
 )
 from ingest.lake import atomic_write, partition_days, read_table
+from reelrank.progress import ProgressFn, Stages, report
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,11 @@ def _write(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def compute_features(settings: Settings, through: date, force: bool = False) -> FeatureResult:
-    """Write the four feature tables for every lake day up to ``through`` that lacks them."""
+def compute_features(
+    settings: Settings, through: date, force: bool = False, progress: ProgressFn | None = None
+) -> FeatureResult:
+    """Write the feature tables for every lake day up to ``through`` that lacks them;
+    ``progress`` hears of every (day, view) table written."""
     result = FeatureResult(through=through)
     days = [d for d in partition_days(settings.lake_dir, "impressions") if d <= through]
     if not days:
@@ -94,27 +98,38 @@ def compute_features(settings: Settings, through: date, force: bool = False) -> 
     )
     imp = enrich_impressions(imp, videos, vocab)
 
+    total, done = len(todo) * len(VIEWS), 0
+    report(progress, "feature tables", 0, total)
     for d in todo:
-        tables = {
-            "user_engagement": user_engagement(imp, d),
-            "user_topic_affinity": user_topic_affinity(imp, d, len(vocab)),
-            "video_stats": video_stats(imp, videos, d, vocab),
-            "creator_stats": creator_stats(imp, videos, d),
-            "user_history": user_history(imp, d, settings.retrieval.history_len),
-            "user_creator_history": user_creator_history(imp, d, UC_HISTORY_LEN),
+        builders = {
+            "user_engagement": lambda d=d: user_engagement(imp, d),
+            "user_topic_affinity": lambda d=d: user_topic_affinity(imp, d, len(vocab)),
+            "video_stats": lambda d=d: video_stats(imp, videos, d, vocab),
+            "creator_stats": lambda d=d: creator_stats(imp, videos, d),
+            "user_history": lambda d=d: user_history(imp, d, settings.retrieval.history_len),
+            "user_creator_history": lambda d=d: user_creator_history(imp, d, UC_HISTORY_LEN),
         }
-        for view, df in tables.items():
+        sizes: dict[str, int] = {}
+        for view, build in builders.items():
+            df = build()
             _write(df, table_path(settings, view, d))
+            sizes[view] = len(df)
             result.rows[view] = result.rows.get(view, 0) + len(df)
+            done += 1
+            report(progress, f"feature tables: {d} {view}", done, total)
         result.days_computed.append(d.isoformat())
-        log.info("features for %s: %s", d, {k: len(v) for k, v in tables.items()})
+        log.info("features for %s: %s", d, sizes)
     return result
 
 
-def register_and_materialize(settings: Settings, through: date) -> str:
+def register_and_materialize(
+    settings: Settings, through: date, progress: ProgressFn | None = None
+) -> str:
     """``feast apply`` the repository and load features up to ``through`` into the online store."""
     from features.store import apply_repo, feature_store, materialize
 
+    stages = Stages(progress, "Feast", 2)
+    stages.next("apply")
     store = feature_store(settings)
     apply_repo(store, settings)
     # the catalog's first partition (videos uploaded before the first day) is the earliest
@@ -122,7 +137,10 @@ def register_and_materialize(settings: Settings, through: date) -> str:
         partition_days(settings.lake_dir, "videos")[0],
         partition_days(settings.lake_dir, "impressions")[0],
     )
-    return materialize(store, as_of_timestamp(first), as_of_timestamp(through))
+    stages.next("materialize")
+    mode = materialize(store, as_of_timestamp(first), as_of_timestamp(through))
+    stages.finish()
+    return mode
 
 
 def has_features(settings: Settings, day: date) -> bool:
@@ -139,13 +157,45 @@ def latest_feature_day(settings: Settings) -> date:
     raise FileNotFoundError(f"no feature tables under {settings.features_dir}")
 
 
-def run_features(
-    settings: Settings, through: date, force: bool = False, progress: bool = False
-) -> FeatureResult:
-    """Compute features and content embeddings, ``feast apply``, materialize up to ``through``."""
-    from features.content import embed_catalog
+def embed_with_progress(
+    settings: Settings, through: date, progress: ProgressFn | None = None
+) -> dict[str, object]:
+    """Caption embeddings up to ``through``, reported one catalog day at a time.
 
-    result = compute_features(settings, through, force)
-    result.embedded = embed_catalog(settings, through, progress=progress).to_dict()
-    result.materialized = register_and_materialize(settings, through)
+    Embedding is incremental per day, so embedding through each missing day in turn does
+    exactly what one call through ``through`` does, with a report after each day; the days
+    that already have a table are checked once at the end (a stale one is redone there)."""
+    from features.content import content_path, embed_catalog
+
+    if progress is None:
+        return embed_catalog(settings, through).to_dict()
+    days = [d for d in partition_days(settings.lake_dir, "videos") if d <= through]
+    missing = [d for d in days if not content_path(settings, d).exists()]
+    embedded: list[str] = []
+    videos = 0
+    report(progress, "caption embeddings", 0, len(missing) + 1)
+    for i, d in enumerate(missing, start=1):
+        r = embed_catalog(settings, d)
+        embedded += r.days_embedded
+        videos += r.videos_embedded
+        report(progress, f"caption embeddings: {d} ({videos:,} videos)", i, len(missing) + 1)
+    r = embed_catalog(settings, through)
+    embedded += r.days_embedded
+    videos += r.videos_embedded
+    report(progress, "caption embeddings", len(missing) + 1, len(missing) + 1)
+    return {
+        "days_embedded": sorted(set(embedded)),
+        "videos_embedded": videos,
+        "days_cached": len(days) - len(set(embedded)),
+    }
+
+
+def run_features(
+    settings: Settings, through: date, force: bool = False, progress: ProgressFn | None = None
+) -> FeatureResult:
+    """Compute features and content embeddings, ``feast apply``, materialize up to ``through``.
+    ``progress`` hears of each table, each embedded day and the Feast steps."""
+    result = compute_features(settings, through, force, progress=progress)
+    result.embedded = embed_with_progress(settings, through, progress)
+    result.materialized = register_and_materialize(settings, through, progress)
     return result

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ingest.lake import partition_days, read_table, write_partition
 from ingest.simulator import SIMULATOR_VERSION, generate_world
+from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,15 @@ def check_world_manifest(settings: Settings) -> None:
     path.write_text(json.dumps(current, indent=2))
 
 
-def ingest_simulated(settings: Settings, through: date, force: bool = False) -> IngestResult:
+def ingest_simulated(
+    settings: Settings, through: date, force: bool = False, progress: ProgressFn | None = None
+) -> IngestResult:
     """Write every missing partition up to and including ``through`` (idempotent).
 
     Catalog rows (users, videos) land on the day they arrive; impressions of each simulated
     day are drawn from that day's seed and validated against the users and videos known by
-    then, so a feed can never reference a video the lake has not seen.
+    then, so a feed can never reference a video the lake has not seen. ``progress`` hears
+    of every simulated day (days already in the lake count as done at once).
     """
     sim = settings.sim
     through = min(through, sim.end_date)
@@ -108,6 +112,8 @@ def ingest_simulated(settings: Settings, through: date, force: bool = False) -> 
         "videos": set(read_table(settings.lake_dir, "videos", columns=["video_id"])["video_id"]),
     }
     existing = set() if force else set(partition_days(settings.lake_dir, "impressions"))
+    n_days, done = (through - sim.start_date).days + 1, 0
+    report(progress, "simulating days", 0, n_days)
     d = sim.start_date
     while d <= through:
         if d not in existing:
@@ -118,5 +124,7 @@ def ingest_simulated(settings: Settings, through: date, force: bool = False) -> 
             result.written.setdefault("impressions", []).append(d.isoformat())
             result.impressions_rows += len(imp)
             log.info("ingested %s impressions for %s", len(imp), d)
+        done += 1
+        report(progress, f"simulating days: {d}", done, n_days)
         d += timedelta(days=1)
     return result

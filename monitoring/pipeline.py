@@ -15,6 +15,7 @@ import pandas as pd
 from features.cross import model_matrix
 from ingest.lake import atomic_write, read_table
 from monitoring.drift import DriftVerdict, check_drift
+from reelrank.progress import ProgressFn, Stages
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -279,22 +280,27 @@ def broken_days(settings: Settings, start: date, end: date) -> dict[str, list[st
     return out
 
 
-def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
+def run_monitoring(
+    settings: Settings, day: date, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """Check ``day`` for drift and broken inputs; alert; decide whether to retrain.
 
     Returns an XCom-sized reference to the verdict; ``retrain`` is True only for the first
-    drifted day of an episode.
+    drifted day of an episode. ``progress`` hears of each check as it starts.
     """
     import mlflow
 
     from reelrank.objectives import ValueHeads
     from training.registry import CHAMPION, client
 
+    stages = Stages(progress, "drift checks", 6)
+    stages.next("champion and its training reference")
     version, reference = champion_reference(settings)
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
     booster = model.get_booster()
     heads = ValueHeads.of_booster(booster)
     names = list(booster.feature_names or [])
+    stages.next("the day's features and predictions")
     served = served_features(settings, day, version)
     positive: np.ndarray | None
     if served is not None:
@@ -331,6 +337,7 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
                 today,
             )
     out: Path = settings.reports_dir / "drift" / day.isoformat()
+    stages.next("Evidently data drift and broken inputs")
     verdict: DriftVerdict = check_drift(
         reference,
         current,
@@ -341,6 +348,7 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         column_threshold=settings.drift.column_threshold,
         prediction_threshold=settings.drift.prediction_threshold,
     )
+    stages.next("caption-embedding drift")
     if ref_start and ref_end:
         reference_ids = read_table(
             settings.lake_dir,
@@ -352,6 +360,7 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         content = content_drift(settings, reference_ids, current_ids, out)
         if content is not None:
             verdict = with_embedding_drift(verdict, content)
+    stages.next("online quality and label drift")
     quality = online_quality_of(settings, day, out)
     holdout_auc = client(settings).get_run(mv.run_id).data.metrics.get("auc")
     if positive is not None:
@@ -364,10 +373,12 @@ def run_monitoring(settings: Settings, day: date) -> dict[str, Any]:
         )
     verdict = replace(verdict, tags={**verdict.tags, "source": source})
     (out / "verdict.json").write_text(json.dumps(verdict.to_dict(), indent=2))
+    stages.next("verdict, alert, MLflow, report index")
     retrain = drift_episode(settings, day, verdict)
     alerted, delivery = _alert(settings, day, verdict, retrain)
     _log_check(settings, day, version, verdict, retrain)
     write_index(settings)
+    stages.finish()
     return {
         "day": day.isoformat(),
         "source": source,

@@ -33,7 +33,9 @@ POLL_S = 0.25
 _STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
 _ENDED = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
 _NEW_STATE = re.compile(r"Task instance state updated .*\bnew_state=(\w+)")
-_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Failed|Rejected|Mismatch)): (.+)$")
+_EXCEPTION = re.compile(
+    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Failed|Rejected|Mismatch)): (.+)$"
+)
 FINISHED_STATES = frozenset({"success", "skipped", "failed", "upstream_failed", "removed"})
 
 

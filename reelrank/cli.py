@@ -1,33 +1,285 @@
-"""The ``reelrank`` command line: every stage of the loop, and the whole loop as ``demo``."""
+"""The ``reelrank`` command line: every stage of the loop, and the whole loop as ``demo``.
+
+Every command speaks in one of three modes, chosen once on the root command so that scripts
+and people get the same commands: human (tables on stdout, progress bars on stderr),
+``--quiet`` (nothing but errors on stderr and at most one final line) and ``--json`` (exactly
+one JSON document on stdout, errors included). Exit codes mean the same for every command
+(:class:`ExitCode`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import date
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from reelrank.progress import ProgressFn
 from reelrank.settings import Settings, get_settings
 
+
+class ExitCode(IntEnum):
+    """What a ``reelrank`` exit status means, for every command."""
+
+    OK = 0
+    FAILED = 1  # a stage or the data failed (one message, no stack trace)
+    USAGE = 2  # bad usage (click's own)
+    STOPPED = 3  # the loop stopped on purpose: the gate kept the first model back, or drift
+    UNAVAILABLE = 4  # a started service does not answer
+
+
+EPILOG = """[bold]Output modes[/] (before the command): [cyan]--json[/] prints exactly one JSON
+document on stdout (errors as {"error": ...}); [cyan]-q/--quiet[/] prints only errors and at
+most one final line. Otherwise tables go to stdout and progress bars to stderr.
+
+[bold]Exit codes[/]
+
+  0  ok
+  1  a stage or the data failed (one message, no stack trace)
+  2  bad usage (unknown command or option, a bad value)
+  3  the loop stopped on purpose: the gate kept the first model back (demo, run),
+     or drift was detected (monitor)
+  4  a started service does not answer (status, up, serve)
+"""
+
+
+class ServiceDown(Exception):
+    """A service that was started does not answer (exit 4)."""
+
+
+class Mode(StrEnum):
+    human = "human"
+    quiet = "quiet"
+    json = "json"
+
+
+class Bars:
+    """A :data:`ProgressFn` drawn as rich progress bars, one per step name (the text before
+    the first ``": "``; the rest is shown beside the bar while the step runs)."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        name, _, detail = step.partition(": ")
+        running = detail and done < total
+        desc = f"[bold]{escape(name)}[/]" + (f" [dim]{escape(detail)}[/]" if running else "")
+        task = self.tasks.get(name)
+        if task is None:
+            task = self.tasks[name] = self.progress.add_task(desc, total=total)
+        self.progress.update(task, completed=done, total=total, description=desc)
+
+
+@dataclass
+class Output:
+    """Where a command's output goes, by mode. ``stdout`` is the real standard output, kept
+    aside in quiet and JSON modes while anything a library prints goes to stderr (JSON) or
+    nowhere (quiet), so that stdout holds only what the command means to say."""
+
+    mode: Mode = Mode.human
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    ctx: typer.Context | None = None  # the root command's context: undoes the redirection
+    _console: Console | None = None
+    _err: Console | None = None
+
+    @property
+    def human(self) -> bool:
+        return self.mode is Mode.human
+
+    @property
+    def console(self) -> Console:
+        """Tables and result lines: stdout for people, silent otherwise."""
+        if self._console is None:
+            self._console = Console() if self.human else Console(quiet=True)
+        return self._console
+
+    @property
+    def err(self) -> Console:
+        """Errors, logs, spinners and progress bars: one console, so that log lines are
+        drawn above the live bars."""
+        if self._err is None:
+            self._err = Console(stderr=True)
+        return self._err
+
+    @property
+    def live(self) -> Console | None:
+        """Where spinners and progress bars go (stderr), or None when they are off."""
+        return self.err if self.human else None
+
+    def switch(self, mode: Mode) -> None:
+        """Enter ``mode``: keep the real stdout aside and send what libraries print to
+        stderr (JSON) or nowhere (quiet) until the command ends."""
+        if mode is self.mode or not self.human:
+            return
+        self.mode, self._console, self.stdout = mode, None, sys.stdout
+        if self.ctx is None:
+            return
+        sink: TextIO = sys.stderr if mode is Mode.json else open(os.devnull, "w")  # noqa: SIM115
+        self.ctx.with_resource(contextlib.redirect_stdout(sink))
+        if mode is Mode.quiet:
+            self.ctx.call_on_close(sink.close)
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[ProgressFn | None]:
+        """Progress bars on stderr while the block runs (human mode), else None."""
+        if self.live is None:
+            yield None
+            return
+        bars = Bars(self.live)
+        with bars.progress:
+            yield bars
+
+    def status(self, text: str) -> contextlib.AbstractContextManager[Any]:
+        """A spinner on stderr while the block runs (human mode)."""
+        return self.live.status(text) if self.live is not None else contextlib.nullcontext()
+
+    def result(
+        self,
+        doc: Any,
+        line: str | None = None,
+        human: Callable[[Console], None] | None = None,
+    ) -> None:
+        """The command's result: ``doc`` as JSON, ``human`` (or the document, pretty) for
+        people; when quiet, ``line`` if the command produced something a script needs next
+        (a version, a URL, a file), else nothing: the exit code says how it went."""
+        if self.mode is Mode.json:
+            self._write(json.dumps(doc, indent=2, default=str))
+        elif self.mode is Mode.quiet:
+            if line:
+                self._write(line)
+        elif human is not None:
+            human(self.console)
+        else:
+            self.console.print_json(json.dumps(doc, default=str))
+
+    def error(self, message: str, code: int, **details: Any) -> None:
+        """An error: a JSON object on stdout in JSON mode, one red line on stderr otherwise."""
+        if self.mode is Mode.json:
+            self._write(json.dumps({"error": message, "exit_code": code, **details}, default=str))
+        else:
+            self.err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+    def _write(self, text: str) -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+
+_current = Output()
+
+
+def _out() -> Output:
+    """The current invocation's output, set up by the root callback (every invocation runs
+    it first; human when a command function is called directly)."""
+    return _current
+
+
+def _expected_failure(err: BaseException) -> tuple[int, str, dict[str, Any]] | None:
+    """(exit code, message, details) of a failure a user can act on, else None (a bug,
+    which keeps its stack trace)."""
+    from ingest.adapters import AdapterError
+    from ingest.lake import BatchRejected
+    from reelrank.airflow_runner import DagRunFailed
+
+    if isinstance(err, DagRunFailed):
+        return ExitCode.FAILED, err.brief, {"dag_id": err.dag_id, "log": err.log_path}
+    if isinstance(err, ServiceDown):
+        return ExitCode.UNAVAILABLE, str(err), {}
+    if isinstance(err, FileNotFoundError | AdapterError | BatchRejected | ValueError):
+        return ExitCode.FAILED, str(err), {}
+    return None
+
+
+class ReelrankGroup(TyperGroup):
+    """The root command: maps expected failures to their exit code and one message (a JSON
+    object in JSON mode), whichever command raised them."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        global _current
+        _current = ctx.obj = Output(ctx=ctx)  # a fresh output per invocation
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as err:  # usage errors: the framework prints them
+            if _out().mode is Mode.json and err.exit_code == ExitCode.USAGE:
+                _out().error(err.format_message(), ExitCode.USAGE)
+            raise
+        except Exception as err:
+            failure = _expected_failure(err)
+            if failure is None:
+                raise
+            code, message, details = failure
+            _out().error(message, code, **{k: v for k, v in details.items() if v})
+            raise typer.Exit(code=code) from None
+
+
 app = typer.Typer(
-    help="reelrank: short-video recommendation as a closed MLOps loop.",
+    cls=ReelrankGroup,
+    help="reelrank: short-video recommendation as a closed MLOps loop (Airflow, Feast, "
+    "MLflow, BentoML, Evidently).",
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
 )
 models_app = typer.Typer(
-    help="Inspect and move model aliases in the MLflow registry.", no_args_is_help=True
+    help="Inspect and move model aliases (champion, challenger) in the MLflow registry.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
 )
 app.add_typer(models_app, name="models")
-console = Console()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="print exactly one JSON document on stdout (for scripts)"),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="no progress, no tables: errors and one final line"),
+    ] = False,
+) -> None:
+    """reelrank: short-video recommendation as a closed MLOps loop."""
+    if as_json and quiet:
+        raise typer.BadParameter("--json and --quiet exclude each other", param_hint="--json")
+    if as_json or quiet:
+        _out().switch(Mode.json if as_json else Mode.quiet)
 
 
 class Scenario(StrEnum):
@@ -42,13 +294,63 @@ class Scenario(StrEnum):
 
 
 DayOpt = Annotated[str | None, typer.Option(help="day to process, YYYY-MM-DD")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print JSON for scripts (same as `reelrank --json ...`)")
+]
 
 
 def _settings() -> Settings:
+    """The settings, with logging set up for the output mode (see :func:`_quiet_libraries`)."""
     s = get_settings()
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _quiet_libraries(s, _out())
     return s
+
+
+def _quiet_libraries(s: Settings, out: Output) -> None:
+    """Logs and warnings for the mode: warnings and errors on stderr (drawn above the
+    progress bars for people; ``REELRANK_LOG_LEVEL`` asks for more), only errors when quiet,
+    and our own progress bars instead of the libraries' (Feast, model loading). Everything
+    is put back when the command ends, so that calling the app in process leaves no trace."""
+    explicit = "REELRANK_LOG_LEVEL" in os.environ
+    level = (
+        logging.ERROR
+        if out.mode is Mode.quiet
+        else logging.getLevelName(s.log_level.upper() if explicit else "WARNING")
+    )
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, root.manager.disable)
+    saved_env = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    os.environ.update({k: "1" for k in saved_env})
+    handler: logging.Handler
+    if out.human:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=out.err, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    root.setLevel(level)
+    # libraries with handlers of their own (MLflow) obey only the global switch
+    logging.disable(level - 10 if isinstance(level, int) and level > logging.DEBUG else 0)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    def restore() -> None:
+        root.handlers = saved[0]
+        root.setLevel(saved[1])
+        logging.disable(saved[2])
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    if out.ctx is not None:
+        if out.mode is Mode.quiet:
+            out.ctx.with_resource(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
+        out.ctx.call_on_close(restore)
 
 
 def _day(value: str | None, default: Callable[[], date]) -> date:
@@ -60,68 +362,221 @@ def _day(value: str | None, default: Callable[[], date]) -> date:
         raise typer.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)") from err
 
 
-def _print_json(obj: Any) -> None:
-    console.print_json(json.dumps(obj, default=str))
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """The small two-column summary each long command ends with."""
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, int | float) and v == v else "n/a"
 
 
 @app.command()
 def simulate(through: DayOpt = None) -> None:
-    """Write the simulated world into the raw lake up to a day (default: the last)."""
+    """Simulate the platform into the raw lake, day by day (a progress bar per day).
+
+    Writes users, videos and each day's impressions up to --through (default: the last
+    simulated day), validated against the lake's contracts; days already there are kept."""
     from ingest.pipeline import ingest_simulated
 
     s = _settings()
-    _print_json(ingest_simulated(s, _day(through, lambda: s.sim.end_date)).to_dict())
+    out = _out()
+    with out.progress() as progress:
+        r = ingest_simulated(s, _day(through, lambda: s.sim.end_date), progress=progress)
+    doc = r.to_dict()
+    days = r.written.get("impressions", [])
+
+    def human(c: Console) -> None:
+        written = ", ".join(f"{t} {len(d)}" for t, d in r.written.items()) or "nothing new"
+        c.print(
+            _table(
+                f"simulated world through {r.through}",
+                [
+                    ("partitions written", written),
+                    ("impressions written", f"{r.impressions_rows:,}"),
+                    ("days", f"{days[0]}..{days[-1]}" if days else "all already in the lake"),
+                    ("lake", str(s.lake_dir)),
+                ],
+            )
+        )
+
+    out.result(doc, None, human)
 
 
 @app.command()
 def features(through: DayOpt = None) -> None:
-    """Compute batch features and caption embeddings, apply Feast and materialize."""
+    """Compute feature tables and caption embeddings, apply Feast and materialize.
+
+    For every lake day up to --through that lacks them: the 1/7/28-day feature tables (per
+    day and view), the MiniLM caption embeddings of new videos (per day), then `feast apply`
+    and materialization into the online store; ends with a table of what was done."""
     from features.pipeline import run_features
 
     s = _settings()
-    _print_json(run_features(s, _day(through, lambda: s.sim.end_date), progress=True).to_dict())
+    out = _out()
+    with out.progress() as progress:
+        r = run_features(s, _day(through, lambda: s.sim.end_date), progress=progress)
+    doc = r.to_dict()
+    emb = r.embedded
+
+    def human(c: Console) -> None:
+        rows = ", ".join(f"{v} {n:,}" for v, n in r.rows.items()) or "none (all up to date)"
+        days = r.days_computed
+        c.print(
+            _table(
+                f"features through {r.through}",
+                [
+                    ("days computed", f"{len(days)} ({days[0]}..{days[-1]})" if days else "0"),
+                    ("rows written", rows),
+                    (
+                        "caption embeddings",
+                        f"{emb.get('videos_embedded', 0):,} videos on "
+                        f"{len(emb.get('days_embedded', []))} days embedded, "  # type: ignore[arg-type]
+                        f"{emb.get('days_cached', 0)} days already embedded",
+                    ),
+                    ("Feast", f"applied, materialized ({r.materialized})"),
+                ],
+            )
+        )
+
+    out.result(doc, None, human)
 
 
 @app.command()
 def train(holdout: DayOpt = None) -> None:
-    """Train, evaluate, register and gate a ranker (holdout: the latest featurized day)."""
+    """Train retrieval and ranker, evaluate, register in MLflow and gate them.
+
+    Point-in-time datasets from Feast, the two-tower (a progress bar per epoch) and the
+    XGBoost ranker, both evaluated beside the baselines and the champion on --holdout
+    (default: the latest featurized day); learning curves and review plots go to the MLflow
+    run; the gate decides on promotion. Ends with a table of the metrics and the verdict."""
     from features.pipeline import latest_feature_day
     from training.pipeline import run_training
 
     s = _settings()
-    out = run_training(s, _day(holdout, lambda: latest_feature_day(s)))
-    _print_json(
-        {
-            "version": out["gate"]["version"],
-            "promoted": out["gate"]["promoted"],
-            "metrics": out["trained"]["metrics"],
-            "gate": out["gate"]["verdict"],
-        }
-    )
+    out = _out()
+    with out.progress() as progress:
+        r = run_training(s, _day(holdout, lambda: latest_feature_day(s)), progress=progress)
+    gate, trained, retrieval = r["gate"], r["trained"], r["retrieval"]
+    doc = {
+        "version": gate["version"],
+        "promoted": gate["promoted"],
+        "pending_approval": gate.get("pending_approval", False),
+        "metrics": trained["metrics"],
+        "gate": gate["verdict"],
+        "retrieval": {
+            "version": retrieval["version"],
+            "promoted": retrieval["promoted"],
+            "verdict": retrieval["verdict"],
+        },
+        "run_id": trained["run_id"],
+    }
+    verdict = "promoted to champion" if gate["promoted"] else gate["verdict"].get("label", "")
+    line = f"{s.ranker_model_name} v{gate['version']}: {verdict}"
+
+    def human(c: Console) -> None:
+        m = trained["metrics"]
+        ch = m.get("challenger", {})
+        vs = ", ".join(
+            f"{k} {_fmt(m[k].get('ndcg_at_10'))}"
+            for k in ("champion", "popularity", "recent_popularity", "oracle")
+            if k in m
+        )
+        rm = retrieval["metrics"]
+        reasons = "; ".join(gate["verdict"].get("reasons", []))
+        c.print(
+            _table(
+                f"training on holdout {trained['holdout']}",
+                [
+                    ("window", str(r["datasets"]["window"])),
+                    (
+                        "rows",
+                        f"train {r['datasets']['rows']['train']:,}, "
+                        f"holdout {r['datasets']['rows']['holdout']:,}",
+                    ),
+                    (
+                        "retrieval",
+                        f"v{retrieval['version']}: R@100 "
+                        f"{_fmt(rm.get('challenger', {}).get('recall_at_100'), 3)} vs popularity "
+                        f"{_fmt(rm.get('popularity', {}).get('recall_at_100'), 3)}; gate "
+                        f"{retrieval['verdict'].get('label', '')}",
+                    ),
+                    (
+                        "ranker NDCG@10",
+                        f"{_fmt(ch.get('ndcg_at_10'))} (AUC {_fmt(ch.get('auc'), 3)}) vs {vs}",
+                    ),
+                    ("gate", f"{verdict}: {reasons}"),
+                    ("MLflow run", f"{trained['run_id']} (learning curves under review/)"),
+                ],
+            )
+        )
+
+    out.result(doc, line, human)
 
 
 @app.command()
 def monitor(day: DayOpt = None) -> None:
-    """Check a day's features for drift against the champion's training reference."""
+    """Check a day for drift against the champion's training data (exit 3 on drift).
+
+    Evidently data and prediction drift, broken inputs, caption-embedding drift and online
+    quality of --day (default: the latest featurized day) against the champion's training
+    reference; alerts, writes the HTML report and ends with the verdict."""
     from features.pipeline import latest_feature_day
     from monitoring.pipeline import run_monitoring
 
     s = _settings()
-    result = run_monitoring(s, _day(day, lambda: latest_feature_day(s)))
-    _print_json(result)
-    raise typer.Exit(code=3 if result["drifted"] else 0)
+    out = _out()
+    with out.progress() as progress:
+        result = run_monitoring(s, _day(day, lambda: latest_feature_day(s)), progress=progress)
+    verdict = "DRIFT" if result["drifted"] else "no drift"
+    line = f"{result['day']}: {verdict} (severity {result['severity']}); {result['report_html']}"
+
+    def human(c: Console) -> None:
+        c.print(
+            _table(
+                f"drift check of {result['day']}",
+                [
+                    ("verdict", f"{verdict} (severity {result['severity']})"),
+                    ("compared", f"{result['source']} vs champion v{result['champion_version']}"),
+                    ("share drifted", _fmt(result["share_drifted"], 3)),
+                    ("drifted columns", ", ".join(result["drifted_columns"]) or "none"),
+                    ("broken inputs", ", ".join(result["broken_columns"]) or "none"),
+                    ("retrain", "yes (a new drift episode)" if result["retrain"] else "no"),
+                    ("alerted", "yes" if result["alerted"] else "no"),
+                    ("report", str(result["report_html"])),
+                ],
+            )
+        )
+
+    out.result(result, line, human)
+    if result["drifted"]:
+        raise typer.Exit(code=ExitCode.STOPPED)
 
 
 @app.command()
 def serve(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = None) -> None:
-    """Serve the champion over HTTP with BentoML (Ctrl-C stops it)."""
+    """Serve the champion over HTTP with BentoML until Ctrl-C (exit 4 if it does not start).
+
+    Prints the URL once the server answers (in JSON mode a document with url, pid and log)."""
     from serving.server import start_server
 
     s = _settings()
-    server = start_server(s, port=port)
-    console.print(
-        f"serving {s.ranker_model_name}@champion at {server.url} (pid {server.pid}); "
-        f"log: {server.log_path}"
+    out = _out()
+    try:
+        with out.status("starting the BentoML server"):
+            server = start_server(s, port=port)
+    except (RuntimeError, TimeoutError) as err:
+        raise ServiceDown(str(err)) from err
+    line = f"serving {s.ranker_model_name}@champion at {server.url} (pid {server.pid})"
+    out.result(
+        {"url": server.url, "pid": server.pid, "log": server.log_path},
+        line,
+        lambda c: c.print(f"{line}; log: {server.log_path}; Ctrl-C stops it"),
     )
     try:
         server.process.wait()
@@ -132,14 +587,35 @@ def serve(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = 
 
 
 @app.command()
-def dag(dag_id: str, day: DayOpt = None) -> None:
-    """Run one DAG for real through Airflow (``airflow dags test``) on this profile."""
-    from reelrank.airflow_runner import migrate, run_dag
+def dag(
+    dag_id: Annotated[
+        str,
+        typer.Argument(
+            help="reelrank_features, reelrank_training, reelrank_deploy or reelrank_monitoring"
+        ),
+    ],
+    day: DayOpt = None,
+) -> None:
+    """Run one DAG for real through Airflow (`airflow dags test`), tasks shown as they run.
+
+    The run's log goes to <home>/airflow/runs/<dag_id>.log; a failed task exits 1 with its
+    error."""
+    from reelrank.airflow_runner import migrate
+    from reelrank.demo import run_dag_shown
 
     s = _settings()
-    migrate(s)
-    r = run_dag(s, dag_id, {"day": day} if day else None)
-    console.print(f"{dag_id}: success in {r.seconds:.1f}s (log: {r.log_path})")
+    out = _out()
+    with out.status("preparing the Airflow metadata DB"):
+        migrate(s)
+    r = run_dag_shown(
+        s, dag_id, {"day": day} if day else None, f"for {day}" if day else "", out.live
+    )
+    line = f"{dag_id}: success in {r.seconds:.1f}s (log: {r.log_path})"
+    out.result(
+        {"dag_id": dag_id, "state": "success", "seconds": round(r.seconds, 1), "log": r.log_path},
+        line,
+        lambda c: c.print(f"[green]✓[/] {escape(line)}"),
+    )
 
 
 class ModelKind(StrEnum):
@@ -158,58 +634,87 @@ def _model_name(s: Settings, kind: ModelKind) -> str:
 
 @models_app.command("list")
 def models_list(model: ModelOpt = ModelKind.ranker) -> None:
-    """Versions of a registered model with their aliases, gate verdicts and key metric."""
+    """List a registered model's versions: aliases, gate verdicts, review, key metric."""
     from training.registry import client
 
     s = _settings()
+    out = _out()
     c = client(s)
     name = _model_name(s, model)
     metric = "ndcg_at_10" if model is ModelKind.ranker else "recall_at_100"
-    table = Table(
-        "version", "aliases", "gate", "review", metric, "data window", "created", title=name
-    )
     by_version: dict[str, list[str]] = {}
     for alias, v in c.get_registered_model(name).aliases.items():
         by_version.setdefault(str(v), []).append(alias)
-    for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda m: int(m.version)):
-        table.add_row(
-            str(mv.version),
-            ",".join(sorted(by_version.get(str(mv.version), []))),
-            mv.tags.get("gate_verdict", ""),
-            mv.tags.get("review_status", ""),
-            mv.tags.get(metric, ""),
-            mv.tags.get("data_window", ""),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1e3)),
+    versions = [
+        {
+            "version": str(mv.version),
+            "aliases": sorted(by_version.get(str(mv.version), [])),
+            "gate": mv.tags.get("gate_verdict", ""),
+            "review": mv.tags.get("review_status", ""),
+            metric: mv.tags.get(metric, ""),
+            "data_window": mv.tags.get("data_window", ""),
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1e3)),
+        }
+        for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda m: int(m.version))
+    ]
+    aliases = {a: v for v, names in by_version.items() for a in names}
+
+    def human(console: Console) -> None:
+        table = Table(
+            "version", "aliases", "gate", "review", metric, "data window", "created", title=name
         )
-    console.print(table)
+        for v in versions:
+            table.add_row(
+                v["version"],
+                ",".join(v["aliases"]),
+                v["gate"],
+                v["review"],
+                v[metric],
+                v["data_window"],
+                v["created"],
+            )
+        console.print(table)
+
+    out.result({"model": name, "aliases": aliases, "versions": versions}, None, human)
 
 
 WhyOpt = Annotated[str, typer.Option("--why", help="the reason, recorded on the version")]
 WhoOpt = Annotated[str | None, typer.Option("--who", help="who decides (default: the OS user)")]
 
 
+def _move_result(move: Any, verb: str) -> None:
+    line = (
+        f"{move.model}@champion: v{move.previous} -> v{move.version} "
+        f"({verb}{move.who}, {move.at}: {move.why})"
+    )
+    doc = {
+        "model": move.model,
+        "alias": move.alias,
+        "version": move.version,
+        "previous": move.previous,
+        "who": move.who,
+        "why": move.why,
+        "at": move.at,
+    }
+    _out().result(doc, line, lambda c: c.print(escape(line)))
+
+
 @models_app.command("promote")
 def models_promote(
-    version: str,
+    version: Annotated[str, typer.Argument(help="the version to make champion")],
     why: WhyOpt = "manual promotion",
     who: WhoOpt = None,
     model: ModelOpt = ModelKind.ranker,
 ) -> None:
     """Make VERSION the champion (approve a pending challenger, or pin any version).
+
     Who, when and why are recorded as tags on the version; serving follows."""
     from training.registry import client
-    from training.review import ReviewError, promote, reviewer
+    from training.review import promote, reviewer
 
     s = _settings()
-    try:
-        move = promote(client(s), _model_name(s, model), version, who or reviewer(), why)
-    except ReviewError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(code=1) from err
-    console.print(
-        f"{move.model}@champion: v{move.previous} -> v{move.version} "
-        f"(by {move.who}, {move.at}: {move.why})"
-    )
+    move = promote(client(s), _model_name(s, model), version, who or reviewer(), why)
+    _move_result(move, "by ")
 
 
 @models_app.command("rollback")
@@ -220,18 +725,22 @@ def models_rollback(
 ) -> None:
     """Put the previous champion back; recorded as tags on both versions."""
     from training.registry import client
-    from training.review import ReviewError, reviewer, rollback
+    from training.review import reviewer, rollback
 
     s = _settings()
-    try:
-        move = rollback(client(s), _model_name(s, model), who or reviewer(), why)
-    except ReviewError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(code=1) from err
-    console.print(
-        f"{move.model}@champion: v{move.previous} -> v{move.version} "
-        f"(rolled back by {move.who}, {move.at}: {move.why})"
-    )
+    move = rollback(client(s), _model_name(s, model), who or reviewer(), why)
+    _move_result(move, "rolled back by ")
+
+
+def _loop_result(summary: dict[str, Any], path: Path) -> None:
+    """The end of ``demo`` and ``run``: the summary is written to ``path``; exit 3 when the
+    loop stopped because the gate kept the first model back."""
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    stopped = summary.get("stopped")
+    line = f"stopped: {stopped}; summary in {path}" if stopped else f"summary written to {path}"
+    _out().result({**summary, "summary_path": path}, line, lambda c: c.print(f"\n{line}"))
+    if stopped:
+        raise typer.Exit(code=ExitCode.STOPPED)
 
 
 @app.command()
@@ -240,7 +749,11 @@ def demo(
         Scenario, typer.Option(help="simulated drift injected on the last day")
     ] = Scenario.none,
 ) -> None:
-    """The whole loop once, through Airflow, ending with a readable summary."""
+    """The whole loop once on the simulated world, through Airflow, ending with a summary.
+
+    Every stage is a real Airflow DAG run (a progress bar shows its tasks), then one HTTP
+    request to the BentoML server and a drift check of a new day. Exit 3 if the gate kept
+    the first model back (nothing to deploy)."""
     from reelrank.demo import run_demo
 
     if scenario is not Scenario.none:
@@ -248,12 +761,9 @@ def demo(
         # a drifted world is another world: keep it apart from the stationary one
         os.environ.setdefault("REELRANK_HOME", f"var/scenario-{scenario.value}")
     s = _settings()
-    summary = run_demo(s, console)
-    path = s.home / "demo_summary.json"
-    path.write_text(json.dumps(summary, indent=2, default=str))
-    console.print(f"\nsummary written to {path}")
-    if summary.get("stopped"):
-        raise typer.Exit(code=3)
+    out = _out()
+    summary = run_demo(s, out.console, out.live)
+    _loop_result(summary, s.home / "demo_summary.json")
 
 
 class DatasetKind(StrEnum):
@@ -304,13 +814,14 @@ def run(
         ),
     ] = Objective.value,
 ) -> None:
-    """The whole loop on a real interaction log: adapt it to the lake's contracts, then
-    features, Feast, training, gate, registry, a serving smoke test and a drift check, with
-    day boundaries from the data's own timestamps (train on earlier days, hold out the
-    day before the last, check the last day for drift).
+    """The whole loop on a real interaction log (KuaiRand or a generic interactions file).
 
-    Exit codes: 0 the loop ran; 1 the data or a stage failed (with a message); 3 the first
-    model did not pass the gate, so nothing was deployed (the evaluation is still shown)."""
+    Adapts the log to the lake's contracts, then features, Feast, training, gate, registry,
+    a serving smoke test and a drift check, with day boundaries from the data's own
+    timestamps (train on earlier days, hold out the day before the last, check the last day
+    for drift). Exit codes: 0 the loop ran; 1 the data or a stage failed (with a message);
+    3 the first model did not pass the gate, so nothing was deployed (the evaluation is
+    still shown)."""
     from reelrank.demo import run_dataset
 
     env = {
@@ -341,72 +852,84 @@ def run(
     # every dataset gets a home of its own: a lake holds one source
     os.environ.setdefault("REELRANK_HOME", f"var/{dataset.value}-{path.stem or 'data'}")
     s = _settings()
-    summary = run_dataset(s, console)
-    out = s.home / "run_summary.json"
-    out.write_text(json.dumps(summary, indent=2, default=str))
-    console.print(f"\nsummary written to {out}")
-    if summary.get("stopped"):
-        raise typer.Exit(code=3)
+    out = _out()
+    summary = run_dataset(s, out.console, out.live)
+    _loop_result(summary, s.home / "run_summary.json")
 
 
 @app.command()
 def up(
     serve: Annotated[bool, typer.Option(help="also serve the champion with BentoML")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Start Airflow (api-server, scheduler, dag-processor, triggerer; the DAGs unpaused), the
-    MLflow UI and the BentoML service with the champion, on 127.0.0.1; print the URLs and the
-    Airflow login. Pid files go to <home>/run, logs to <home>/logs; `reelrank down` stops
-    exactly these processes."""
+    """Start Airflow, the MLflow UI and BentoML on 127.0.0.1 and print their URLs.
+
+    Airflow runs its api-server, scheduler, dag-processor and triggerer with the DAGs
+    unpaused; BentoML serves the champion. Prints the URLs and the Airflow login. Pid files
+    go to <home>/run, logs to <home>/logs; `reelrank down` stops exactly these processes.
+    Exit 4 if a service does not answer in time."""
     from reelrank.stack import up as stack_up
 
-    s = _settings()
-    with console.status("starting Airflow, MLflow and BentoML on 127.0.0.1"):
-        result = stack_up(s, serve=serve)
+    out = _out()
     if as_json:
-        _print_json(result.to_dict())
-        return
-    t = Table(title=f"reelrank is up ({result.seconds_to_ready:.0f}s)", title_justify="left")
-    t.add_column("service")
-    t.add_column("URL")
-    for name, url in result.urls.items():
-        t.add_row(name, url)
-    console.print(t)
-    console.print(f"Airflow login: {result.airflow_login}")
-    for name, why in result.skipped.items():
-        console.print(f"[yellow]{name}[/]: {why}")
-    console.print(f"pid files in {s.home / 'run'}; stop everything with `reelrank down`")
+        out.switch(Mode.json)
+    s = _settings()
+    try:
+        with out.status("starting Airflow, MLflow and BentoML on 127.0.0.1"):
+            result = stack_up(s, serve=serve)
+    except (RuntimeError, TimeoutError) as err:
+        raise ServiceDown(str(err)) from err
+    line = "up: " + ", ".join(f"{k} {v}" for k, v in result.urls.items())
+
+    def human(c: Console) -> None:
+        t = Table(title=f"reelrank is up ({result.seconds_to_ready:.0f}s)", title_justify="left")
+        t.add_column("service")
+        t.add_column("URL")
+        for name, url in result.urls.items():
+            t.add_row(name, url)
+        c.print(t)
+        c.print(f"Airflow login: {result.airflow_login}")
+        for name, why in result.skipped.items():
+            c.print(f"[yellow]{name}[/]: {why}")
+        c.print(f"pid files in {s.home / 'run'}; stop everything with `reelrank down`")
+
+    out.result(result.to_dict(), line, human)
 
 
 @app.command()
-def down(
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
-) -> None:
+def down(as_json: JsonOpt = False) -> None:
     """Stop every process `reelrank up` started, by its pid file."""
     from reelrank.stack import down as stack_down
 
-    result = stack_down(_settings())
+    out = _out()
     if as_json:
-        _print_json(result)
-        return
-    for name, what in result.items():
-        console.print(f"{name}: {what}")
-    if not result:
-        console.print("nothing was running")
+        out.switch(Mode.json)
+    result = stack_down(_settings())
+
+    def human(c: Console) -> None:
+        for name, what in result.items():
+            c.print(f"{name}: {what}")
+        if not result:
+            c.print("nothing was running")
+
+    out.result(result, None, human)
 
 
 @app.command()
-def status(
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
-) -> None:
-    """What runs (pid, answering) and which model versions serve. Exit 0 when every
-    started service answers, 4 when one is down."""
+def status(as_json: JsonOpt = False) -> None:
+    """Show what runs and which model versions serve (exit 4 if a service is down).
+
+    Exit 0 when every started service answers, 4 when one does not."""
     from reelrank.stack import status as stack_status
 
-    result = stack_status(_settings())
+    out = _out()
     if as_json:
-        _print_json(result)
-    else:
+        out.switch(Mode.json)
+    result = stack_status(_settings())
+    started = {n: r for n, r in result["services"].items() if r["pid"] is not None}
+    down_ = sorted(n for n, r in started.items() if not r["answering"])
+
+    def human(c: Console) -> None:
         t = Table(title="reelrank services", title_justify="left")
         for col in ("service", "pid", "state", "URL"):
             t.add_column(col)
@@ -419,26 +942,21 @@ def status(
                 else "[dim]stopped[/]"
             )
             t.add_row(name, str(row["pid"] or ""), state, row["url"] or "")
-        console.print(t)
+        c.print(t)
         for model, aliases in result["models"].items():
-            console.print(f"{model}: " + ", ".join(f"{k} v{v}" for k, v in aliases.items()))
-    started = [r for r in result["services"].values() if r["pid"] is not None]
-    if any(not r["answering"] for r in started):
-        raise typer.Exit(code=4)
+            c.print(f"{model}: " + ", ".join(f"{k} v{v}" for k, v in aliases.items()))
+
+    out.result(result, None, human)
+    if down_:
+        if out.mode is not Mode.json:  # the JSON document already says it
+            out.error(f"started but not answering: {', '.join(down_)}", ExitCode.UNAVAILABLE)
+        raise typer.Exit(code=ExitCode.UNAVAILABLE)
 
 
 def main() -> None:
-    """Entry point: expected failures (missing data, a rejected batch, a failed DAG run)
-    print one clear message and exit 1 instead of a stack trace."""
-    from ingest.adapters import AdapterError
-    from ingest.lake import BatchRejected
-    from reelrank.airflow_runner import DagRunFailed
-
-    try:
-        app(standalone_mode=True)
-    except (FileNotFoundError, AdapterError, BatchRejected, DagRunFailed, ValueError) as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise SystemExit(1) from None
+    """Entry point (``reelrank``): expected failures exit with their code and one message
+    (see :class:`ReelrankGroup`); usage errors exit 2."""
+    app()
 
 
 if __name__ == "__main__":

@@ -11,15 +11,68 @@ Every figure in the summary is read back from the stores (lake, Feast, MLflow, r
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
 from reelrank.settings import Settings
+
+if TYPE_CHECKING:
+    from reelrank.airflow_runner import DagProgress, DagRunResult
+
+
+def _status(live: Console | None, text: str) -> contextlib.AbstractContextManager[Any]:
+    """A spinner on ``live`` while the block runs; nothing when progress is off."""
+    return live.status(text) if live is not None else contextlib.nullcontext()
+
+
+def run_dag_shown(
+    settings: Settings,
+    dag_id: str,
+    conf: dict[str, object] | None,
+    what: str,
+    live: Console | None,
+) -> DagRunResult:
+    """One real DAG run, with a progress bar on ``live`` of its tasks (done / total) and
+    the task running now, read from the run's log as Airflow writes it."""
+    from reelrank.airflow_runner import run_dag
+
+    if live is None:
+        return run_dag(settings, dag_id, conf)
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(f"[bold]{escape(dag_id)}[/] {escape(what)}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("tasks {task.description}"),
+        TimeElapsedColumn(),
+        console=live,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def show(p: DagProgress) -> None:
+            now = f"[cyan]{escape(p.running)}[/]" if p.running else ""
+            if p.running and p.attempts.get(p.running, 1) > 1:
+                now += f" (attempt {p.attempts[p.running]})"
+            bar.update(task, completed=p.n_done, total=p.total or None, description=now)
+
+        return run_dag(settings, dag_id, conf, on_progress=show)
 
 
 def _lake_counts(settings: Settings) -> dict[str, int]:
@@ -44,12 +97,13 @@ def _pick_user(settings: Settings, day: date) -> str:
     return str(imp["user_id"].value_counts().index[0])
 
 
-def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
+def run_demo(settings: Settings, console: Console, live: Console | None = None) -> dict[str, Any]:
     """The loop on the simulated world: train through the day before the last, then the
-    last day arrives and is checked for drift."""
+    last day arrives and is checked for drift. Results go to ``console``; spinners and the
+    DAG runs' progress bars to ``live`` (none when it is None)."""
     sim = settings.sim
     first_day = sim.end_date - timedelta(days=1)
-    return run_loop(settings, console, sim.start_date, first_day, sim.end_date)
+    return run_loop(settings, console, sim.start_date, first_day, sim.end_date, live)
 
 
 def undefined_metrics(settings: Settings, report: dict[str, Any] | None) -> list[str]:
@@ -76,12 +130,14 @@ def undefined_metrics(settings: Settings, report: dict[str, Any] | None) -> list
     return notes
 
 
-def run_dataset(settings: Settings, console: Console) -> dict[str, Any]:
+def run_dataset(
+    settings: Settings, console: Console, live: Console | None = None
+) -> dict[str, Any]:
     """The loop on a real dataset: adapt and stage it, then hold out the day before its
     last day and check its last day for drift."""
     from ingest.datasets import staged
 
-    with console.status(f"adapting the {settings.dataset} log to the lake's contracts"):
+    with _status(live, f"adapting the {settings.dataset} log to the lake's contracts"):
         data = staged(settings)
     console.print(str(data.report))
     days = data.days
@@ -90,7 +146,7 @@ def run_dataset(settings: Settings, console: Console) -> dict[str, Any]:
             f"the data covers {len(days)} day(s); the loop needs at least 3 "
             "(training days, a holdout day, a day to check for drift)"
         )
-    summary = run_loop(settings, console, days[0], days[-2], days[-1])
+    summary = run_loop(settings, console, days[0], days[-2], days[-1], live)
     summary["adapter"] = data.report.to_dict()
     return summary
 
@@ -141,17 +197,22 @@ def _gate_stop(
 
 
 def run_loop(
-    settings: Settings, console: Console, start: date, first_day: date, last: date
+    settings: Settings,
+    console: Console,
+    start: date,
+    first_day: date,
+    last: date,
+    live: Console | None = None,
 ) -> dict[str, Any]:
     """Features and training through ``first_day`` (its holdout), deploy, one HTTP
     request, then ``last`` arrives and is checked for drift (retraining if it drifted)."""
-    from reelrank.airflow_runner import migrate, run_dag
+    from reelrank.airflow_runner import migrate
     from serving.server import free_port, start_server
     from training.registry import CHALLENGER, CHAMPION, alias_version, client
 
     timings: dict[str, float] = {}
 
-    with console.status("preparing the Airflow metadata DB"):
+    with _status(live, "preparing the Airflow metadata DB"):
         migrate(settings)
     steps = [
         ("reelrank_features", {"day": first_day.isoformat()}, f"features through {first_day}"),
@@ -164,8 +225,7 @@ def run_loop(
             and alias_version(client(settings), settings.ranker_model_name, CHAMPION) is None
         ):
             return _gate_stop(settings, console, start, first_day, last, timings)
-        with console.status(f"[bold]{dag_id}[/]: {what}"):
-            r = run_dag(settings, dag_id, conf)
+        r = run_dag_shown(settings, dag_id, conf, what, live)
         timings[dag_id] = round(r.seconds, 1)
         console.print(f"[green]✓[/] {dag_id} ({what}) in {r.seconds:.1f}s")
 
@@ -182,7 +242,7 @@ def run_loop(
     rmetrics = c.get_run(rmv.run_id).data.metrics if rmv else {}
 
     user = _pick_user(settings, first_day)
-    with console.status("starting the BentoML server"):
+    with _status(live, "starting the BentoML server"):
         server = start_server(settings, port=free_port())
     try:
         resp = httpx.post(f"{server.url}/recommend", json={"user_id": user, "k": 5}, timeout=30)
@@ -199,8 +259,7 @@ def run_loop(
         ("reelrank_features", {"day": last.isoformat()}, f"a new day arrives: {last}"),
         ("reelrank_monitoring", {"day": last.isoformat()}, f"drift check of {last}"),
     ]:
-        with console.status(f"[bold]{dag_id}[/]: {what}"):
-            r = run_dag(settings, dag_id, conf)
+        r = run_dag_shown(settings, dag_id, conf, what, live)
         timings[f"{dag_id}:{last}" if dag_id == "reelrank_features" else dag_id] = round(
             r.seconds, 1
         )
@@ -214,8 +273,7 @@ def run_loop(
     # drift retrains (once per episode); a broken input alerts and never retrains
     if json.loads(drift_file.read_text())["severity"] == "critical":
         before = alias_version(c, name, CHAMPION)
-        with console.status("[bold]reelrank_training[/]: retraining on drift"):
-            r = run_dag(settings, "reelrank_training")
+        r = run_dag_shown(settings, "reelrank_training", None, "retraining on drift", live)
         timings["reelrank_training:drift"] = round(r.seconds, 1)
         after = alias_version(c, name, CHAMPION)
         new = alias_version(c, name, CHALLENGER)
@@ -229,7 +287,7 @@ def run_loop(
         }
         console.print(f"[green]✓[/] reelrank_training (retrain on drift) in {r.seconds:.1f}s")
         if after != before:
-            r = run_dag(settings, "reelrank_deploy")
+            r = run_dag_shown(settings, "reelrank_deploy", None, f"deploying v{after}", live)
             timings["reelrank_deploy:drift"] = round(r.seconds, 1)
             console.print(f"[green]✓[/] reelrank_deploy (v{after}) in {r.seconds:.1f}s")
 

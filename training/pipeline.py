@@ -24,6 +24,7 @@ import pandas as pd
 from features.cross import MODEL_FEATURES, model_matrix
 from ingest.lake import atomic_write
 from reelrank.objectives import ValueHeads
+from reelrank.progress import ProgressFn, Stages
 from reelrank.settings import Settings
 from training import baselines
 from training.checks import behavioural_checks, feature_service_check
@@ -213,8 +214,10 @@ the mean over heads for a multi-head model):
 {rows}
 {pct}
 {head_table}
-Per-surface NDCG@10, calibration, feature importance and score distribution vs the champion
-are PNG artifacts under `review/`; every number is in `review/evaluation.json`.
+Per-surface NDCG@10, calibration, feature importance, score distribution vs the champion and
+the learning curve (holdout log-loss and AUC per head by boosting round, also as the run's
+`holdout_*` metric charts) are PNG artifacts under `review/`; every number is in
+`review/evaluation.json`.
 
 **Behavioural checks:** {check_lines}.
 
@@ -272,8 +275,11 @@ def _review_plots(
     )
 
 
-def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
-    """Train, evaluate, log and register a challenger; return references for the next step."""
+def train_and_register(
+    settings: Settings, holdout: date, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Train, evaluate, log and register a challenger; return references for the next step.
+    ``progress`` hears of each stage (fit, evaluation, learning curve, MLflow)."""
     import mlflow
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
@@ -293,14 +299,18 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         settings, store, [train, hold], holdout
     )
 
+    stages = Stages(progress, "ranker", 5)
+    stages.next("XGBoost fit")
     hold = with_eval_groups(hold, settings.dataset)
     last_day = train["event_timestamp"].max().normalize()
     fit_part, valid_part = (
         train[train["event_timestamp"] < last_day],
         train[train["event_timestamp"] >= last_day],
     )
-    with training_client(settings) as client:  # a Dask cluster in the cluster profile
-        model, curves = train_ranker(fit_part, valid_part, settings.training, client)
+    # a Dask cluster in the cluster profile (its own name: ``client`` is the registry's)
+    with training_client(settings) as dask_client:
+        model, curves = train_ranker(fit_part, valid_part, settings.training, dask_client)
+    stages.next("evaluation vs baselines, champion, oracle")
     heads = ValueHeads.of_booster(model.get_booster())
     head_pred = head_predictions(model, hold)
     d2q = D2QLabeler.from_dict(json.loads(model.get_booster().attr(D2Q_ATTR) or "{}"))
@@ -363,8 +373,15 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
         pipeline = pipeline_ndcg(settings, store, model.get_booster(), retriever, holdout)
         log.info("NDCG@10 after ranking, by candidate source: %s", pipeline)
 
+    stages.next("learning curve on the holdout")
     exp_id = configure_mlflow(settings)
     x_hold = model_matrix(hold)
+    from training.curves import holdout_curve
+
+    learning = holdout_curve(
+        model.get_booster(), x_hold.to_numpy(), head_labels, hold["positive"].to_numpy(), heads
+    )
+    stages.next("MLflow: metrics, review plots, model")
     with mlflow.start_run(experiment_id=exp_id, run_name=f"ranker-{holdout.isoformat()}") as run:
         mlflow.log_params(
             {
@@ -425,7 +442,9 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                 Metric(name, float(v), now, step)
                 for name, values in curves.items()
                 for step, v in enumerate(values)
-            ],
+            ]
+            # the final model on the holdout, step = boosting rounds: charts in the MLflow UI
+            + [Metric(name, v, now, step) for name, step, v in learning.points()],
         )
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
@@ -450,6 +469,9 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
                 )
             )
             _review_plots(t, model, scores, slices, per_head, head_pred, head_labels, heads)
+            from training.plots import learning_curve_plot
+
+            learning_curve_plot(learning.rounds, learning.metrics, curves, t / "learning_curve.png")
             (t / "datasets.json").write_text(json.dumps(info, indent=2))
             ref = model_matrix(
                 train.sample(
@@ -470,6 +492,7 @@ def train_and_register(settings: Settings, holdout: date) -> dict[str, Any]:
             registered_model_name=settings.ranker_model_name,
         )
         version = str(info_model.registered_model_version)
+    stages.finish()
 
     c = client(settings)
     name = settings.ranker_model_name
@@ -571,12 +594,21 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
     )
 
 
-def run_training(settings: Settings, holdout: date) -> dict[str, Any]:
-    """All steps in one call (the CLI's path; the DAG runs them as separate tasks)."""
+def run_training(
+    settings: Settings, holdout: date, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """All steps in one call (the CLI's path; the DAG runs them as separate tasks).
+    ``progress`` hears of each step, the two-tower's epochs and the ranker's stages."""
     from training.retrieval import train_retrieval
 
+    steps = Stages(progress, "training", 4)
+    steps.next("point-in-time datasets (Feast)")
     datasets = build_datasets(settings, holdout)
-    retrieval = train_retrieval(settings, holdout)
-    trained = train_and_register(settings, holdout)
+    steps.next("two-tower retrieval")
+    retrieval = train_retrieval(settings, holdout, progress=progress)
+    steps.next("XGBoost ranker")
+    trained = train_and_register(settings, holdout, progress=progress)
+    steps.next("gate")
     gated = gate_and_promote(settings, trained)
+    steps.finish()
     return {"datasets": datasets, "retrieval": retrieval, "trained": trained, "gate": gated}

@@ -95,3 +95,66 @@ def score_distribution_plot(scores: Mapping[str, np.ndarray], path: Path) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def learning_curve_plot(
+    rounds: list[int],
+    holdout: Mapping[str, list[float]],
+    search: Mapping[str, list[float]],
+    path: Path,
+) -> Path:
+    """The ranker's learning curve: holdout log-loss and AUC per head against the number of
+    boosting rounds (left, right), with the log-loss of the round search (training sample
+    and early-stopping day) for comparison. A curve still falling at the last round says
+    more trees would help; one that turned up long before says the model overfits."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, values in holdout.items():
+        if name.startswith("holdout_logloss_"):
+            left.plot(rounds, values, marker=".", label=name.removeprefix("holdout_logloss_"))
+    labels = {"train_logloss": "search: training sample", "valid_logloss": "search: last day"}
+    for name, values in search.items():
+        label = labels.get(name, name) + (" (mean of heads)" if len(holdout) > 3 else "")
+        left.plot(range(1, len(values) + 1), values, ls=":", lw=1, label=label)
+    left.set_xlabel("boosting rounds")
+    left.set_ylabel("log-loss")
+    left.set_title("Log-loss: holdout per head, round search dotted")
+    left.legend(fontsize=7)
+    for name, values in holdout.items():
+        if name.startswith("holdout_auc_"):
+            label = name.removeprefix("holdout_auc_").replace("_", " ")
+            lw = 2.5 if name == "holdout_auc_value_score" else 1.2
+            right.plot(rounds, values, marker=".", lw=lw, label=label)
+    right.set_xlabel("boosting rounds")
+    right.set_ylabel("AUC")
+    right.set_title("Holdout AUC per head (value score bold)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def two_tower_curve_plot(curves: Mapping[str, list[float]], path: Path) -> Path:
+    """The two-tower's training loss and validation Recall@100 per epoch: the epoch kept is
+    the best validation recall, so a reader sees where early stopping cut."""
+    plt = _pyplot()
+    loss = list(curves.get("retrieval_train_loss", []))
+    recall = list(curves.get("retrieval_valid_recall", []))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    epochs = range(1, max(len(loss), len(recall)) + 1)
+    ax.plot(epochs[: len(loss)], loss, marker="o", c="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("sampled-softmax loss", color="tab:blue")
+    other = ax.twinx()
+    other.plot(epochs[: len(recall)], recall, marker="s", c="tab:orange", label="valid R@100")
+    other.set_ylabel("validation Recall@100", color="tab:orange")
+    if recall:
+        best = int(np.argmax(recall)) + 1
+        other.axvline(best, ls="--", c="grey", lw=1)
+        other.annotate(f"kept: epoch {best}", (best, max(recall)), fontsize=8)
+    ax.set_title("Two-tower training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

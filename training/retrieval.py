@@ -32,6 +32,7 @@ from features.batch import FEATURE_DEFAULTS
 from features.content import CAPTION_DIM, read_content
 from features.pipeline import load_vocabulary
 from ingest.lake import read_table
+from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
 from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
 from training.two_tower import Catalog, TowerConfig, TrainData, history_rows, user_matrix
@@ -306,9 +307,12 @@ def catch_up(retriever: Retriever, settings: Settings, through: date) -> int:
     return retriever.add_videos(new, content[content["video_id"].isin(new["video_id"])])
 
 
-def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
+def train_retrieval(
+    settings: Settings, holdout: date, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """Train the two-tower, build its index, evaluate beside the baselines and the current
-    champion on the holdout day, register it as ``challenger`` and let the gate decide."""
+    champion on the holdout day, register it as ``challenger`` and let the gate decide.
+    ``progress`` hears of every training epoch (out of at most ``max_epochs``)."""
     import time
 
     import mlflow
@@ -356,7 +360,14 @@ def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
         id_dropout=r.id_dropout,
         seed=r.seed,
         threads=r.threads,
+        on_epoch=lambda epoch, loss, recall: report(
+            progress,
+            f"two-tower epochs: loss {loss:.3f}, valid R@100 {recall:.3f}",
+            epoch,
+            r.max_epochs,
+        ),
     )
+    report(progress, "two-tower epochs", r.max_epochs, r.max_epochs)  # early stopping ends it
     train_s = time.perf_counter() - t0
 
     # the index holds what a feed could show at the holdout's start; the holdout day's
@@ -451,6 +462,9 @@ def train_retrieval(settings: Settings, holdout: date) -> dict[str, Any]:
             review = Path(tmp) / "review"
             review.mkdir()
             (review / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+            from training.plots import two_tower_curve_plot
+
+            two_tower_curve_plot(result.curves, review / "training_curve.png")
             mlflow.log_artifacts(str(review), artifact_path="review")
             info = mlflow.pyfunc.log_model(
                 name="model",

@@ -76,6 +76,11 @@ def test_training_dag_registers_retrieval_with_its_index(loop):
     assert metrics["popularity_cold_recall_at_100"] == 0.0
     assert metrics["cold_recall_at_100"] > 1.5 * metrics["random_recall_at_100"]
     # model, index and id mapping are one artifact, checked on load
+    # the per-epoch curves: metric history with one step per epoch, and their picture
+    history = c.get_metric_history(mv.run_id, "retrieval_valid_recall")
+    assert [m.step for m in history] == list(range(1, int(metrics["epochs"]) + 1))
+    run_dir = s.mlflow_dir / "artifacts"
+    assert any(p.stat().st_size > 5_000 for p in run_dir.rglob("review/training_curve.png"))
     bundles = list((s.mlflow_dir / "artifacts").rglob("bundle/manifest.json"))
     assert bundles
     ret = Retriever.load(bundles[0].parent)
@@ -111,8 +116,23 @@ def test_training_dag_registers_and_promotes_a_model_that_beats_popularity(loop)
         "calibration.png",
         "feature_importance.png",
         "score_distribution.png",
+        "learning_curve.png",
         "evaluation.json",
     } <= review
+    # the learning curve on the holdout: about 20 checkpoints of boosting rounds, logged as
+    # metric histories with step = rounds (the MLflow UI draws them as charts)
+    from mlflow.xgboost import load_model
+
+    rounds = load_model(f"models:/{name}/1").get_booster().num_boosted_rounds()
+    auc = c.get_metric_history(mv.run_id, "holdout_auc_value_score")
+    steps = [m.step for m in auc]
+    assert 10 <= len(steps) <= 20 and steps == sorted(set(steps))
+    assert steps[0] == 1 and steps[-1] == rounds
+    # the last point is the registered model itself: its holdout metrics
+    final = {m.step: m.value for m in c.get_metric_history(mv.run_id, "holdout_auc_completion")}
+    assert final[rounds] == pytest.approx(metrics["head_completion_auc"], abs=1e-6)
+    loss = [m.value for m in c.get_metric_history(mv.run_id, "holdout_logloss_completion")]
+    assert loss[-1] < loss[0]  # the trees learned something on unseen data
     assert (PROMOTED, "reelrank_training") in loop.asset_events()
     # artifacts live under the configured root, never in the working directory
     artifacts = s.mlflow_dir / "artifacts"
@@ -192,3 +212,37 @@ def test_a_failing_task_fails_the_run(loop):
     with pytest.raises(DagRunFailed, match="reelrank_training") as err:
         run_dag(s, "reelrank_training", timeout_s=300)
     assert "no feature tables" in err.value.args[0]
+    # what a person reads: the task and its exception in one line
+    assert err.value.task == "holdout_day"
+    assert "holdout_day: FileNotFoundError: no feature tables" in err.value.brief
+
+
+def test_the_cli_shows_a_dag_run_task_by_task(loop):
+    """``reelrank dag`` follows the run's log (progress on stderr) and ends with one line;
+    the progress callback of ``run_dag`` sees every task of the DAG start and end."""
+    import os
+    import subprocess
+    import sys
+
+    s = loop.settings
+    seen: list[tuple[int, int, str | None]] = []
+    run_dag(
+        s,
+        "reelrank_monitoring",
+        {"day": s.sim.end_date.isoformat()},
+        on_progress=lambda p: seen.append((p.n_done, p.total, p.running)),
+    )
+    assert seen[0] == (0, 2, None) and seen[-1] == (2, 2, None)
+    assert {task for _, _, task in seen if task} == {"check", "signal_drift"}
+    env = {**os.environ, **s.to_env(), "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-m", "reelrank.cli", "--json", "dag", "reelrank_deploy"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["dag_id"] == "reelrank_deploy" and doc["state"] == "success"

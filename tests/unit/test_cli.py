@@ -1,95 +1,188 @@
+"""The command line as people and scripts meet it: help, exit codes, quiet and JSON modes."""
+
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from reelrank.cli import app
+from reelrank.airflow_runner import TaskLogFollower, _failure_details, dag_task_ids
+from reelrank.cli import EPILOG, ExitCode, app
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
+DATA = Path(__file__).parent / "data"
+WIDE = {"COLUMNS": "200"}
+
+# every command, and words its --help must use to explain it
+COMMANDS = {
+    ("simulate",): ("lake", "--through"),
+    ("features",): ("Feast", "caption embeddings", "materializ"),
+    ("train",): ("ranker", "gate", "MLflow", "--holdout"),
+    ("monitor",): ("drift", "exit 3", "--day"),
+    ("serve",): ("BentoML", "--port"),
+    ("dag",): ("Airflow", "reelrank_training"),
+    ("demo",): ("whole loop", "summary", "--scenario"),
+    ("run",): ("interaction log", "--dataset", "--path"),
+    ("up",): ("Airflow", "MLflow", "127.0.0.1", "--json"),
+    ("down",): ("pid", "--json"),
+    ("status",): ("serve", "exit 4", "--json"),
+    ("models",): ("champion", "list", "promote", "rollback"),
+    ("models", "list"): ("versions", "gate", "--model"),
+    ("models", "promote"): ("champion", "--why", "VERSION"),
+    ("models", "rollback"): ("previous champion", "--why"),
+}
 
 
-def test_help_lists_every_stage():
-    out = runner.invoke(app, ["--help"])
-    assert out.exit_code == 0
-    for cmd in ("demo", "run", "simulate", "features", "train", "serve", "monitor", "dag"):
-        assert cmd in out.output
-
-
-def test_a_bad_day_is_a_usage_error():
-    out = runner.invoke(app, ["train", "--holdout", "2025-13-45"])
-    assert out.exit_code == 2
-    assert "is not a day" in out.output
-
-
-def test_an_unknown_scenario_is_refused():
-    out = runner.invoke(app, ["demo", "--scenario", "meteor"])
-    assert out.exit_code == 2
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "reelrank.cli", *args],
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
 
-def test_missing_data_is_one_clear_line_and_exit_1(tmp_path):
-    import os
+def home_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "REELRANK_HOME": str(tmp_path / "h"), **WIDE, **extra}
 
-    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "empty"), "COLUMNS": "200"}
-    out = run_cli("train", env=env)
+
+def test_root_help_lists_every_command_the_modes_and_the_exit_codes():
+    out = runner.invoke(app, ["--help"], env=WIDE)
+    assert out.exit_code == 0
+    for (cmd, *_), _words in COMMANDS.items():
+        assert cmd in out.stdout
+    for words in ("--json", "--quiet", "Exit codes", "bad usage", "drift", "does not answer"):
+        assert words in out.stdout
+    # the table in the epilog is the one the code uses
+    for code in ExitCode:
+        assert f"  {int(code)}  " in EPILOG
+
+
+@pytest.mark.parametrize("cmd", list(COMMANDS), ids=" ".join)
+def test_every_command_explains_itself(cmd):
+    out = runner.invoke(app, [*cmd, "--help"], env=WIDE)
+    assert out.exit_code == 0, out.output
+    for word in COMMANDS[cmd]:
+        assert word in out.stdout, f"{' '.join(cmd)} --help does not mention {word!r}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["teleport"],
+        ["train", "--epochs", "3"],
+        ["train", "--holdout", "2025-13-45"],
+        ["demo", "--scenario", "meteor"],
+        ["run", "--dataset", "movielens", "--path", "x"],
+        ["--json", "--quiet", "status"],
+    ],
+    ids=["unknown command", "unknown option", "bad day", "bad choice", "bad dataset", "modes"],
+)
+def test_usage_errors_exit_2(args):
+    out = runner.invoke(app, args, env=WIDE)
+    assert out.exit_code == ExitCode.USAGE, out.output
+    assert "Traceback" not in out.output
+
+
+def test_a_usage_error_in_json_mode_is_a_json_error():
+    out = runner.invoke(app, ["--json", "train", "--holdout", "2025-13-45"], env=WIDE)
+    assert out.exit_code == 2
+    doc = json.loads(out.stdout)
+    assert "is not a day" in doc["error"] and doc["exit_code"] == 2
+
+
+def test_json_mode_prints_exactly_one_document(tmp_path):
+    env = home_env(tmp_path)
+    for args in (["--json", "status"], ["status", "--json"], ["--json", "down"]):
+        out = run_cli(*args, env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        doc = json.loads(out.stdout)  # the whole of stdout is one JSON document
+        assert isinstance(doc, dict)
+    services = json.loads(run_cli("--json", "status", env=env).stdout)["services"]
+    assert set(services) >= {"airflow-api-server", "airflow-scheduler", "mlflow-ui"}
+    assert not any(s["running"] for s in services.values())
+
+
+def test_quiet_mode_prints_nothing_when_there_is_nothing_to_hand_on(tmp_path):
+    env = home_env(tmp_path)
+    for args in (["-q", "status"], ["--quiet", "down"]):
+        out = run_cli(*args, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "" and out.stderr == ""
+    # without -q the same commands talk to people
+    assert "nothing was running" in run_cli("down", env=env).stdout
+
+
+def test_simulate_in_json_mode_reports_what_it_wrote_and_only_that(tmp_path):
+    env = home_env(
+        tmp_path,
+        REELRANK_SIM__N_USERS="50",
+        REELRANK_SIM__N_VIDEOS="100",
+        REELRANK_SIM__N_CREATORS="5",
+        REELRANK_SIM__DAYS="3",
+    )
+    out = run_cli("--json", "simulate", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["written"]["impressions"] == ["2025-06-01", "2025-06-02", "2025-06-03"]
+    assert doc["impressions_rows"] > 0
+    assert (tmp_path / "h" / "lake" / "impressions" / "day=2025-06-03").is_dir()
+    # a second run finds every day in the lake: a table for people, nothing when quiet
+    again = run_cli("simulate", env=env)
+    assert again.returncode == 0 and "all already in the lake" in again.stdout
+    quiet = run_cli("-q", "simulate", env=env)
+    assert quiet.returncode == 0 and quiet.stdout == ""
+
+
+def test_an_expected_failure_is_one_message_and_exit_1(tmp_path):
+    env = home_env(tmp_path)
+    missing = str(tmp_path / "nonexistent.csv")
+    out = run_cli("run", "--dataset", "interactions", "--path", missing, env=env)
+    assert out.returncode == ExitCode.FAILED
+    assert "error:" in out.stderr and "does not exist" in out.stderr
+    assert out.stdout == ""
+    assert "Traceback" not in out.stdout + out.stderr
+    js = run_cli("--json", "run", "--dataset", "interactions", "--path", missing, env=env)
+    assert js.returncode == ExitCode.FAILED
+    doc = json.loads(js.stdout)
+    assert "does not exist" in doc["error"] and doc["exit_code"] == 1
+    assert "Traceback" not in js.stdout + js.stderr
+
+
+def test_missing_data_is_one_clear_line_and_exit_1(tmp_path):
+    out = run_cli("train", env=home_env(tmp_path))
     assert out.returncode == 1
-    assert "error: no feature tables" in out.stdout
+    assert "error: no feature tables" in out.stderr
     assert "Traceback" not in out.stdout + out.stderr
 
 
 def test_run_explains_its_options_and_refuses_bad_input_in_one_line(tmp_path):
-    import os
-
-    out = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    out = runner.invoke(app, ["run", "--help"], env=WIDE)
     assert out.exit_code == 0
     for option in ("--dataset", "--path", "--items", "--user-col", "--ts-unit", "--rating-col"):
         assert option in out.output
-    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "h"), "COLUMNS": "200"}
+    env = home_env(tmp_path)
     missing = run_cli("run", "--dataset", "kuairand", "--path", str(tmp_path / "nope"), env=env)
-    assert missing.returncode == 1 and "does not exist" in missing.stdout
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
     log = tmp_path / "log.csv"
     log.write_text("user,item,when\nu1,i1,2024-01-01T00:00:00Z\n")
     wrong = run_cli(
         "run", "--dataset", "interactions", "--path", str(log), "--user-col", "uid", env=env
     )
-    assert wrong.returncode == 1 and "uid" in wrong.stdout, wrong.stdout + wrong.stderr
+    assert wrong.returncode == 1 and "uid" in wrong.stderr, wrong.stdout + wrong.stderr
     assert "Traceback" not in missing.stdout + missing.stderr + wrong.stdout + wrong.stderr
-    assert runner.invoke(app, ["run", "--dataset", "movielens", "--path", "x"]).exit_code == 2
-
-
-def test_simulate_writes_the_lake(tmp_path):
-    import os
-
-    env = {
-        **os.environ,
-        "REELRANK_HOME": str(tmp_path / "h"),
-        "REELRANK_SIM__N_USERS": "50",
-        "REELRANK_SIM__N_VIDEOS": "100",
-        "REELRANK_SIM__N_CREATORS": "5",
-        "REELRANK_SIM__DAYS": "3",
-    }
-    out = run_cli("simulate", env=env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert (tmp_path / "h" / "lake" / "impressions" / "day=2025-06-03").is_dir()
 
 
 def test_models_promote_moves_the_alias_and_refuses_unknown_versions(tmp_path):
-    import os
-
     from reelrank.settings import get_settings
     from training.registry import client
 
@@ -98,27 +191,74 @@ def test_models_promote_moves_the_alias_and_refuses_unknown_versions(tmp_path):
     c.create_registered_model(s.ranker_model_name)
     for _ in range(2):
         c.create_model_version(s.ranker_model_name, source=str(tmp_path))
-    env = {**os.environ, "REELRANK_HOME": str(s.home), "COLUMNS": "200"}
-    assert run_cli("models", "promote", "2", env=env).returncode == 0
+    env = home_env(tmp_path)
+    promoted = run_cli("--json", "models", "promote", "2", "--why", "test", env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["version"] == "2"
     assert str(c.get_model_version_by_alias(s.ranker_model_name, "champion").version) == "2"
     bad = run_cli("models", "promote", "9", env=env)
-    assert bad.returncode == 1 and "no version '9'" in bad.stdout
+    assert bad.returncode == 1 and "no version '9'" in bad.stderr
+    bad_json = run_cli("--json", "models", "promote", "9", env=env)
+    assert bad_json.returncode == 1 and "no version '9'" in json.loads(bad_json.stdout)["error"]
     listing = run_cli("models", "list", env=env)
     assert listing.returncode == 0 and "champion" in listing.stdout
+    versions = json.loads(run_cli("--json", "models", "list", env=env).stdout)
+    assert versions["aliases"] == {"champion": "2"} and len(versions["versions"]) == 2
 
 
-def test_status_and_down_on_a_fresh_home_say_nothing_runs(tmp_path):
-    import json
-    import os
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
-    env = {**os.environ, "REELRANK_HOME": str(tmp_path / "h"), "COLUMNS": "200"}
-    out = run_cli("status", "--json", env=env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    services = json.loads(out.stdout)["services"]
-    assert set(services) >= {"airflow-api-server", "airflow-scheduler", "mlflow-ui"}
-    assert not any(s["running"] for s in services.values())
-    down = run_cli("down", env=env)
-    assert down.returncode == 0 and "nothing was running" in down.stdout
-    for cmd in ("up", "down", "status"):
-        helped = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
-        assert helped.exit_code == 0 and "--json" in helped.output
+
+def test_status_exits_4_when_a_started_service_does_not_answer(tmp_path):
+    """A live process recorded as the MLflow UI, with nothing listening on its port."""
+    env = home_env(tmp_path, REELRANK_UI__MLFLOW_PORT=str(_free_port()))
+    run_dir = tmp_path / "h" / "run"
+    run_dir.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run_dir / "mlflow-ui.pid").write_text(str(sleeper.pid))
+        out = run_cli("status", env=env)
+        assert out.returncode == ExitCode.UNAVAILABLE, out.stdout + out.stderr
+        assert "not answering: mlflow-ui" in out.stderr
+        js = run_cli("--json", "status", env=env)
+        assert js.returncode == ExitCode.UNAVAILABLE
+        row = json.loads(js.stdout)["services"]["mlflow-ui"]
+        assert row["running"] and not row["answering"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_the_dag_log_follower_reads_a_real_airflow_run():
+    """A log written by ``airflow dags test`` (reelrank_training on a tiny world, absolute
+    paths removed), fed in uneven chunks as if it were being written."""
+    text = (DATA / "airflow_dags_test_training.log").read_text()
+    tasks = dag_task_ids("reelrank_training")
+    assert tasks == ["holdout_day", "datasets", "retrieval", "train", "gate", "announce"]
+    follower = TaskLogFollower("reelrank_training", tasks)
+    seen: list[tuple[int, str | None]] = []
+    for i in range(0, len(text), 997):
+        if follower.feed(text[i : i + 997]):
+            seen.append((follower.state.n_done, follower.state.running))
+    state = follower.state
+    assert state.total == 6 and state.n_done == 6 and state.running is None
+    assert state.done == ["holdout_day", "retrieval", "datasets", "train", "gate", "announce"]
+    assert not state.failed and all(n == 1 for n in state.attempts.values())
+    # each task was seen running, and the count only grew
+    assert {task for _, task in seen if task} == set(tasks)
+    assert [n for n, _ in seen] == sorted(n for n, _ in seen)
+
+
+def test_the_dag_log_follower_sees_retries_and_the_failure():
+    """A real failing run: the first task raises, is retried twice, then fails the run."""
+    text = (DATA / "airflow_dags_test_failed.log").read_text()
+    follower = TaskLogFollower("reelrank_training", dag_task_ids("reelrank_training"))
+    follower.feed(text)
+    assert follower.state.failed == ["holdout_day"]
+    assert follower.state.attempts == {"holdout_day": 3}
+    task, error = _failure_details(text)
+    assert task == "holdout_day"
+    assert error is not None and error.startswith("FileNotFoundError: no feature tables")
