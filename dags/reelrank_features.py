@@ -6,6 +6,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 from assets import DEFAULT_ARGS, FEATURES_READY, START
 
 
@@ -38,11 +39,25 @@ def reelrank_features() -> None:
     def ingest() -> dict[str, Any]:
         from datetime import date
 
+        from features.pipeline import has_features
         from ingest.datasets import ingest as ingest_source
         from reelrank.settings import get_settings
 
+        settings = get_settings()
+        wanted = date.fromisoformat(_day())
         # the simulated world, or a real dataset (settings.dataset), written day by day
-        return ingest_source(get_settings(), date.fromisoformat(_day())).to_dict()
+        result = ingest_source(settings, wanted)
+        if (
+            wanted > result.through
+            and not result.written
+            and has_features(settings, result.through)
+        ):
+            # a scheduled run past the end of the source: nothing new arrived, so nothing is
+            # recomputed and no "features ready" event asks for a retrain
+            raise AirflowSkipException(
+                f"no data for {wanted}: the source ends on {result.through}, already featurized"
+            )
+        return result.to_dict()
 
     @task
     def compute(ingested: dict[str, Any]) -> dict[str, Any]:

@@ -157,6 +157,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     conn = database_url(settings, "airflow")
     return {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": conn,
+        # psycopg 3 drives both engines (Airflow would otherwise want asyncpg for the async one)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": conn,
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": broker_url(settings),
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{conn}",

@@ -4,7 +4,8 @@
 
 - Airflow: ``api-server`` (the UI and ``/api/v2``), ``scheduler`` (LocalExecutor),
   ``dag-processor`` and ``triggerer``, on the project's metadata DB; the four DAGs are
-  unpaused through the API once the dag-processor has parsed them;
+  unpaused through the API once the dag-processor has parsed them; in the cluster profile
+  the scheduler hands tasks to Celery and a ``celery worker`` runs them;
 - the MLflow UI on the project's tracking store and artifact root;
 - the BentoML service with the registry's champion (skipped, with a message, before there
   is one).
@@ -58,12 +59,14 @@ def log_dir(settings: Settings) -> Path:
 
 
 def stack_airflow_env(settings: Settings) -> dict[str, str]:
-    """Airflow's environment for long-running components: LocalExecutor, the API and the
-    execution API on 127.0.0.1, new DAGs unpaused."""
+    """Airflow's environment for long-running components: LocalExecutor (CeleryExecutor in
+    the cluster profile), the API and the execution API on 127.0.0.1, new DAGs unpaused."""
     port = settings.ui.airflow_port
+    env = airflow_env(settings)
     return {
-        **airflow_env(settings),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        **env,
+        # the cluster profile's CeleryExecutor comes with airflow_env (reelrank.cluster)
+        "AIRFLOW__CORE__EXECUTOR": env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -89,15 +92,32 @@ def services(settings: Settings, serve: bool = True) -> list[Service]:
         Service("airflow-scheduler", [_bin("airflow"), "scheduler"], af, None, None),
         Service("airflow-dag-processor", [_bin("airflow"), "dag-processor"], af, None, None),
         Service("airflow-triggerer", [_bin("airflow"), "triggerer"], af, None, None),
+    ]
+    if af["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor":
+        # the worker that runs the tasks; on a real cluster, as many as the load needs
+        out.append(
+            Service(
+                "airflow-celery-worker",
+                [
+                    _bin("airflow"),
+                    "celery",
+                    "worker",
+                    "--concurrency",
+                    str(settings.celery_worker_concurrency),
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                af,
+                None,
+                None,
+            )
+        )
+    out += [
         Service(
             "mlflow-ui",
             [
                 _bin("mlflow"),
                 "server",
-                "--backend-store-uri",
-                settings.tracking_uri,
-                "--default-artifact-root",
-                settings.artifact_root,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -105,7 +125,16 @@ def services(settings: Settings, serve: bool = True) -> list[Service]:
                 "--workers",
                 "1",
             ],
-            {**os.environ, **settings.to_env()},
+            {
+                **os.environ,
+                **settings.to_env(),
+                # through the environment, not argv: the store URL may carry a password
+                "MLFLOW_BACKEND_STORE_URI": settings.tracking_uri,
+                "MLFLOW_DEFAULT_ARTIFACT_ROOT": settings.artifact_root,
+                # MLflow's job runner (eight huey processes) serves GenAI jobs reelrank never
+                # submits
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
             f"http://127.0.0.1:{mp}/health",
             f"http://127.0.0.1:{mp}",
         ),
@@ -302,6 +331,10 @@ def up(settings: Settings, serve: bool = True, timeout_s: float = 300.0) -> UpRe
     t0 = time.monotonic()
     running = {n: p for n, p in read_pids(settings).items() if _alive(p)}
     skipped: dict[str, str] = {}
+    if settings.profile == "cluster":
+        from reelrank.cluster import check_servers
+
+        check_servers(settings)  # PostgreSQL (its databases created) and Redis answer
     if serve and not champion_exists(settings):
         serve = False
         skipped["bentoml"] = "no champion in the registry yet: run `make demo` first"
