@@ -158,7 +158,9 @@ class Output:
             yield None
             return
         bars = Bars(self.live)
-        with bars.progress:
+        # what libraries print meanwhile goes above the bars, on stderr: stdout keeps
+        # only the command's result
+        with contextlib.redirect_stdout(sys.stderr), bars.progress:
             yield bars
 
     def status(self, text: str) -> contextlib.AbstractContextManager[Any]:
@@ -317,6 +319,8 @@ def _quiet_libraries(s: Settings, out: Output) -> None:
         if out.mode is Mode.quiet
         else logging.getLevelName(s.log_level.upper() if explicit else "WARNING")
     )
+    if not isinstance(level, int):  # an unknown level name
+        level = logging.WARNING
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, root.manager.disable)
     saved_env = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
@@ -330,13 +334,20 @@ def _quiet_libraries(s: Settings, out: Output) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)  # libraries that set their own loggers' levels (Feast) too
     root.handlers = [handler]
     root.setLevel(level)
     # libraries with handlers of their own (MLflow) obey only the global switch
-    logging.disable(level - 10 if isinstance(level, int) and level > logging.DEBUG else 0)
+    logging.disable(max(level - 10, logging.NOTSET))
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    quiet_warnings = level > logging.INFO  # libraries' deprecation chatter is not for users
+    saved_show = warnings.showwarning
+    if quiet_warnings:  # some libraries add "always" filters of their own: silence the display
+        warnings.showwarning = lambda *args, **kwargs: None
+
     def restore() -> None:
+        warnings.showwarning = saved_show
         root.handlers = saved[0]
         root.setLevel(saved[1])
         logging.disable(saved[2])
@@ -347,9 +358,6 @@ def _quiet_libraries(s: Settings, out: Output) -> None:
                 os.environ[k] = v
 
     if out.ctx is not None:
-        if out.mode is Mode.quiet:
-            out.ctx.with_resource(warnings.catch_warnings())
-            warnings.simplefilter("ignore")
         out.ctx.call_on_close(restore)
 
 
@@ -476,7 +484,13 @@ def train(holdout: DayOpt = None) -> None:
         },
         "run_id": trained["run_id"],
     }
-    verdict = "promoted to champion" if gate["promoted"] else gate["verdict"].get("label", "")
+    verdict = (
+        "promoted to champion"
+        if gate["promoted"]
+        else "passed, waiting for approval"
+        if gate.get("pending_approval")
+        else "kept back by the gate"
+    )
     line = f"{s.ranker_model_name} v{gate['version']}: {verdict}"
 
     def human(c: Console) -> None:
@@ -488,12 +502,16 @@ def train(holdout: DayOpt = None) -> None:
             if k in m
         )
         rm = retrieval["metrics"]
+        w = r["datasets"]["window"]
         reasons = "; ".join(gate["verdict"].get("reasons", []))
         c.print(
             _table(
                 f"training on holdout {trained['holdout']}",
                 [
-                    ("window", str(r["datasets"]["window"])),
+                    (
+                        "window",
+                        f"train {w['train_start']}..{w['train_end']}, holdout {w['holdout']}",
+                    ),
                     (
                         "rows",
                         f"train {r['datasets']['rows']['train']:,}, "
@@ -504,7 +522,7 @@ def train(holdout: DayOpt = None) -> None:
                         f"v{retrieval['version']}: R@100 "
                         f"{_fmt(rm.get('challenger', {}).get('recall_at_100'), 3)} vs popularity "
                         f"{_fmt(rm.get('popularity', {}).get('recall_at_100'), 3)}; gate "
-                        f"{retrieval['verdict'].get('label', '')}",
+                        + ("passed" if retrieval["verdict"].get("promote") else "failed"),
                     ),
                     (
                         "ranker NDCG@10",

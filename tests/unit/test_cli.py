@@ -262,3 +262,43 @@ def test_the_dag_log_follower_sees_retries_and_the_failure():
     task, error = _failure_details(text)
     assert task == "holdout_day"
     assert error is not None and error.startswith("FileNotFoundError: no feature tables")
+
+
+def test_library_steps_report_progress_through_a_plain_callback(tmp_path):
+    """Ingestion and feature computation tell a plain callable how far they are."""
+    from features.pipeline import VIEWS, compute_features
+    from ingest.pipeline import ingest_simulated
+    from reelrank.settings import get_settings
+
+    s = get_settings(
+        home=tmp_path / "h", sim={"n_users": 50, "n_videos": 100, "n_creators": 5, "days": 3}
+    )
+    calls: list[tuple[str, int, int]] = []
+    ingest_simulated(s, s.sim.end_date, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("simulating days", 0, 3)
+    assert [c[1] for c in calls] == [0, 1, 2, 3] and calls[-1][0].startswith("simulating days: ")
+    calls.clear()
+    compute_features(s, s.sim.end_date, progress=lambda *a: calls.append(a))
+    total = 3 * len(VIEWS)
+    assert calls[0] == ("feature tables", 0, total) and calls[-1][1:] == (total, total)
+    assert {c[0].split(": ")[1].split()[1] for c in calls[1:]} == set(VIEWS)
+
+
+def test_progress_bars_group_a_step_and_show_what_runs():
+    """The rich adapter: one bar per step name, the detail only while the step runs."""
+    import io
+
+    from rich.console import Console
+
+    from reelrank.cli import Bars
+
+    bars = Bars(Console(file=io.StringIO(), width=120))
+    bars("feature tables: 2025-06-01 user_engagement", 1, 12)
+    bars("Feast: apply", 0, 2)
+    running = {t.description for t in bars.progress.tasks}
+    assert any("2025-06-01 user_engagement" in d for d in running)
+    bars("feature tables", 12, 12)
+    tasks = {t.description: t for t in bars.progress.tasks}
+    assert len(tasks) == 2
+    done = next(t for d, t in tasks.items() if "feature tables" in d)
+    assert done.finished and "user_engagement" not in done.description
