@@ -96,6 +96,18 @@ class TrainingSettings(BaseModel):
     nthread: int = 2
     seed: int = 13
     reference_sample_rows: int = Field(5000, description="training rows kept as drift reference")
+    max_train_rows: int = Field(
+        1_000_000,
+        ge=1000,
+        description="training impressions kept from the window: beyond this, whole requests "
+        "are sampled uniformly (a stable hash of the request id), the same share each day",
+    )
+    max_holdout_rows: int = Field(
+        500_000,
+        ge=1000,
+        description="holdout impressions kept: beyond this, whole users are sampled (a stable "
+        "hash of the user id), so per-user and per-request metrics stay exact for those kept",
+    )
     objective: Literal["heads", "value"] = Field(
         "heads",
         description="'heads': one output per objective, combined with objective_weights; "

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from feature_repo.columns import USER_CREATOR_COLUMNS, VIEW_COLUMNS
 from features.batch import FEATURE_DEFAULTS, as_of_timestamp
 from features.cross import add_creator_affinity
-from ingest.lake import read_table
+from ingest.lake import partition_path, read_table
 from reelrank.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SAMPLE_KEY = "reelrank-sample1"  # pandas wants a 16-character hash key
 LABEL_COLUMNS = ("completed", "liked", "shared", "skipped", "watch_time_s", "duration_s")
 
 
@@ -130,14 +132,69 @@ class DataWindow:
         }
 
 
+def keep_share(ids: pd.Series, share: float) -> np.ndarray:
+    """A stable pseudo-random subset of ``ids``: the same id is always in or out (for a
+    given share), whatever day, process or profile draws it."""
+    if share >= 1.0:
+        return np.ones(len(ids), dtype=bool)
+    h = pd.util.hash_array(ids.to_numpy(dtype=object), hash_key=SAMPLE_KEY)
+    return h < np.uint64(int(share * float(2**64 - 1)))
+
+
+@dataclass
+class SampleReport:
+    """How many impressions the window held and how many were kept, per part."""
+
+    rows_in_window: dict[str, int] = field(default_factory=dict)
+    rows_kept: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, dict[str, int]]:
+        return {"rows_in_window": self.rows_in_window, "rows_kept": self.rows_kept}
+
+
+def sampled_impressions(
+    settings: Settings, window: DataWindow
+) -> tuple[pd.DataFrame, pd.DataFrame, SampleReport]:
+    """The window's impressions, read one day at a time and sampled to the row budgets
+    (``training.max_train_rows``, ``training.max_holdout_rows``): memory holds one day plus
+    what is kept, so the cost of the join and the fit stops growing with traffic."""
+    t = settings.training
+    days = [window.train_start + timedelta(days=i) for i in range(t.train_days)]
+    counts = {d: read_table_rows(settings, d) for d in [*days, window.holdout]}
+    report = SampleReport()
+    train_total = sum(counts[d] for d in days)
+    train_share = min(1.0, t.max_train_rows / max(train_total, 1))
+    hold_share = min(1.0, t.max_holdout_rows / max(counts[window.holdout], 1))
+    parts: list[pd.DataFrame] = []
+    for d in days:
+        imp = read_table(settings.lake_dir, "impressions", start=d, end=d)
+        parts.append(imp[keep_share(imp["request_id"], train_share)] if len(imp) else imp)
+    train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    hold = read_table(settings.lake_dir, "impressions", start=window.holdout, end=window.holdout)
+    if len(hold):
+        hold = hold[keep_share(hold["user_id"], hold_share)].reset_index(drop=True)
+    report.rows_in_window = {"train": train_total, "holdout": counts[window.holdout]}
+    report.rows_kept = {"train": len(train), "holdout": len(hold)}
+    if train_share < 1.0 or hold_share < 1.0:
+        log.info("training window sampled: %s", report.to_dict())
+    return train, hold, report
+
+
+def read_table_rows(settings: Settings, day: date) -> int:
+    """Rows of one impressions partition, from its metadata (no data read)."""
+    path = partition_path(settings.lake_dir, "impressions", day)
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
+
 def build_sets(
     settings: Settings, store: FeatureStore, window: DataWindow
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, JoinReport]]:
     """Training rows (train window) and holdout rows (the next day), features joined."""
     videos = read_table(settings.lake_dir, "videos", end=window.holdout)
-    imp = read_table(settings.lake_dir, "impressions", start=window.train_start, end=window.holdout)
-    if imp.empty:
+    train_imp, hold_imp, sample = sampled_impressions(settings, window)
+    if train_imp.empty and hold_imp.empty:
         raise FileNotFoundError(f"no impressions between {window.train_start} and {window.holdout}")
+    imp = pd.concat([train_imp, hold_imp], ignore_index=True)
     holdout_start = as_of_timestamp(window.train_end)
     ents = entity_frame(imp, videos)
     train_ents = ents[ents["event_timestamp"] < holdout_start].reset_index(drop=True)
@@ -146,4 +203,4 @@ def build_sets(
         raise ValueError(f"empty training or holdout set for window {window.to_dict()}")
     train, train_rep = join_features(store, train_ents, settings.feature_service)
     hold, hold_rep = join_features(store, hold_ents, settings.feature_service)
-    return train, hold, {"train": train_rep, "holdout": hold_rep}
+    return train, hold, {"train": train_rep, "holdout": hold_rep, "sample": sample}

@@ -74,10 +74,10 @@ def train_ranker(
     """Fit on ``train``, early-stopping on ``valid`` (the last training day); on a Dask
     cluster when ``client`` is given (:mod:`training.engine`), in-process otherwise.
 
-    Early stopping on log loss (which also rewards calibration) only picks the number of
-    boosting rounds: the model is then refitted with exactly that many, so every consumer
-    (serving's raw ``inplace_predict``, a model loaded from MLflow elsewhere) scores with
-    the trees that were evaluated and gated. The heads, their weights and the fitted D2Q
+    Early stopping on log loss (which also rewards calibration) picks the number of boosting
+    rounds; the model keeps exactly those trees, so every consumer (serving's raw
+    ``inplace_predict``, a model loaded from MLflow elsewhere) scores with the trees that were
+    evaluated and gated. The heads, their weights and the fitted D2Q
     labeller are stored in the booster itself.
 
     Returns the model and its learning curves (per round) for the run's record.
@@ -115,9 +115,12 @@ def train_ranker(
         "train_logloss": ev["validation_0"]["logloss"],
         "valid_logloss": ev["validation_1"]["logloss"],
     }
-    model, _ = fit(
-        factory, {**_params(params, probe.best_iteration + 1), **extra}, x_tr, y_tr, client=client
-    )
+    # keep exactly the rounds early stopping chose: the first n trees of the probe are the
+    # trees a refit with n rounds would grow (same data, same seeded row sampling), at no
+    # extra cost
+    rounds = probe.best_iteration + 1
+    model = factory(**_params(params, rounds), **extra)
+    model.load_model(bytearray(probe.get_booster()[:rounds].save_raw("json")))
     booster = model.get_booster()
     heads.store_in(booster)
     booster.set_attr(**{D2Q_ATTR: json.dumps(d2q.to_dict())})

@@ -62,3 +62,35 @@ def test_dask_training_matches_local_training(tmp_path, objective):
         reloaded.inplace_predict(x), dist.get_booster().inplace_predict(x), rtol=1e-6
     )
     assert dist.get_booster().feature_names == list(model_matrix(test).columns)
+
+
+def test_the_model_keeps_exactly_the_rounds_early_stopping_chose():
+    train, valid = _frame(3000, 0), _frame(800, 1)
+    params = TrainingSettings(n_estimators=80)
+    model, curves = train_ranker(train, valid, params)
+    rounds = model.get_booster().num_boosted_rounds()
+    assert rounds <= len(curves["valid_logloss"])
+    # the probe's first trees are the trees a refit with that many rounds grows
+    refit = xgb.XGBRegressor(
+        n_estimators=rounds,
+        max_depth=params.max_depth,
+        learning_rate=params.learning_rate,
+        min_child_weight=params.min_child_weight,
+        subsample=params.subsample,
+        colsample_bytree=params.colsample_bytree,
+        tree_method="hist",
+        n_jobs=params.nthread,
+        random_state=params.seed,
+        objective="reg:logistic",
+    )
+    x = model_matrix(train, serve=False)
+    from training.metrics import D2QLabeler
+    from training.ranker import objective_labels
+
+    heads = ValueHeads.of_booster(model.get_booster())
+    d2q = D2QLabeler().fit(train["duration_s"].to_numpy(), train["watch_time_s"].to_numpy())
+    refit.fit(x, objective_labels(train, heads, d2q))
+    test = model_matrix(_frame(500, 2)).to_numpy()
+    np.testing.assert_allclose(
+        model.get_booster().inplace_predict(test), refit.get_booster().inplace_predict(test)
+    )
