@@ -5,22 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
-import pandas as pd
-
-from features.batch import (
-    as_of_timestamp,
-    creator_stats,
-    enrich_impressions,
-    topic_vocabulary,
-    user_creator_history,
-    user_engagement,
-    user_history,
-    user_topic_affinity,
-    video_stats,
-)
+from features.batch import as_of_timestamp, topic_vocabulary
+from features.batch_sql import FeatureSQL
 from ingest.lake import atomic_write, partition_days, read_table
 from reelrank.progress import ProgressFn, Stages, report
 from reelrank.settings import Settings
@@ -70,15 +59,16 @@ def _save_vocabulary(settings: Settings, vocab: list[str]) -> None:
     atomic_write(settings.features_dir / "topic_vocab.json", lambda tmp: tmp.write_text(text))
 
 
-def _write(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-
-
 def compute_features(
     settings: Settings, through: date, force: bool = False, progress: ProgressFn | None = None
 ) -> FeatureResult:
     """Write the feature tables for every lake day up to ``through`` that lacks them;
-    ``progress`` hears of every (day, view) table written."""
+    ``progress`` hears of every (day, view) table written.
+
+    The tables are DuckDB queries over the lake's Parquet files (:mod:`features.batch_sql`,
+    equal to the pandas definitions in :mod:`features.batch`): each reads only its window's
+    partitions and streams its result to disk, so memory stays within the DuckDB budget
+    whatever the traffic. Threads come from ``training.nthread``, the loop's CPU budget."""
     result = FeatureResult(through=through)
     days = [d for d in partition_days(settings.lake_dir, "impressions") if d <= through]
     if not days:
@@ -87,38 +77,31 @@ def compute_features(
     if not todo:
         return result
 
-    videos = read_table(settings.lake_dir, "videos", end=through)
-    vocab = topic_vocabulary(videos["topic"], load_vocabulary(settings))
+    topics = read_table(settings.lake_dir, "videos", end=through, columns=["topic"])["topic"]
+    vocab = topic_vocabulary(topics, load_vocabulary(settings))
     _save_vocabulary(settings, vocab)
-    imp = read_table(
-        settings.lake_dir,
-        "impressions",
-        start=todo[0] - timedelta(days=LOOKBACK_DAYS - 1),
-        end=todo[-1],
-    )
-    imp = enrich_impressions(imp, videos, vocab)
 
     total, done = len(todo) * len(VIEWS), 0
     report(progress, "feature tables", 0, total)
-    for d in todo:
-        builders = {
-            "user_engagement": lambda d=d: user_engagement(imp, d),
-            "user_topic_affinity": lambda d=d: user_topic_affinity(imp, d, len(vocab)),
-            "video_stats": lambda d=d: video_stats(imp, videos, d, vocab),
-            "creator_stats": lambda d=d: creator_stats(imp, videos, d),
-            "user_history": lambda d=d: user_history(imp, d, settings.retrieval.history_len),
-            "user_creator_history": lambda d=d: user_creator_history(imp, d, UC_HISTORY_LEN),
-        }
-        sizes: dict[str, int] = {}
-        for view, build in builders.items():
-            df = build()
-            _write(df, table_path(settings, view, d))
-            sizes[view] = len(df)
-            result.rows[view] = result.rows.get(view, 0) + len(df)
-            done += 1
-            report(progress, f"feature tables: {d} {view}", done, total)
-        result.days_computed.append(d.isoformat())
-        log.info("features for %s: %s", d, sizes)
+    with FeatureSQL(
+        settings.lake_dir, vocab, through=through, threads=settings.training.nthread
+    ) as sql:
+        for d in todo:
+            sizes: dict[str, int] = {}
+            for view in VIEWS:
+                n = sql.write(
+                    view,
+                    d,
+                    table_path(settings, view, d),
+                    history_len=settings.retrieval.history_len,
+                    uc_history_len=UC_HISTORY_LEN,
+                )
+                sizes[view] = n
+                result.rows[view] = result.rows.get(view, 0) + n
+                done += 1
+                report(progress, f"feature tables: {d} {view}", done, total)
+            result.days_computed.append(d.isoformat())
+            log.info("features for %s: %s", d, sizes)
     return result
 
 
