@@ -58,7 +58,9 @@ BATCH_ROWS = 262_144  # rows per Arrow batch streamed from DuckDB into the Parqu
 TS = pa.timestamp("us", tz="UTC")
 
 
-def _schema(key: str, floats: Sequence[str], lists: Sequence[tuple[str, pa.DataType]] = ()):
+def _schema(
+    key: str, floats: Sequence[str], lists: Sequence[tuple[str, pa.DataType]] = ()
+) -> pa.Schema:
     fields = [pa.field(key, pa.string()), pa.field("event_timestamp", TS)]
     fields += [pa.field(name, t) for name, t in lists]
     fields += [pa.field(c, pa.float64()) for c in floats]
@@ -113,7 +115,9 @@ class FeatureSQL:
 
     The video catalog up to ``through`` (what :func:`features.pipeline.compute_features`
     reads) is loaded once, with each video's topic slot from ``vocab``; every table then
-    reads only the impression partitions of its own window. Use it as a context manager.
+    reads only the impression partitions of its own window. DuckDB runs ``threads`` threads
+    and keeps ``memory_limit_gb`` in memory, spilling the rest under ``spill_dir`` (the
+    system's temporary folder when None). Use it as a context manager.
     """
 
     def __init__(
@@ -123,11 +127,15 @@ class FeatureSQL:
         through: date,
         threads: int = 2,
         memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB,
+        spill_dir: Path | None = None,
     ) -> None:
         self.lake_dir = lake_dir
         self.n_topics = len(vocab)
         self.imp_days = set(partition_days(lake_dir, "impressions"))
-        self._tmp = tempfile.TemporaryDirectory(prefix="reelrank-features-")
+        if spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+        # what DuckDB spills beyond its memory budget; removed when the session closes
+        self._tmp = tempfile.TemporaryDirectory(prefix=".duckdb-spill-", dir=spill_dir)
         self.con = duckdb.connect(
             config={
                 "threads": max(1, int(threads)),
@@ -189,9 +197,12 @@ class FeatureSQL:
             "hive_types = {'day': DATE}, file_row_number = true)"
         )
 
-    def _impressions(self, day: date, days: int) -> str:
+    def _impressions(self, day: date, days: int, catalog: bool = True) -> str:
         """The enriched impressions of ``[as_of(day - days), as_of(day))`` as a subquery
-        (``features.batch.enrich_impressions`` + ``_window``), reading only those partitions."""
+        (``features.batch.enrich_impressions`` + ``_window``), reading only those partitions.
+        Without ``catalog`` the creator and topic columns are NULL and the join is skipped
+        (a left join on a unique key changes no row; tables that never look at them save
+        the probe of every impression)."""
         files = [
             partition_path(self.lake_dir, "impressions", d)
             for d in (day - timedelta(days=i) for i in range(days - 1, -1, -1))
@@ -201,15 +212,22 @@ class FeatureSQL:
         if not files:  # keeps the columns, no rows
             files = [partition_path(self.lake_dir, "impressions", min(self.imp_days))]
             lo = hi
+        if catalog:
+            creator, join = (
+                "c.creator_id, c.topic_slot",
+                "LEFT JOIN catalog c ON c.video_id = i.video_id",
+            )
+        else:
+            creator, join = "NULL::VARCHAR AS creator_id, NULL::BIGINT AS topic_slot", ""
         return f"""(
-            SELECT i.user_id, i.video_id, c.creator_id, c.topic_slot,
+            SELECT i.user_id, i.video_id, {creator},
                    epoch_us(i.ts) AS t,
                    ((i.day - DATE '1970-01-01')::BIGINT << 40) | i.file_row_number AS pos,
                    i.completed, i.liked, i.shared, i.skipped, i.followed,
                    i.completed OR i.liked OR i.shared AS positive,
                    i.watch_time_s,
                    least(greatest(i.watch_time_s / i.duration_s, 0.0), 1.0) AS watch_frac
-            FROM {self._scan(files)} i LEFT JOIN catalog c ON c.video_id = i.video_id
+            FROM {self._scan(files)} i {join}
             WHERE epoch_us(i.ts) >= {lo} AND epoch_us(i.ts) < {hi}
         )"""
 
@@ -237,7 +255,7 @@ class FeatureSQL:
                    count(*) FILTER (WHERE shared) AS k_shared,
                    count(*) FILTER (WHERE skipped) AS k_skipped,
                    count(DISTINCT t // {US_PER_DAY}) AS days_active
-            FROM {self._impressions(day, 28)}
+            FROM {self._impressions(day, 28, catalog=False)}
             GROUP BY user_id
         ), p AS (
             SELECT *, {prior["completed"]} AS p_completed, {prior["liked"]} AS p_liked,
@@ -303,7 +321,7 @@ class FeatureSQL:
                    count(*) FILTER (WHERE shared) AS k_shared,
                    count(*) FILTER (WHERE skipped) AS k_skipped,
                    fsum(watch_frac) AS frac
-            FROM {self._impressions(day, 7)}
+            FROM {self._impressions(day, 7, catalog=False)}
             GROUP BY video_id
         ), p AS (
             SELECT {priors},
@@ -395,7 +413,7 @@ class FeatureSQL:
         return f"""
         WITH uv AS (
             SELECT user_id, video_id, min({{'t': -t, 'pos': pos}}) AS k
-            FROM {self._impressions(day, 28)}
+            FROM {self._impressions(day, 28, catalog=False)}
             WHERE positive
             GROUP BY user_id, video_id
         ), h AS (

@@ -84,7 +84,11 @@ def compute_features(
     total, done = len(todo) * len(VIEWS), 0
     report(progress, "feature tables", 0, total)
     with FeatureSQL(
-        settings.lake_dir, vocab, through=through, threads=settings.training.nthread
+        settings.lake_dir,
+        vocab,
+        through=through,
+        threads=settings.training.nthread,
+        spill_dir=settings.features_dir,
     ) as sql:
         for d in todo:
             sizes: dict[str, int] = {}
