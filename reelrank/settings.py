@@ -97,13 +97,13 @@ class TrainingSettings(BaseModel):
     seed: int = 13
     reference_sample_rows: int = Field(5000, description="training rows kept as drift reference")
     max_train_rows: int = Field(
-        1_000_000,
+        500_000,
         ge=1000,
         description="training impressions kept from the window: beyond this, whole requests "
         "are sampled uniformly (a stable hash of the request id), the same share each day",
     )
     max_holdout_rows: int = Field(
-        500_000,
+        250_000,
         ge=1000,
         description="holdout impressions kept: beyond this, whole users are sampled (a stable "
         "hash of the user id), so per-user and per-request metrics stay exact for those kept",
@@ -200,6 +200,12 @@ class ServingSettings(BaseModel):
         1, ge=1, description="requests one worker computes at once (more only adds GIL contention)"
     )
     n_candidates: int = Field(500, ge=10, description="candidates retrieved, then ranked")
+    pinned_version: str | None = Field(
+        None,
+        description="serve exactly this ranker version and do not follow the registry's "
+        "aliases (a Bento built with `reelrank bento` sets it); unset: the champion, hot-"
+        "reloaded when the alias moves",
+    )
     catalog_refresh_s: float = Field(
         30.0, description="how often the service looks for newly uploaded videos"
     )

@@ -126,7 +126,12 @@ def load_ranker(settings: Settings, alias: str = "champion") -> RankedModel | No
     from training.registry import alias_version, client
 
     c = client(settings)
-    version = alias_version(c, settings.ranker_model_name, alias)
+    pinned = settings.serving.pinned_version
+    if pinned is not None and alias == "champion":  # a Bento serves the version it was built with
+        version: str | None = pinned
+        c.get_model_version(settings.ranker_model_name, pinned)  # raises when it does not exist
+    else:
+        version = alias_version(c, settings.ranker_model_name, alias)
     if version is None:
         return None
     model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
@@ -202,6 +207,8 @@ class ModelWatcher:
     def poll(self) -> list[str]:
         from training.registry import alias_version, client
 
+        if self.settings.serving.pinned_version is not None:
+            return []  # pinned: the aliases may move, this service does not follow them
         c = client(self.settings)
         name = self.settings.ranker_model_name
         swapped = []

@@ -112,6 +112,28 @@ def join_features(
     return out.sort_values("row_id").reset_index(drop=True), report
 
 
+def join_by_day(
+    store: FeatureStore, entities: pd.DataFrame, feature_service: str
+) -> tuple[pd.DataFrame, JoinReport]:
+    """:func:`join_features` one day of entity rows at a time: the offline store's
+    point-in-time join holds one day's rows and their candidate feature rows in memory,
+    not the whole window's."""
+    days = entities["event_timestamp"].dt.floor("D")
+    parts: list[pd.DataFrame] = []
+    report = JoinReport(rows=0, rows_returned_by_feast=0)
+    for _, chunk in entities.groupby(days, sort=True):
+        out, rep = join_features(store, chunk, feature_service)
+        parts.append(out)
+        report.rows += rep.rows
+        report.rows_returned_by_feast += rep.rows_returned_by_feast
+        for k, v in rep.imputed_rows.items():
+            report.imputed_rows[k] = report.imputed_rows.get(k, 0) + v
+    if not parts:
+        return join_features(store, entities, feature_service)
+    joined = pd.concat(parts, ignore_index=True)
+    return joined.sort_values("row_id").reset_index(drop=True), report
+
+
 @dataclass
 class DataWindow:
     """The training days and the holdout day that follows them."""
@@ -201,6 +223,6 @@ def build_sets(
     hold_ents = ents[ents["event_timestamp"] >= holdout_start].reset_index(drop=True)
     if train_ents.empty or hold_ents.empty:
         raise ValueError(f"empty training or holdout set for window {window.to_dict()}")
-    train, train_rep = join_features(store, train_ents, settings.feature_service)
-    hold, hold_rep = join_features(store, hold_ents, settings.feature_service)
+    train, train_rep = join_by_day(store, train_ents, settings.feature_service)
+    hold, hold_rep = join_by_day(store, hold_ents, settings.feature_service)
     return train, hold, {"train": train_rep, "holdout": hold_rep, "sample": sample}

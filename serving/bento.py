@@ -1,0 +1,74 @@
+"""A Bento of the recommender with the ranker pinned by version, for a container deployment.
+
+``reelrank bento`` (or :func:`build_bento`) runs ``bentoml build`` on the project's own
+service (``serving.service:RecommenderService``): the source packages the service imports,
+the requirements with their floors, and the environment variable that pins the ranker
+version (``REELRANK_SERVING__PINNED_VERSION``). The Bento's labels name the model, its
+version, the MLflow run it came from and the retrieval champion of that moment, so an
+operator can tell what an image serves without starting it.
+
+The model files stay in the MLflow registry (the cluster profile's tracking store and
+artifact root), which the container reaches through the same settings as everything else:
+a Bento is a deployable unit of code and configuration, and the registry stays the one
+place that says which models exist. ``bentoml containerize reelrank:<version>`` turns it into
+an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reelrank.airflow_runner import PROJECT_ROOT
+from reelrank.settings import Settings
+
+SERVICE = "serving.service:RecommenderService"
+PACKAGES = ("reelrank", "serving", "features", "feature_repo", "training", "ingest", "monitoring")
+
+
+@dataclass(frozen=True)
+class BuiltBento:
+    tag: str
+    path: str
+    ranker_version: str
+    labels: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
+    """Build the Bento with ranker ``version`` (default: the current champion) pinned."""
+    import bentoml
+    from bentoml._internal.bento.build_config import BentoEnvSchema
+
+    from training.registry import CHAMPION, alias_version, client
+
+    c = client(settings)
+    name = settings.ranker_model_name
+    if version is None:
+        version = alias_version(c, name, CHAMPION)
+        if version is None:
+            raise LookupError(f"{name} has no champion to build a Bento of: train first")
+    mv = c.get_model_version(name, str(version))  # raises if the version does not exist
+    labels = {
+        "ranker_model": name,
+        "ranker_version": str(mv.version),
+        "ranker_run_id": mv.run_id,
+        "retrieval_champion": str(
+            alias_version(c, settings.retrieval_model_name, CHAMPION) or "none"
+        ),
+        "gate_verdict": mv.tags.get("gate_verdict", ""),
+    }
+    bento = bentoml.bentos.build(
+        SERVICE,
+        name="reelrank",
+        labels=labels,
+        description=(PROJECT_ROOT / "README.md").read_text()[:4000],
+        include=[f"{p}/**/*.py" for p in PACKAGES] + ["pyproject.toml"],
+        exclude=["tests/", "var/", ".venv/", "**/__pycache__/"],
+        envs=[BentoEnvSchema(name="REELRANK_SERVING__PINNED_VERSION", value=str(mv.version))],
+        python={"requirements_txt": "requirements.in", "lock_packages": False},
+        build_ctx=str(PROJECT_ROOT),
+    )
+    return BuiltBento(str(bento.tag), str(bento.path), str(mv.version), labels)
