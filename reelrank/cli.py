@@ -40,7 +40,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a stage or the data failed (one message, no stack trace)
     USAGE = 2  # bad usage (click's own)
     STOPPED = 3  # the loop stopped on purpose: the gate kept the first model back, or drift
-    UNAVAILABLE = 4  # a started service does not answer
+    UNAVAILABLE = 4  # a started service (or, in the cluster profile, a server) does not answer
 
 
 EPILOG = """[bold]Output modes[/] (before the command): [cyan]--json[/] prints exactly one JSON
@@ -54,7 +54,8 @@ most one final line. Otherwise tables go to stdout and progress bars to stderr.
   2  bad usage (unknown command or option, a bad value)
   3  the loop stopped on purpose: the gate kept the first model back (demo, run),
      or drift was detected (monitor)
-  4  a started service does not answer (status, up, serve)
+  4  a started service does not answer (status, up, serve), or a server the cluster
+     profile needs (PostgreSQL, Redis) does not
 """
 
 
@@ -216,10 +217,14 @@ def _expected_failure(err: BaseException) -> tuple[int, str, dict[str, Any]] | N
 
     if isinstance(err, DagRunFailed):
         return ExitCode.FAILED, err.brief, {"dag_id": err.dag_id, "log": err.log_path}
-    if isinstance(err, ServiceDown):
+    from reelrank.cluster import ServerUnavailable
+
+    if isinstance(err, ServiceDown | ServerUnavailable):
         return ExitCode.UNAVAILABLE, str(err), {}
-    if isinstance(err, FileNotFoundError | AdapterError | BatchRejected | ValueError):
+    if isinstance(err, FileNotFoundError | AdapterError | BatchRejected | ValueError | LookupError):
         return ExitCode.FAILED, str(err), {}
+    if type(err).__name__ == "MlflowException" and "not found" in str(err).lower():
+        return ExitCode.FAILED, str(err), {}  # e.g. a model version that does not exist
     return None
 
 
@@ -602,6 +607,34 @@ def serve(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = 
         pass
     finally:
         server.stop()
+
+
+@app.command()
+def bento(
+    version: Annotated[
+        str | None, typer.Option(help="the ranker version to pin (default: the champion)")
+    ] = None,
+) -> None:
+    """Build a Bento of the service with the ranker pinned by version (``bentoml build``).
+
+    The Bento holds the sources, the requirements and REELRANK_SERVING__PINNED_VERSION; its
+    labels name the model, version, MLflow run and retrieval champion. Turn it into an image
+    with ``bentoml containerize reelrank:<tag>``. Prints the tag (JSON: tag, path, labels)."""
+    from serving.bento import build_bento
+
+    s = _settings()
+    out = _out()
+    with out.status("bentoml build"):
+        built = build_bento(s, version)
+    line = built.tag
+    out.result(
+        built.to_dict(),
+        line,
+        lambda c: c.print(
+            f"built {built.tag} with {s.ranker_model_name} v{built.ranker_version} pinned "
+            f"({built.path}); `bentoml containerize {built.tag}` makes the image"
+        ),
+    )
 
 
 @app.command()
