@@ -113,10 +113,17 @@ class TaskLogFollower:
 
     A task is running from its ``starting`` line to its ``end task`` line; the last
     ``new_state`` between them says how it ended (success, failed, up_for_retry, ...).
-    Partial lines are kept until their end arrives."""
+    Partial lines are kept until their end arrives. ``on_change`` hears of every start and
+    end, even of a task that started and ended within one read of the log."""
 
-    def __init__(self, dag_id: str, task_ids: list[str]) -> None:
+    def __init__(
+        self,
+        dag_id: str,
+        task_ids: list[str],
+        on_change: Callable[[DagProgress], None] | None = None,
+    ) -> None:
         self.state = DagProgress(dag_id, total=len(task_ids))
+        self.on_change = on_change
         self._known = set(task_ids)
         self._pending = ""
         self._last_state: str | None = None
@@ -127,7 +134,10 @@ class TaskLogFollower:
         self._pending = lines.pop()
         changed = False
         for line in lines:
-            changed |= self._line(line)
+            if self._line(line):
+                changed = True
+                if self.on_change is not None:
+                    self.on_change(self.state)
         return changed
 
     def _line(self, line: str) -> bool:
@@ -234,8 +244,7 @@ def _wait(
                 rc: int | None = proc.wait(timeout=POLL_S)
             except subprocess.TimeoutExpired:
                 rc = None
-            if follower.feed(reader.read()):
-                on_progress(follower.state)
+            follower.feed(reader.read())  # reports every task start and end to on_progress
             if rc is not None:
                 return rc
             if time.perf_counter() > deadline:
@@ -263,7 +272,7 @@ def run_dag(
     env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = os.environ.get(
         "AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"
     )
-    follower = TaskLogFollower(dag_id, dag_task_ids(dag_id)) if on_progress else None
+    follower = TaskLogFollower(dag_id, dag_task_ids(dag_id), on_progress) if on_progress else None
     if follower is not None and on_progress is not None:
         on_progress(follower.state)
     t0 = time.perf_counter()

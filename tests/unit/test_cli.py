@@ -238,18 +238,20 @@ def test_the_dag_log_follower_reads_a_real_airflow_run():
     text = (DATA / "airflow_dags_test_training.log").read_text()
     tasks = dag_task_ids("reelrank_training")
     assert tasks == ["holdout_day", "datasets", "retrieval", "train", "gate", "announce"]
-    follower = TaskLogFollower("reelrank_training", tasks)
     seen: list[tuple[int, str | None]] = []
+    follower = TaskLogFollower(
+        "reelrank_training", tasks, lambda p: seen.append((p.n_done, p.running))
+    )
     for i in range(0, len(text), 997):
-        if follower.feed(text[i : i + 997]):
-            seen.append((follower.state.n_done, follower.state.running))
+        follower.feed(text[i : i + 997])
     state = follower.state
     assert state.total == 6 and state.n_done == 6 and state.running is None
     assert state.done == ["holdout_day", "retrieval", "datasets", "train", "gate", "announce"]
     assert not state.failed and all(n == 1 for n in state.attempts.values())
-    # each task was seen running, and the count only grew
-    assert {task for _, task in seen if task} == set(tasks)
+    # each task was seen running once, in the order it ran, and the count only grew
+    assert [task for _, task in seen if task] == state.done
     assert [n for n, _ in seen] == sorted(n for n, _ in seen)
+    assert len(seen) == 2 * len(tasks)  # one report per start and per end
 
 
 def test_the_dag_log_follower_sees_retries_and_the_failure():
