@@ -27,6 +27,7 @@ import pandas as pd
 
 from features.batch import as_of_timestamp
 from ingest.lake import atomic_write, partition_days, read_table
+from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,11 @@ def _is_current(path: Path, n_videos: int, encoder: str) -> bool:
     return len(meta) == n_videos and bool((meta["encoder"] == encoder).all())
 
 
-def embed_catalog(settings: Settings, through: date, progress: bool = False) -> EmbedResult:
-    """Embed every catalog day up to ``through`` that is not embedded yet (incremental)."""
+def embed_catalog(
+    settings: Settings, through: date, progress: ProgressFn | None = None
+) -> EmbedResult:
+    """Embed every catalog day up to ``through`` that is not embedded yet (incremental);
+    ``progress`` hears of every batch of 512 videos embedded."""
     result = EmbedResult()
     encoder_name = settings.retrieval.text_encoder
     days = [d for d in partition_days(settings.lake_dir, "videos") if d <= through]
@@ -193,44 +197,23 @@ def embed_catalog(settings: Settings, through: date, progress: bool = False) -> 
     if not todo:
         return result
     encoder = text_encoder(encoder_name)
-    total = sum(len(v) for _, v in todo)
-    with _progress(progress, total, f"embedding {total:,} videos ({encoder.name})") as advance:
-        for d, videos in todo:
-            # chunks keep the progress bar moving on a big bootstrap day
-            parts = [embed_videos(videos.iloc[:0], encoder, d)]
-            for i in range(0, len(videos), 512):
-                parts.append(embed_videos(videos.iloc[i : i + 512], encoder, d))
-                advance(len(parts[-1]))
-            table = pd.concat(parts, ignore_index=True)
-            path = content_path(settings, d)
-            atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
-            result.days_embedded.append(d.isoformat())
-            result.videos_embedded += len(table)
+    total, done = sum(len(v) for _, v in todo), 0
+    step = f"caption embeddings ({encoder.name})"
+    report(progress, step, 0, total)
+    for d, videos in todo:
+        # batches keep the progress moving on a big bootstrap day
+        parts = [embed_videos(videos.iloc[:0], encoder, d)]
+        for i in range(0, len(videos), 512):
+            parts.append(embed_videos(videos.iloc[i : i + 512], encoder, d))
+            done += len(parts[-1])
+            report(progress, f"{step}: {d}", done, total)
+        table = pd.concat(parts, ignore_index=True)
+        path = content_path(settings, d)
+        atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+        result.days_embedded.append(d.isoformat())
+        result.videos_embedded += len(table)
     log.info("embedded %d videos over %d days", result.videos_embedded, len(result.days_embedded))
     return result
-
-
-class _progress:
-    """A rich progress bar when asked for (the CLI), a no-op otherwise (DAG task logs)."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        # stderr: stdout stays clean for the JSON the CLI prints
-        self._bar = Progress(console=Console(stderr=True), transient=False)
-        self._bar.start()
-        task = self._bar.add_task(self.label, total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._bar.stop()
 
 
 def read_content(settings: Settings, since: float | None = None) -> pd.DataFrame:

@@ -147,34 +147,10 @@ def latest_feature_day(settings: Settings) -> date:
 def embed_with_progress(
     settings: Settings, through: date, progress: ProgressFn | None = None
 ) -> dict[str, object]:
-    """Caption embeddings up to ``through``, reported one catalog day at a time.
+    """Caption embeddings up to ``through``; ``progress`` hears of every batch embedded."""
+    from features.content import embed_catalog
 
-    Embedding is incremental per day, so embedding through each missing day in turn does
-    exactly what one call through ``through`` does, with a report after each day; the days
-    that already have a table are checked once at the end (a stale one is redone there)."""
-    from features.content import content_path, embed_catalog
-
-    if progress is None:
-        return embed_catalog(settings, through).to_dict()
-    days = [d for d in partition_days(settings.lake_dir, "videos") if d <= through]
-    missing = [d for d in days if not content_path(settings, d).exists()]
-    embedded: list[str] = []
-    videos = 0
-    report(progress, "caption embeddings", 0, len(missing) + 1)
-    for i, d in enumerate(missing, start=1):
-        r = embed_catalog(settings, d)
-        embedded += r.days_embedded
-        videos += r.videos_embedded
-        report(progress, f"caption embeddings: {d} ({videos:,} videos)", i, len(missing) + 1)
-    r = embed_catalog(settings, through)
-    embedded += r.days_embedded
-    videos += r.videos_embedded
-    report(progress, "caption embeddings", len(missing) + 1, len(missing) + 1)
-    return {
-        "days_embedded": sorted(set(embedded)),
-        "videos_embedded": videos,
-        "days_cached": len(days) - len(set(embedded)),
-    }
+    return embed_catalog(settings, through, progress).to_dict()
 
 
 def run_features(
