@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +56,8 @@ AFFINITY_SMOOTHING = 2.0  # the ``m`` of user_topic_affinity
 US_PER_DAY = 86_400_000_000
 BATCH_ROWS = 262_144  # rows per Arrow batch streamed from DuckDB into the Parquet writer
 TS = pa.timestamp("us", tz="UTC")
+# intermediate tables some views stage before their last query (dropped after each table)
+STAGED_TABLES = ("cs_imp", "cs_cat", "cs_order", "uh_top", "uc_top")
 
 
 def _schema(
@@ -141,6 +143,8 @@ class FeatureSQL:
                 "threads": max(1, int(threads)),
                 "memory_limit": f"{int(memory_limit_gb * 1024)}MiB",
                 "temp_directory": os.path.join(self._tmp.name, "spill"),
+                # every query orders its output itself; this lets operators spill more freely
+                "preserve_insertion_order": False,
             }
         )
         self._load_catalog(vocab, through)
@@ -374,12 +378,14 @@ class FeatureSQL:
         order = pd.Index([r[0] for r in uploaders], dtype=object).union(
             pd.Index([r[0] for r in seen], dtype=object)
         )
-        self.con.execute("CREATE OR REPLACE TEMP TABLE cs_order (creator_id VARCHAR, ord BIGINT)")
-        ids = pa.table({"creator_id": pa.array(list(order), pa.string())})
-        self.con.register("cs_order_ids", ids)
-        self.con.execute(
-            "INSERT INTO cs_order SELECT creator_id, row_number() OVER () FROM cs_order_ids"
+        ids = pa.table(
+            {
+                "creator_id": pa.array(list(order), pa.string()),
+                "ord": pa.array(range(len(order)), pa.int64()),
+            }
         )
+        self.con.register("cs_order_ids", ids)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE cs_order AS SELECT * FROM cs_order_ids")
         self.con.unregister("cs_order_ids")
 
     def creator_stats(self, day: date) -> str:
@@ -406,49 +412,68 @@ class FeatureSQL:
         ORDER BY o.ord
         """
 
-    def user_history(self, day: date, length: int) -> str:
-        """``features.batch.user_history``: per user the ``length`` distinct positive videos
-        with the latest positive ``ts``, newest first; equal times keep the frame's row order
-        (the stable sort), so the key is ``(-ts, pos)``."""
-        return f"""
-        WITH uv AS (
-            SELECT user_id, video_id, min({{'t': -t, 'pos': pos}}) AS k
-            FROM {self._impressions(day, 28, catalog=False)}
-            WHERE positive
-            GROUP BY user_id, video_id
-        ), h AS (
-            SELECT user_id, min_by(video_id, k, {int(length)}) AS ids FROM uv GROUP BY user_id
+    def _user_history_top(self, day: date, length: int) -> None:
+        """Stage ``user_history``'s rows: per user the ``length`` distinct positive videos
+        with the latest positive ``ts``; equal times keep the frame's row order (the stable
+        sort), so the key is ``(-ts, pos)``, packed into one HUGEINT (``pos`` < 2^56) so that
+        every aggregate state has a fixed size and can spill to disk."""
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE uh_top AS
+            WITH uv AS (
+                SELECT user_id, video_id, min((-t)::HUGEINT * {2**56} + pos) AS k
+                FROM {self._impressions(day, 28, catalog=False)}
+                WHERE positive
+                GROUP BY user_id, video_id
+            )
+            SELECT user_id, video_id, k FROM uv
+            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY k) <= {int(length)}
+            """
         )
-        SELECT user_id, {_ts(day)} AS event_timestamp, ids AS hist_video_ids,
-               len(ids)::DOUBLE AS hist_len
-        FROM h ORDER BY user_id
+
+    def user_history(self, day: date) -> str:
+        """``features.batch.user_history`` (needs :meth:`_user_history_top` first): the
+        staged videos as one list per user, newest first."""
+        return f"""
+        SELECT user_id, {_ts(day)} AS event_timestamp,
+               list(video_id ORDER BY k) AS hist_video_ids, count(*)::DOUBLE AS hist_len
+        FROM uh_top GROUP BY user_id ORDER BY user_id
         """
 
-    def user_creator_history(self, day: date, length: int) -> str:
-        """``features.batch.user_creator_history``: per user the ``length`` creators seen most
-        (ties by creator id), as three parallel lists."""
-        return f"""
-        WITH uc AS (
-            SELECT user_id, creator_id, count(*) AS n, count(*) FILTER (WHERE positive) AS k
-            FROM {self._impressions(day, 28)}
-            WHERE creator_id IS NOT NULL
-            GROUP BY user_id, creator_id
-        ), top AS (
-            SELECT user_id,
-                   min_by({{'c': creator_id, 'n': n, 'k': k}},
-                          {{'n': -n, 'c': creator_id}}, {int(length)}) AS s
-            FROM uc GROUP BY user_id
+    def _user_creator_top(self, day: date, length: int) -> None:
+        """Stage ``user_creator_history``'s rows: per user the ``length`` creators seen most
+        (ties by creator id) with their rank."""
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE uc_top AS
+            WITH uc AS (
+                SELECT user_id, creator_id, count(*) AS n, count(*) FILTER (WHERE positive) AS k
+                FROM {self._impressions(day, 28)}
+                WHERE creator_id IS NOT NULL
+                GROUP BY user_id, creator_id
+            )
+            SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY n DESC, creator_id) AS r
+            FROM uc QUALIFY r <= {int(length)}
+            """
         )
+
+    def user_creator_history(self, day: date) -> str:
+        """``features.batch.user_creator_history`` (needs :meth:`_user_creator_top` first):
+        three parallel lists per user, most seen creator first."""
+        return f"""
         SELECT user_id, {_ts(day)} AS event_timestamp,
-               [x.c FOR x IN s] AS uc_creator_ids,
-               [x.n::DOUBLE FOR x IN s] AS uc_imp_28d,
-               [x.k::DOUBLE FOR x IN s] AS uc_pos_28d
-        FROM top ORDER BY user_id
+               list(creator_id ORDER BY r) AS uc_creator_ids,
+               list(n::DOUBLE ORDER BY r) AS uc_imp_28d,
+               list(k::DOUBLE ORDER BY r) AS uc_pos_28d
+        FROM uc_top GROUP BY user_id ORDER BY user_id
         """
 
     # -- running them ----------------------------------------------------------------------------
     def query(self, view: str, day: date, history_len: int, uc_history_len: int) -> str:
-        """The SQL of ``view`` for ``day`` (creator_stats also prepares its temp tables)."""
+        """The SQL that returns ``view``'s table of ``day``, after running the steps that
+        stage its intermediate tables (each a query of its own: DuckDB then frees the
+        memory of one step before the next, which one query holding every operator's
+        state at once would not)."""
         if view == "user_engagement":
             return self.user_engagement(day)
         if view == "user_topic_affinity":
@@ -459,20 +484,33 @@ class FeatureSQL:
             self._creator_order(day)
             return self.creator_stats(day)
         if view == "user_history":
-            return self.user_history(day, history_len)
+            self._user_history_top(day, history_len)
+            return self.user_history(day)
         if view == "user_creator_history":
-            return self.user_creator_history(day, uc_history_len)
+            self._user_creator_top(day, uc_history_len)
+            return self.user_creator_history(day)
         raise KeyError(f"unknown feature view {view!r}")
+
+    def _drop_staged(self) -> None:
+        for table in STAGED_TABLES:
+            self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     def reader(
         self, view: str, day: date, history_len: int, uc_history_len: int
     ) -> pa.RecordBatchReader:
-        """The table's rows as a stream of Arrow batches in the pandas builder's schema."""
+        """The table's rows as a stream of Arrow batches in the pandas builder's schema;
+        the staged tables are dropped once the stream is read to its end."""
         sql = self.query(view, day, history_len, uc_history_len)
         stream = self.con.sql(sql).to_arrow_reader(BATCH_ROWS)
         schema = SCHEMAS[view]
-        batches = (b.select(schema.names).cast(schema) for b in stream)
-        return pa.RecordBatchReader.from_batches(schema, batches)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in stream:
+                yield batch.select(schema.names).cast(schema)
+            stream.close()
+            self._drop_staged()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
     def frame(self, view: str, day: date, history_len: int, uc_history_len: int) -> pd.DataFrame:
         """The table as a pandas frame (tests and small worlds; the pipeline streams)."""
