@@ -38,7 +38,7 @@ ENGINES = ("pandas", "duckdb")
 def world(root: Path, users: int, history: int) -> Settings:
     """A world whose last day has ``history`` days before it (sizes as in bench/scale.py)."""
     return get_settings(
-        home=root / f"u{users}",
+        home=root / f"u{users}-h{history}",
         sim={
             "n_users": users,
             "n_videos": users // 4,
