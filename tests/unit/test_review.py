@@ -130,4 +130,4 @@ def test_cli_promote_and_rollback_record_the_reviewer(registry):
     listing = run_cli("models", "list", env=env)
     assert "rolled back to v1" in listing.stdout
     nothing = run_cli("models", "rollback", "--model", "retrieval", env=env)
-    assert nothing.returncode == 1 and "error:" in nothing.stdout
+    assert nothing.returncode == 1 and "error:" in nothing.stderr
