@@ -3,11 +3,12 @@
 :mod:`features.batch` defines every feature with pandas; it stays the reference and the place
 to read a definition. This module computes the same tables (same rows in the same order,
 same columns, float64 values, lists in the same order) without loading the window's
-impressions into Python: each table is one query that reads only the partitions of its
-window, aggregates them in DuckDB under a fixed memory budget (spilling to a temporary
-directory beyond it) and streams the result into the Parquet file Feast reads. Memory then
-depends on the number of users, videos and creators, not on the number of impressions, so a
-28-day window of 4M impressions a day fits the same budget as a tiny one.
+impressions into Python: each table is a query (two for the views that stage their top rows
+first) that reads only the partitions of its window, aggregates them in DuckDB under a fixed
+memory budget and streams the result into the Parquet file Feast reads. The per-user
+aggregates are small; the user x video and user x creator ones grow with traffic, and what
+exceeds the budget spills to a temporary directory, so a 28-day window of 4M impressions a
+day runs in the same memory as a small one.
 
 How each pandas detail is kept:
 
@@ -19,7 +20,13 @@ How each pandas detail is kept:
 - priors are global means of the window, taken from the per-entity aggregates (sums of 0/1
   counts are exact, so the means are the same numbers);
 - every float constant goes in as a string cast to DOUBLE, never as a SQL decimal literal,
-  so ``(k + 5 p) / (n + 5)`` is the same floating-point expression as ``_rate``.
+  so ``(k + 5 p) / (n + 5)`` is the same floating-point expression as ``_rate``; float sums
+  are compensated (``fsum``), so they match pandas' to far below 1e-9.
+
+A window reads the partitions of its days: the lake partitions impressions by the UTC day of
+``ts`` (simulator and dataset adapters alike), so no row of the window lies elsewhere. One
+case differs on purpose: an impression whose video is missing from the catalog (which the
+lake's id check rules out) would give pandas a creator row keyed NaN; here it has none.
 """
 
 from __future__ import annotations
