@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -69,10 +70,18 @@ def build_datasets(settings: Settings, holdout: date) -> dict[str, Any]:
     return info
 
 
-def world_oracle_scores(settings: Settings, hold: pd.DataFrame, holdout: date) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def _world(sim_json: str) -> Any:
+    """The simulated world, generated once per process (evaluation asks for the oracle
+    more than once, and a large world takes a while to draw)."""
     from ingest.simulator import generate_world
+    from reelrank.settings import SimulationSettings
 
-    world = generate_world(settings.sim)
+    return generate_world(SimulationSettings.model_validate_json(sim_json))
+
+
+def world_oracle_scores(settings: Settings, hold: pd.DataFrame, holdout: date) -> np.ndarray:
+    world = _world(settings.sim.model_dump_json())
     return world.oracle_utility(hold["user_id"], hold["video_id"], holdout)
 
 
