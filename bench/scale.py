@@ -18,6 +18,7 @@ LocalCluster.
 
     python bench/scale.py                           # 0.25M, 1M, 4M; local and cluster
     python bench/scale.py --volumes 0.25,1 --profiles local --history 8
+    python bench/scale.py --root var/bench-scale-2 --reuse-from var/bench-scale
 
 Targets on 2 cores: 1M impressions/day through the daily loop in <= 10 minutes; 4M costs
 <= 4.4x of 1M; peak memory under 8 GiB at 4M.
@@ -152,7 +153,12 @@ def reset_cluster(settings: Settings) -> None:
 
 
 def bench_one(
-    volume: float, profile: str, history: int, root: Path, console: Console
+    volume: float,
+    profile: str,
+    history: int,
+    root: Path,
+    console: Console,
+    reuse_from: Path | None = None,
 ) -> dict[str, Any]:
     home = root / f"{profile}-{volume}M"
     settings = world_settings(volume, profile, history, home)
@@ -162,8 +168,8 @@ def bench_one(
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    local = root / f"local-{volume}M"
-    if profile == "cluster" and (local / "prepared").exists():
+    local = (reuse_from or root) / f"local-{volume}M"
+    if (profile == "cluster" or reuse_from is not None) and (local / "prepared").exists():
         # the same world's files (lake, feature tables, caption embeddings) do not depend on
         # the profile: reuse them, so "prepare" only applies Feast and materializes here
         for part in ("lake", "features", "quarantine"):
@@ -241,6 +247,12 @@ def main() -> None:
     ap.add_argument("--profiles", default="local,cluster")
     ap.add_argument("--history", type=int, default=8, help="days prepared before the day")
     ap.add_argument("--root", type=Path, default=ROOT / "var" / "bench-scale")
+    ap.add_argument(
+        "--reuse-from",
+        type=Path,
+        help="a --root of an earlier run: its prepared local worlds (lake, feature tables, "
+        "embeddings before the last day) are copied instead of simulated again",
+    )
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--day", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -251,7 +263,9 @@ def main() -> None:
     results = []
     for profile in args.profiles.split(","):
         for volume in (float(v) for v in args.volumes.split(",")):
-            results.append(bench_one(volume, profile, args.history, args.root, console))
+            results.append(
+                bench_one(volume, profile, args.history, args.root, console, args.reuse_from)
+            )
             (args.root / "results.json").write_text(json.dumps(results, indent=2, default=str))
     report(results, console)
 
