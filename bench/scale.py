@@ -259,7 +259,7 @@ def main() -> None:
     if args.stage:  # a child: one stage, its figures as the last line of stdout
         print(json.dumps(run_stage(args.stage, date.fromisoformat(args.day)), default=str))
         return
-    console = Console()
+    console = Console(width=140)  # the whole table, also when piped to a file
     results = []
     for profile in args.profiles.split(","):
         for volume in (float(v) for v in args.volumes.split(",")):
