@@ -92,3 +92,22 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
         "monitoring": run_dag(settings, "reelrank_monitoring", {"day": last.isoformat()}),
     }
     return Loop(settings, runs)
+
+
+def stack_copy(settings: Settings, home: Path, *ignore: str) -> Settings:
+    """A copy of a loop's home with free ports for the whole stack (one BentoML worker), so
+    ``reelrank up`` runs beside the session's other servers; ``ignore``: what not to copy."""
+    import shutil
+
+    from serving.server import free_port
+
+    shutil.copytree(settings.home, home, ignore=shutil.ignore_patterns(*ignore))
+    base = settings.model_dump()
+    return Settings(
+        **{
+            **base,
+            "home": home,
+            "ui": {"airflow_port": free_port(), "mlflow_port": free_port()},
+            "serving": {**base["serving"], "port": free_port(), "workers": 1},
+        }
+    )

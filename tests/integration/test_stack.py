@@ -3,32 +3,21 @@ BentoML champion on 127.0.0.1, every one of them stopped by pid afterwards."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from reelrank.settings import Settings
 from reelrank.stack import DAG_IDS, _alive, descendants, down, read_pids, status, up
-from serving.server import free_port
+from tests.conftest import stack_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.serving]
 
 
 def test_up_starts_everything_status_reports_it_and_down_stops_exactly_it(loop, tmp_path_factory):
     home = Path(tmp_path_factory.mktemp("stack")) / "var"
-    shutil.copytree(loop.settings.home, home, ignore=shutil.ignore_patterns("airflow", "served*"))
-    base = loop.settings.model_dump()
-    settings = Settings(
-        **{
-            **base,
-            "home": home,
-            "ui": {"airflow_port": free_port(), "mlflow_port": free_port()},
-            "serving": {**base["serving"], "port": free_port(), "workers": 1},
-        }
-    )
+    settings = stack_copy(loop.settings, home, "airflow", "served*")
     family: list[int] = []
     try:
         t0 = time.monotonic()

@@ -21,7 +21,7 @@ import pytest
 
 from reelrank.settings import Settings
 from reelrank.stack import UpResult, _alive, descendants, down, read_pids, up
-from serving.server import free_port
+from tests.conftest import stack_copy
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -185,20 +185,7 @@ def stack(loop: Loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
     the loop's own server.
     """
     home = Path(tmp_path_factory.mktemp("ui-stack")) / "var"
-    shutil.copytree(
-        loop.settings.home,
-        home,
-        ignore=shutil.ignore_patterns("served*", "airflow.cfg"),
-    )
-    base = loop.settings.model_dump()
-    settings = Settings(
-        **{
-            **base,
-            "home": home,
-            "ui": {"airflow_port": free_port(), "mlflow_port": free_port()},
-            "serving": {**base["serving"], "port": free_port(), "workers": 1},
-        }
-    )
+    settings = stack_copy(loop.settings, home, "served*", "airflow.cfg")
     family: list[int] = []
     result: UpResult | None = None
     try:
