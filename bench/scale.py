@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -164,8 +165,6 @@ def bench_one(
     settings = world_settings(volume, profile, history, home)
     if profile == "cluster":
         reset_cluster(settings)
-    import shutil
-
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     local = (reuse_from or root) / f"local-{volume}M"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -38,8 +39,6 @@ class Run:
         start, end = d.get("start_date"), d.get("end_date")
         seconds = None
         if start and end:
-            from datetime import datetime
-
             seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
         return cls(
             dag_id=d["dag_id"],
