@@ -266,7 +266,8 @@ class CandidateIndex:
         if qs.shape[1] != self.dim:
             raise ValueError(f"query has dim {qs.shape[1]}, index has dim {self.dim}")
 
-        ids, scores, valid = self._merged(qs, n, ef_search or self._ef_search)
+        labels, scores, valid = self._merged(qs, n, ef_search or self._ef_search)
+        ids = self._ids_of(labels)
         if single:
             keep = valid[0]
             return ids[0][keep].astype(str), scores[0][keep]
@@ -277,13 +278,49 @@ class CandidateIndex:
         out_scores[:, :width] = np.where(valid, scores, -np.inf)
         return out_ids, out_scores
 
+    def search_labels(
+        self, query: np.ndarray, n: int, *, ef_search: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for one query, answering *labels* instead of ids: positions in
+        :meth:`label_ids` (the main index's rows, then the fresh items in the order they were
+        added). A label, once given, always names the same video, so a caller can map labels
+        to its own rows with an integer array and never touch the id strings per request."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        qs = _as_vectors(np.asarray(query).reshape(1, -1), "query")
+        if qs.shape[1] != self.dim:
+            raise ValueError(f"query has dim {qs.shape[1]}, index has dim {self.dim}")
+        labels, scores, valid = self._merged(qs, n, ef_search or self._ef_search)
+        keep = valid[0]
+        return labels[0][keep], scores[0][keep]
+
+    def label_ids(self) -> np.ndarray:
+        """Every searchable id in label order (main rows, then fresh items), as objects."""
+        with self._lock:
+            fresh = list(self._fresh_ids)
+        return np.concatenate([self._main_ids.astype(object), np.asarray(fresh, dtype=object)])
+
+    def _ids_of(self, labels: np.ndarray) -> np.ndarray:
+        """Ids of labels (an object array); "-1" slots map to "" and are masked out by score."""
+        out = np.full(labels.shape, "", dtype=object)
+        n_main = len(self._main_ids)
+        main = (labels >= 0) & (labels < n_main)
+        out[main] = self._main_ids[labels[main]]
+        fresh = labels >= n_main
+        if fresh.any():  # the fresh list only grows, so a label taken earlier stays valid
+            fresh_ids = self._fresh_ids
+            out[fresh] = [fresh_ids[i - n_main] for i in labels[fresh].tolist()]
+        return out
+
     def _merged(
         self, qs: np.ndarray, n: int, ef_search: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidates from both parts, sorted by score, at most ``n`` per row, with a mask."""
-        nq = qs.shape[0]
-        parts_ids: list[np.ndarray] = []
+        """Labels from both parts, sorted by score, at most ``n`` per row, with a mask.
+
+        Labels are main rows, or ``len(main) + j`` for the j-th fresh item; -1 is no result."""
+        parts_labels: list[np.ndarray] = []
         parts_scores: list[np.ndarray] = []
+        n_main = len(self._main_ids)
 
         # The main index is immutable after build and faiss search is const, so no lock; the
         # per-call parameters avoid writing efSearch on the shared index.
@@ -294,37 +331,27 @@ class CandidateIndex:
                 scores, labels = self._main.search(qs, k_main, params=params)
             else:
                 scores, labels = self._main.search(qs, k_main)
-            parts_ids.append(self._labels_to_ids(labels, self._main_ids))
+            parts_labels.append(labels)
             parts_scores.append(np.where(labels >= 0, scores, -np.inf))
 
         with self._lock:
             k_fresh = min(n, int(self._fresh.ntotal))
             if k_fresh > 0:
                 scores, labels = self._fresh.search(qs, k_fresh)
-                parts_ids.append(self._labels_to_ids(labels, self._fresh_ids))
+                parts_labels.append(np.where(labels >= 0, labels + n_main, -1))
                 parts_scores.append(np.where(labels >= 0, scores, -np.inf))
 
-        if not parts_ids:
+        nq = qs.shape[0]
+        if not parts_labels:
             empty = np.empty((nq, 0))
-            return empty.astype(object), empty.astype(np.float32), empty.astype(bool)
-        all_ids = np.concatenate(parts_ids, axis=1)
+            return empty.astype(np.int64), empty.astype(np.float32), empty.astype(bool)
+        all_labels = np.concatenate(parts_labels, axis=1)
         all_scores = np.concatenate(parts_scores, axis=1).astype(np.float32)
         # Stable sort keeps faiss's own order among ties and puts the -inf "no result" slots last.
         order = np.argsort(-all_scores, axis=1, kind="stable")[:, :n]
         top_scores = np.take_along_axis(all_scores, order, axis=1)
-        top_ids = np.take_along_axis(all_ids, order, axis=1)
-        return top_ids, top_scores, np.isfinite(top_scores)
-
-    @staticmethod
-    def _labels_to_ids(labels: np.ndarray, ids: np.ndarray | list[str]) -> np.ndarray:
-        """Map faiss row labels to ids; "-1" slots map to "" and are masked out by score."""
-        out = np.full(labels.shape, "", dtype=object)
-        hit = labels >= 0
-        if isinstance(ids, np.ndarray):
-            out[hit] = ids[labels[hit]]
-        else:
-            out[hit] = [ids[i] for i in labels[hit].tolist()]
-        return out
+        top_labels = np.take_along_axis(all_labels, order, axis=1).astype(np.int64, copy=False)
+        return top_labels, top_scores, np.isfinite(top_scores)
 
     # ------------------------------------------------------------------ persistence
 

@@ -34,7 +34,7 @@ from features.cross import (
     topic_affinity,
 )
 from reelrank.objectives import ValueHeads
-from serving.rerank import exploration_slot, filter_candidates, mmr_rerank
+from serving.rerank import exploration_slot, mmr_rerank, removals
 from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,26 @@ class UserFeatureReader(Protocol):
         """The user's state, or None for an unknown user."""
 
 
+class RetrievalCatalog(Protocol):
+    video_ids: np.ndarray
+
+    def rows(self, video_ids: Sequence[str]) -> np.ndarray: ...
+
+
 class CandidateRetriever(Protocol):
-    """What the recommender needs of the retrieval stage (``serving.retriever.Retriever``)."""
+    """What the recommender needs of the retrieval stage (``serving.retriever.Retriever``).
+
+    Videos are *catalog rows* here (positions in ``catalog.video_ids``, -1 for unknown):
+    the request path carries integers from the index to the feed and maps ids only at its
+    ends."""
+
+    catalog: RetrievalCatalog
 
     def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> Any: ...
-    def retrieve(self, user_vec: Any, n: int) -> tuple[np.ndarray, np.ndarray]: ...
-    def scores(self, user_vec: Any, video_ids: Sequence[str]) -> np.ndarray: ...
+    def retrieve_rows(self, user_vec: Any, n: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def scores_rows(self, user_vec: Any, rows: np.ndarray) -> np.ndarray: ...
     def history_caption(self, history: Sequence[str]) -> np.ndarray: ...
-    def caption_similarity(self, centroid: np.ndarray, video_ids: Sequence[str]) -> np.ndarray: ...
+    def caption_similarity_rows(self, centroid: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -219,6 +231,10 @@ class Recommender:
         self._items_lock = threading.Lock()
         self.items = items
         self._candidates = items.popular(n_candidates)
+        # (items, catalog, len(items.index), len(catalog ids), item row of each catalog row)
+        self._catalog_rows: tuple[Any, ...] | None = None
+        if retriever is not None:
+            self._catalog_to_items(retriever, items)
 
     # -- hot reload ------------------------------------------------------------------------
     def swap_model(self, model: RankedModel, arm: str = "champion") -> None:
@@ -246,7 +262,27 @@ class Recommender:
                 items.append_defaults(carried, old.creator_ids[rows].tolist())
             pool = items.popular(self.n_candidates)
             self.items, self._candidates = items, pool
+        if self.retriever is not None:  # computed here, not by the next request
+            self._catalog_to_items(self.retriever, items)
         return len(carried)
+
+    def _catalog_to_items(self, retriever: CandidateRetriever, items: ItemTable) -> np.ndarray:
+        """The item-table row of each retrieval-catalog row (-1: none), computed once per
+        item table and catalog size (both only grow between swaps)."""
+        catalog = retriever.catalog
+        index, ids = items.index, catalog.video_ids  # append_defaults swaps the index last
+        cached = self._catalog_rows
+        if (
+            cached is not None
+            and cached[0] is items
+            and cached[1] is catalog
+            and cached[2] == len(index)
+            and cached[3] == len(ids)
+        ):
+            return cached[4]
+        mapping = np.fromiter((index.get(v, -1) for v in ids), dtype=np.int64, count=len(ids))
+        self._catalog_rows = (items, catalog, len(index), len(ids), mapping)
+        return mapping
 
     # -- features and scores ---------------------------------------------------------------
     def feature_matrix(
@@ -285,15 +321,30 @@ class Recommender:
         x[:, self._col["ctx_position"]] = SERVED_POSITION
         return x
 
-    def _retrieval_features(
-        self, state: UserState | None, user_vec: Any, ids: Sequence[str], scores: Any = None
+    def retrieval_features(
+        self, state: UserState | None, user_vec: Any, video_ids: Sequence[str]
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if self.retriever is None:
+        """Retrieval score and caption similarity of the given videos for a user (both None
+        without a retriever); NaN for videos the retrieval catalog does not know."""
+        retriever = self.retriever
+        rows = None if retriever is None else retriever.catalog.rows(video_ids)
+        return self._retrieval_features(retriever, state, user_vec, rows)
+
+    @staticmethod
+    def _retrieval_features(
+        retriever: CandidateRetriever | None,
+        state: UserState | None,
+        user_vec: Any,
+        catalog_rows: np.ndarray | None,
+        scores: Any = None,
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Retrieval score and caption similarity of candidates given as catalog rows."""
+        if retriever is None or catalog_rows is None:
             return None, None
         if scores is None:
-            scores = self.retriever.scores(user_vec, ids)
+            scores = retriever.scores_rows(user_vec, catalog_rows)
         history = state.history if state is not None else []
-        sim = self.retriever.caption_similarity(self.retriever.history_caption(history), ids)
+        sim = retriever.caption_similarity_rows(retriever.history_caption(history), catalog_rows)
         return np.asarray(scores, np.float32), sim
 
     def _matrix(
@@ -338,12 +389,15 @@ class Recommender:
         self.stats["default_item_rows"] += defaults
         return defaults
 
-    def _user_vec(self, state: UserState | None) -> Any:
-        if self.retriever is None:
+    def _user_vec(
+        self, state: UserState | None, retriever: CandidateRetriever | None = None
+    ) -> Any:
+        retriever = retriever or self.retriever
+        if retriever is None:
             return None
         if state is None:
-            return self.retriever.user_vector(None, [])
-        return self.retriever.user_vector(state.features[: len(USER_COLUMNS)], state.history)
+            return retriever.user_vector(None, [])
+        return retriever.user_vector(state.features[: len(USER_COLUMNS)], state.history)
 
     def _arm_model(self, arm: str) -> RankedModel:
         if arm == "champion":
@@ -363,7 +417,7 @@ class Recommender:
     ) -> Scored:
         """Score the given candidates for the user, best first; unknown videos are reported."""
         t0 = time.perf_counter()
-        items, model = self.items, self._arm_model(arm)
+        items, model, retriever = self.items, self._arm_model(arm), self.retriever
         index = items.index
         known = [v for v in video_ids if v in index]
         unknown = [v for v in video_ids if v not in index]
@@ -372,7 +426,9 @@ class Recommender:
             return Scored([], [], state is None, unknown, {}, arm=arm, model_version=model.version)
         rows = np.fromiter((index[v] for v in known), dtype=np.int64, count=len(known))
         t1 = time.perf_counter()
-        retrieval = self._retrieval_features(state, self._user_vec(state), known)
+        catalog_rows = None if retriever is None else retriever.catalog.rows(known)
+        user_vec = self._user_vec(state, retriever)
+        retrieval = self._retrieval_features(retriever, state, user_vec, catalog_rows)
         x = self._matrix(state, rows, retrieval, surface, items)
         defaults = self._count(state, items, rows)
         scores = self._predict(model, x)
@@ -403,15 +459,32 @@ class Recommender:
         """Candidate ids (and their retrieval scores when retrieved) for a user; ``extra``
         more are retrieved when that many are likely to be filtered out."""
         items = items or self.items
-        if self.retriever is not None and state is not None:
+        rows, _, scores = self._candidate_rows(state, user_vec, items, self.retriever, extra)
+        return items.video_ids[rows].tolist(), scores
+
+    def _candidate_rows(
+        self,
+        state: UserState | None,
+        user_vec: Any,
+        items: ItemTable,
+        retriever: CandidateRetriever | None,
+        extra: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The candidates as item-table rows, their retrieval-catalog rows (None without a
+        retriever) and their retrieval scores (None unless retrieved).
+
+        With a retriever and a known user: the nearest videos that have an item row. Else
+        the recent-popular + fresh pool."""
+        if retriever is not None and state is not None:
             n = self.n_candidates + min(extra, 3 * self.n_candidates)
-            ids, scores = self.retriever.retrieve(user_vec, n)
-            index = items.index
-            keep = np.fromiter((v in index for v in ids), dtype=bool, count=len(ids))
+            catalog_rows, scores = retriever.retrieve_rows(user_vec, n)
+            rows = self._catalog_to_items(retriever, items)[catalog_rows]
+            keep = rows >= 0
             self.stats["retrieved"] += int(keep.sum())
-            return ids[keep].tolist(), np.asarray(scores)[keep]
+            return rows[keep], catalog_rows[keep], np.asarray(scores)[keep]
         pool = self._candidates if items is self.items else items.popular(self.n_candidates)
-        return items.video_ids[pool].tolist(), None
+        catalog_rows = None if retriever is None else retriever.catalog.rows(items.video_ids[pool])
+        return pool, catalog_rows, None
 
     def recommend(
         self,
@@ -424,47 +497,53 @@ class Recommender:
         arm: str = "champion",
         shadow: bool = False,
     ) -> Scored:
-        """The user's next ``k`` videos: retrieve, filter, score, re-rank."""
+        """The user's next ``k`` videos: retrieve, filter, score, re-rank.
+
+        Candidates travel as integer rows of the item table from the index to the feed;
+        ids appear only where they enter (what the user has seen) and leave (the feed)."""
         cfg = self.rerank_config
         t0 = time.perf_counter()
-        items, model = self.items, self._arm_model(arm)  # one snapshot for the request
+        # one snapshot of each swappable part for the whole request
+        items, model, retriever = self.items, self._arm_model(arm), self.retriever
         state = self.users(user_id)
         t1 = time.perf_counter()
         # seen lately: served here, engaged with (history), or on the client's screen
         seen = self.seen.get(user_id) | set(exclude)
         if state is not None:
             seen.update(state.history)
-        user_vec = self._user_vec(state)
-        ids, retrieved = self.candidates(state, user_vec, items, extra=len(seen))
+        user_vec = self._user_vec(state, retriever)
+        rows, catalog_rows, retrieved = self._candidate_rows(
+            state, user_vec, items, retriever, extra=len(seen)
+        )
         t2 = time.perf_counter()
-        index = items.index
-        rows = np.fromiter((index[v] for v in ids), dtype=np.int64, count=len(ids))
 
-        # filter: seen lately, blocked creators, retired videos
-        available = (
-            items.features[rows, self._age] <= cfg.max_age_hours
+        # filter: retired videos, blocked creators, seen lately
+        unavailable = (
+            ~(items.features[rows, self._age] <= cfg.max_age_hours)  # unknown age: retired
             if cfg.max_age_hours is not None
-            else None
+            else np.zeros(len(rows), dtype=bool)
         )
-        blocked = set(blocked_creators)
         creators = items.creator_ids[rows]
-        keep, filtered = filter_candidates(
-            np.asarray(ids, dtype=object), seen, blocked, creators, available
+        blocked_set = set(blocked_creators)
+        blocked = (
+            np.fromiter((c in blocked_set for c in creators), dtype=bool, count=len(rows))
+            if blocked_set
+            else np.zeros(len(rows), dtype=bool)
         )
+        index = items.index
+        seen_rows = np.fromiter((index.get(v, -1) for v in seen), dtype=np.int64, count=len(seen))
+        keep, filtered = removals(unavailable, blocked, np.isin(rows, seen_rows))
         if keep.sum() < k:
             # a user who has seen every candidate gets repeats rather than an empty feed
-            allowed, _ = filter_candidates(
-                np.asarray(ids, dtype=object), None, blocked, creators, available
-            )
-            repeats = np.flatnonzero(allowed & ~keep)[: k - int(keep.sum())]
+            repeats = np.flatnonzero(~unavailable & ~blocked & ~keep)[: k - int(keep.sum())]
             keep[repeats] = True
             filtered["seen"] -= len(repeats)
             filtered["repeated"] = len(repeats)
         if not keep.all():
             rows = rows[keep]
-            ids = [v for v, ok in zip(ids, keep, strict=True) if ok]
-            retrieved = None if retrieved is None else np.asarray(retrieved)[keep]
-        if not ids:
+            catalog_rows = None if catalog_rows is None else catalog_rows[keep]
+            retrieved = None if retrieved is None else retrieved[keep]
+        if not len(rows):
             return Scored(
                 [],
                 [],
@@ -476,7 +555,7 @@ class Recommender:
                 model_version=model.version,
             )
         t3 = time.perf_counter()
-        retrieval = self._retrieval_features(state, user_vec, ids, retrieved)
+        retrieval = self._retrieval_features(retriever, state, user_vec, catalog_rows, retrieved)
         x = self._matrix(state, rows, retrieval, surface, items)
         defaults = self._count(state, items, rows)
         t4 = time.perf_counter()
@@ -493,7 +572,8 @@ class Recommender:
         if cfg.exploration_position is not None:
             fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)
             chosen = exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores)
-        served = [ids[i] for i in chosen]
+        served_rows = rows[chosen]
+        served = items.video_ids[served_rows].tolist()
         self.seen.add(user_id, served)
         t6 = time.perf_counter()
         return Scored(
@@ -515,7 +595,7 @@ class Recommender:
             model_version=model.version,
             shadow_scores=None if shadow_scores is None else shadow_scores[chosen].tolist(),
             default_rows=defaults,
-            durations=items.features[rows[chosen], self._duration].tolist(),
+            durations=items.features[served_rows, self._duration].tolist(),
         )
 
     def add_videos(self, videos: Any, content: Any) -> int:
@@ -525,4 +605,6 @@ class Recommender:
             added = self.retriever.add_videos(videos, content)  # type: ignore[attr-defined]
         with self._items_lock:
             self.items.append_defaults(list(videos["video_id"]), list(videos["creator_id"]))
+        if self.retriever is not None:  # computed here, not by the next request
+            self._catalog_to_items(self.retriever, self.items)
         return added

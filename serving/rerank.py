@@ -173,9 +173,17 @@ def filter_candidates(
         if seen
         else np.zeros(n, dtype=bool)
     )
+    return removals(unavailable, blocked, seen_mask)
+
+
+def removals(
+    unavailable: np.ndarray, blocked: np.ndarray, seen: np.ndarray
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The keep-mask and per-reason counts of :func:`filter_candidates` from its three
+    boolean masks (for callers that computed them, e.g. over integer rows)."""
     counts = {
         "unavailable": int(unavailable.sum()),
         "blocked_creator": int((blocked & ~unavailable).sum()),
-        "seen": int((seen_mask & ~unavailable & ~blocked).sum()),
+        "seen": int((seen & ~unavailable & ~blocked).sum()),
     }
-    return ~(unavailable | blocked | seen_mask), counts
+    return ~(unavailable | blocked | seen), counts

@@ -122,6 +122,10 @@ class Retriever:
         self.fresh_rows = np.zeros(0, dtype=np.int64)  # videos added after the index was built
         self._cutoff = self._age_cutoff()
         self._lock = threading.Lock()
+        # the index's labels as catalog rows: a search never maps id strings per request
+        self._label_rows = catalog.rows(index.label_ids())
+        if (self._label_rows < 0).any():
+            raise BundleError("the index holds videos the catalog does not know")
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -174,8 +178,11 @@ class Retriever:
 
     def caption_similarity(self, centroid: np.ndarray, video_ids: Sequence[str]) -> np.ndarray:
         """Cosine of each video's caption with a history centroid (NaN for unknown videos)."""
+        return self.caption_similarity_rows(centroid, self.catalog.rows(video_ids))
+
+    def caption_similarity_rows(self, centroid: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """:meth:`caption_similarity` of catalog rows (-1: unknown, NaN)."""
         caption = self.catalog.caption
-        rows = self.catalog.rows(video_ids)
         out = np.full(len(rows), np.nan, np.float32)
         ok = (rows >= 0) & (rows < len(caption))
         out[ok] = caption[rows[ok]] @ centroid
@@ -183,21 +190,29 @@ class Retriever:
 
     # -- items ------------------------------------------------------------------------------
     def retrieve(self, user_vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n`` best available videos for a user vector, best first.
+        """The ``n`` best available videos for a user vector, best first: ids and scores."""
+        rows, scores = self.retrieve_rows(user_vec, n)
+        return self.catalog.video_ids[rows], scores
+
+    def retrieve_rows(self, user_vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`retrieve` as catalog rows: the serving path carries integers, not ids.
 
         Videos added after the index was built have no trained id embedding, so they score
         below established videos of the same topic; ``fresh_share`` of the slots are kept
         for the best of them (a fresh-content channel), so new uploads get seen at all.
         """
-        ids, scores = self.index.search(user_vec.astype(np.float32), n)
+        labels, scores = self.index.search_labels(user_vec.astype(np.float32), n)
+        label_rows = self._label_rows  # snapshot: add_videos replaces it
+        known = labels < len(label_rows)  # a video indexed a moment ago may not be mapped yet
+        rows = label_rows[labels[known]]
+        scores = scores[known]
         quota = min(round(n * self.fresh_share), len(self.fresh_rows))
         if quota > 0:
-            ids, scores = self._with_fresh(user_vec, ids, scores, n, quota)
-        if self._cutoff is not None and len(ids):
-            rows = self.catalog.rows(ids)
+            rows, scores = self._with_fresh(user_vec, rows, scores, n, quota)
+        if self._cutoff is not None and len(rows):
             keep = self.catalog.upload_ts[rows] >= self._cutoff
-            ids, scores = ids[keep], scores[keep]
-        return ids, scores
+            rows, scores = rows[keep], scores[keep]
+        return rows, scores
 
     def _age_cutoff(self) -> np.datetime64 | None:
         """Oldest upload still servable, relative to the newest video known (computed when
@@ -208,36 +223,32 @@ class Retriever:
         return newest - np.timedelta64(int(self.max_age_days * 86400), "s")
 
     def _with_fresh(
-        self, user_vec: np.ndarray, ids: np.ndarray, scores: np.ndarray, n: int, quota: int
+        self, user_vec: np.ndarray, rows: np.ndarray, scores: np.ndarray, n: int, quota: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        rows, vectors = self.fresh_rows, self.item_vectors  # snapshots
-        rows = rows[rows < len(vectors)]
-        fresh_scores = vectors[rows] @ user_vec
+        fresh, vectors = self.fresh_rows, self.item_vectors  # snapshots
+        fresh = fresh[fresh < len(vectors)]
+        fresh_scores = vectors[fresh] @ user_vec
         best = np.argsort(-fresh_scores, kind="stable")[:quota]
-        fresh_ids = self.catalog.video_ids[rows[best]].astype(object)
-        have = set(ids.tolist())
-        extra = [
-            (v, s) for v, s in zip(fresh_ids, fresh_scores[best], strict=True) if v not in have
-        ]
-        fresh_set = set(self.catalog.video_ids[rows].tolist())
-        n_fresh_in = sum(v in fresh_set for v in ids.tolist())
-        need = max(0, quota - n_fresh_in)
-        if not need or not extra:
-            return ids, scores
-        extra = extra[:need]
+        new = ~np.isin(fresh[best], rows)
+        extra_rows, extra_scores = fresh[best][new], fresh_scores[best][new]
+        need = max(0, quota - int(np.isin(rows, fresh).sum()))
+        if not need or not len(extra_rows):
+            return rows, scores
+        extra_rows, extra_scores = extra_rows[:need], extra_scores[:need]
         # drop the weakest established videos to make room, then re-sort by score
-        keep_n = max(0, min(len(ids), n - len(extra)))
-        all_ids = np.concatenate([ids[:keep_n], np.array([v for v, _ in extra], dtype=object)])
-        all_scores = np.concatenate(
-            [scores[:keep_n], np.array([s for _, s in extra], dtype=np.float32)]
-        )
+        keep_n = max(0, min(len(rows), n - len(extra_rows)))
+        all_rows = np.concatenate([rows[:keep_n], extra_rows])
+        all_scores = np.concatenate([scores[:keep_n], extra_scores]).astype(np.float32)
         order = np.argsort(-all_scores, kind="stable")
-        return all_ids[order], all_scores[order]
+        return all_rows[order], all_scores[order]
 
     def scores(self, user_vec: np.ndarray, video_ids: Sequence[str]) -> np.ndarray:
         """Dot products with given videos (NaN for videos the catalog does not hold)."""
+        return self.scores_rows(user_vec, self.catalog.rows(video_ids))
+
+    def scores_rows(self, user_vec: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """:meth:`scores` of catalog rows (-1: unknown, NaN)."""
         vectors = self.item_vectors  # one snapshot: add_videos may grow it meanwhile
-        rows = self.catalog.rows(video_ids)
         out = np.full(len(rows), np.nan, np.float32)
         ok = (rows >= 0) & (rows < len(vectors))
         out[ok] = vectors[rows[ok]] @ user_vec
@@ -256,6 +267,10 @@ class Retriever:
             added = self.index.add(self.catalog.video_ids[rows], vectors)
             self.fresh_rows = np.concatenate([self.fresh_rows, rows])
             self._cutoff = self._age_cutoff()
+            n_mapped = len(self._label_rows)
+            self._label_rows = np.concatenate(
+                [self._label_rows, self.catalog.rows(self.index.label_ids()[n_mapped:])]
+            )
         log.info("added %d new videos to the fresh index", added)
         return int(added)
 
@@ -313,9 +328,7 @@ class Retriever:
         index = CandidateIndex.load(directory / "index")
         if index.size != manifest["n_index"] or len(catalog) != manifest["n_catalog"]:
             raise BundleError("index or catalog size differs from the manifest")
-        if not all(v in catalog.index for v in index.video_ids):
-            raise BundleError("the index holds videos the catalog does not know")
-        out = cls(
+        out = cls(  # refuses an index holding videos the catalog does not know
             model,
             catalog,
             vectors,

@@ -733,7 +733,7 @@ def pipeline_ndcg(
         for name, cands in sources.items():
             cands = [v for v in cands if v in items.index]
             rows = np.fromiter((items.index[v] for v in cands), np.int64, len(cands))
-            feats = rec._retrieval_features(state, user_vec, cands)
+            feats = rec.retrieval_features(state, user_vec, cands)
             s = rec._score(state, rows, feats)
             order = np.argsort(-s, kind="stable")[:10]
             scores[name].append(_ndcg([cands[i] for i in order], gains))

@@ -117,6 +117,12 @@ def test_fresh_items_are_merged_in_score_order() -> None:
     want = np.asarray([*ids_for(500), "f0", "f1", "f2"])[brute_force(everything, query[None], 10)]
     assert ids.tolist() == want[0].tolist()
 
+    # the integer labels name the same videos, main rows first, then fresh in added order
+    labels, label_scores = index.search_labels(query, 10)
+    assert index.label_ids()[labels].tolist() == ids.tolist()
+    np.testing.assert_array_equal(label_scores, scores)
+    assert index.label_ids()[500:].tolist() == ["f0", "f1", "f2"]
+
 
 def test_adding_existing_ids_is_a_no_op() -> None:
     items = clustered(50, seed=7)

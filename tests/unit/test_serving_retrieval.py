@@ -1,0 +1,120 @@
+"""The recommender's retrieval path on integer rows, checked against the id-based methods.
+
+A small trained two-tower model (no server): the candidates, retrieval features and feed
+that :meth:`Recommender.recommend` computes over catalog and item-table rows must be what
+the retriever's id-based methods give for the same videos, with an item table whose order
+differs from the catalog's and that lacks some catalog videos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.cross import MODEL_FEATURES
+from serving.pipeline import ItemTable, RankedModel, Recommender, RerankConfig
+from tests.unit.test_serving_path import _booster, make_items, user
+from tests.unit.test_two_tower import _trained_retriever, frames
+
+pytestmark = pytest.mark.unit
+COL = {c: i for i, c in enumerate(MODEL_FEATURES)}
+
+
+@pytest.fixture(scope="module")
+def retriever():
+    return _trained_retriever()
+
+
+def _items_for(ids: list[str]) -> ItemTable:
+    """Features for ``ids`` (reversed catalog order), from the serving tests' table."""
+    base = make_items()
+    n = len(ids)
+    table = ItemTable(
+        np.asarray(ids, dtype=object),
+        base.features[np.arange(n) % len(base.features)].copy(),
+        np.zeros(n, dtype=bool),
+        np.array([f"c{i % 5}" for i in range(n)], dtype=object),
+    )
+    return table
+
+
+def _recommender(retriever, items: ItemTable) -> Recommender:
+    users = {"fan": user(2)}
+    users["fan"].history = [str(v) for v in retriever.catalog.video_ids[:3]]
+    cfg = RerankConfig(diversity=0.0, exploration_position=None)
+    model = RankedModel(_booster(0, "x_retrieval_score"), "ranker", "1")
+    return Recommender(model, items, users.get, n_candidates=25, retriever=retriever, rerank=cfg)
+
+
+def test_rows_path_matches_the_id_based_retriever(retriever):
+    catalog_ids = [str(v) for v in retriever.catalog.video_ids]
+    in_items = catalog_ids[::-1][:-7]  # reversed, and 7 catalog videos have no item row
+    items = _items_for(in_items)
+    rec = _recommender(retriever, items)
+    state = rec.users("fan")
+    user_vec = rec._user_vec(state)
+
+    got = rec.recommend("fan", 8)
+
+    # the reference, by ids: retrieve, keep videos with an item row, drop the history
+    n = rec.n_candidates + len(set(state.history))
+    ids, scores = retriever.retrieve(user_vec, n)
+    keep = [i for i, v in enumerate(ids) if v in items.index and v not in state.history]
+    ids = [str(ids[i]) for i in keep]
+    assert not set(ids) & set(catalog_ids[::-1][-7:])
+    rows = np.array([items.index[v] for v in ids])
+    sim = retriever.caption_similarity(retriever.history_caption(state.history), ids)
+    np.testing.assert_allclose(np.asarray(scores)[keep], retriever.scores(user_vec, ids), 1e-5)
+    x = rec.feature_matrix(
+        state.features,
+        rows,
+        np.asarray(scores, np.float32)[keep],
+        sim,
+        surface="spotlight",
+    )
+    # no creator history in this state: the default affinity, as the recommender uses
+    expected = rec.model.heads.combine(rec.model.scorer.inplace_predict(x))
+    order = np.argsort(-expected, kind="stable")[:8]
+    assert got.video_ids == [ids[i] for i in order]
+    np.testing.assert_allclose(got.scores, expected[order], rtol=1e-6)
+    np.testing.assert_allclose(
+        got.features[:, COL["x_retrieval_score"]],
+        retriever.scores(user_vec, got.video_ids),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        got.features[:, COL["x_content_similarity"]],
+        retriever.caption_similarity(retriever.history_caption(state.history), got.video_ids),
+        rtol=1e-5,
+    )
+    # the public candidates() gives the same ids
+    assert rec.candidates(state, user_vec)[0] == [
+        str(v) for v in retriever.retrieve(user_vec, rec.n_candidates)[0] if v in items.index
+    ]
+
+
+def test_an_unknown_user_gets_retrieval_features_for_the_popular_pool(retriever):
+    items = _items_for([str(v) for v in retriever.catalog.video_ids])
+    rec = _recommender(retriever, items)
+    got = rec.recommend("someone-new", 5)
+    assert got.cold_start and len(got.video_ids) == 5
+    cold = rec._user_vec(None)
+    np.testing.assert_allclose(
+        got.features[:, COL["x_retrieval_score"]], retriever.scores(cold, got.video_ids), 1e-5
+    )
+    assert (got.features[:, COL["x_content_similarity"]] == 0).all()  # no history
+
+
+def test_a_video_uploaded_while_serving_is_mapped_to_its_new_row(retriever):
+    ret = _trained_retriever()  # add_videos changes the retriever: not the shared one
+    items = _items_for([str(v) for v in ret.catalog.video_ids])
+    rec = _recommender(ret, items)
+    rec.recommend("fan", 5)  # the row map exists before the upload
+    videos, content = frames(3, start=500)  # v0500 is "pets" (topic 3)
+    assert rec.add_videos(videos, content) == 3
+    pets = [str(v) for v, t in zip(ret.catalog.video_ids, ret.catalog.topic, strict=True) if t == 3]
+    state = rec.users("fan")
+    state.history = pets[:5]
+    ids, _ = rec.candidates(state, rec._user_vec(state))
+    assert "v0500" in ids
+    row = items.index["v0500"]
+    assert items.missing[row]  # a default row until the next materialization
