@@ -74,6 +74,32 @@ def creator_affinity(
     return imp.astype(np.float32), creator_rate(imp, pos).astype(np.float32)
 
 
+def creator_affinity_coded(
+    creator_codes: np.ndarray,
+    imp_28d: Sequence[float],
+    pos_28d: Sequence[float],
+    candidate_codes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`creator_affinity` with creators as integer codes (-1: a creator no candidate
+    can have): a sorted search instead of a dict lookup per candidate. A creator listed
+    twice counts with its last entry, as in :func:`creator_affinity`."""
+    codes = np.asarray(creator_codes, dtype=np.int64)
+    n = len(candidate_codes)
+    if not len(codes):
+        imp = np.zeros(n)
+        return imp.astype(np.float32), creator_rate(imp, imp).astype(np.float32)
+    # the last entry of each code: unique over the reversed list
+    uniq, first_in_reversed = np.unique(codes[::-1], return_index=True)
+    at = len(codes) - 1 - first_in_reversed
+    imp_u = np.asarray(imp_28d, dtype=np.float64)[at]
+    pos_u = np.asarray(pos_28d, dtype=np.float64)[at]
+    where = np.minimum(np.searchsorted(uniq, candidate_codes), len(uniq) - 1)
+    hit = uniq[where] == candidate_codes
+    imp = np.where(hit, imp_u[where], 0.0)
+    pos = np.where(hit, pos_u[where], 0.0)
+    return imp.astype(np.float32), creator_rate(imp, pos).astype(np.float32)
+
+
 def add_creator_affinity(df: pd.DataFrame) -> pd.DataFrame:
     """The training path of :func:`creator_affinity`, vectorised over rows.
 

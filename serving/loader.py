@@ -106,6 +106,7 @@ class FeastUserReader:
 def load_item_table(settings: Settings, store: Any) -> ItemTable:
     """All catalog videos' features in one bulk online read (refreshed on reload)."""
     videos = read_table(settings.lake_dir, "videos", columns=["video_id", "creator_id"])
+    videos = videos.drop_duplicates("video_id", keep="last")  # one row per video
     rows = [
         {"video_id": v, "creator_id": c}
         for v, c in zip(videos["video_id"], videos["creator_id"], strict=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 from features.batch import FEATURE_DEFAULTS
@@ -30,6 +31,7 @@ from features.cross import (
     SERVED_POSITION,
     SURFACES,
     creator_affinity,
+    creator_affinity_coded,
     surface_code,
     topic_affinity,
 )
@@ -96,15 +98,22 @@ class RankedModel:
 
 @dataclass
 class ItemTable:
-    """Per-video features (video and creator views) as one dense float32 array."""
+    """Per-video features (video and creator views) as one dense float32 array.
+
+    Video ids are unique: row ``i`` is ``video_ids[i]`` and ``index`` maps each id to it."""
 
     video_ids: np.ndarray
     features: np.ndarray  # (n_videos, len(ITEM_FEATURES))
     missing: np.ndarray  # (n_videos,) bool: row filled with defaults
     creator_ids: np.ndarray  # (n_videos,) object: each video's creator ("" when unknown)
     index: dict[str, int] = field(init=False)
+    creator_codes: np.ndarray = field(init=False)  # (n_videos,) int64: code of each creator
+    creator_index: dict[str, int] = field(init=False)  # creator id -> code
 
     def __post_init__(self) -> None:
+        codes, uniques = pd.factorize(np.asarray(self.creator_ids, dtype=object))
+        self.creator_codes = codes.astype(np.int64)
+        self.creator_index = {c: i for i, c in enumerate(uniques)}
         self.index = {v: i for i, v in enumerate(self.video_ids)}
 
     @classmethod
@@ -145,7 +154,15 @@ class ItemTable:
             [self.creator_ids, np.array([creator_of[v] for v in new], dtype=object)]
         )
         index = {**self.index, **{v: len(self.video_ids) + i for i, v in enumerate(new)}}
+        creator_index = dict(self.creator_index)
+        for v in new:
+            creator_index.setdefault(creator_of[v], len(creator_index))
+        codes = np.concatenate(
+            [self.creator_codes, np.array([creator_index[creator_of[v]] for v in new], np.int64)]
+        )
+        self.creator_index = creator_index
         self.features, self.missing, self.creator_ids = features, missing, creators
+        self.creator_codes = codes
         self.video_ids = ids
         self.index = index
         return len(new)
@@ -179,6 +196,7 @@ class Scored:
     shadow_scores: list[float] | None = None  # the challenger's scores, shadow mode only
     default_rows: int = 0  # candidates scored with default item features
     durations: list[float] = field(default_factory=list)  # seconds, per served video
+    ranked: int = 0  # candidates scored
 
 
 @dataclass(frozen=True)
@@ -267,21 +285,38 @@ class Recommender:
         return len(carried)
 
     def _catalog_to_items(self, retriever: CandidateRetriever, items: ItemTable) -> np.ndarray:
-        """The item-table row of each retrieval-catalog row (-1: none), computed once per
-        item table and catalog size (both only grow between swaps)."""
+        """The item-table row of each retrieval-catalog row (-1: none).
+
+        Both only grow between swaps (uploads), so a cached map is extended by the new
+        catalog rows and the new item rows: a request never pays for the whole catalog."""
         catalog = retriever.catalog
         index, ids = items.index, catalog.video_ids  # append_defaults swaps the index last
+        n_index, n_ids = len(index), len(ids)
         cached = self._catalog_rows
-        if (
-            cached is not None
-            and cached[0] is items
-            and cached[1] is catalog
-            and cached[2] == len(index)
-            and cached[3] == len(ids)
-        ):
-            return cached[4]
-        mapping = np.fromiter((index.get(v, -1) for v in ids), dtype=np.int64, count=len(ids))
-        self._catalog_rows = (items, catalog, len(index), len(ids), mapping)
+        if cached is not None and cached[0] is items and cached[1] is catalog:
+            _, _, seen_index, seen_ids, mapping = cached
+            if (seen_index, seen_ids) == (n_index, n_ids):
+                return mapping
+            # ids are unique, so item rows seen_index..n_index-1 are the ones added since
+            if seen_index <= n_index and seen_ids <= n_ids:
+                grown = np.concatenate(
+                    [
+                        mapping,
+                        np.fromiter(
+                            (index.get(v, -1) for v in ids[seen_ids:n_ids]),
+                            dtype=np.int64,
+                            count=n_ids - seen_ids,
+                        ),
+                    ]
+                )
+                rows_of = catalog.rows(items.video_ids[seen_index:n_index].tolist())
+                new_rows = np.arange(seen_index, n_index)
+                ok = (rows_of >= 0) & (rows_of < n_ids)
+                grown[rows_of[ok]] = new_rows[ok]
+                self._catalog_rows = (items, catalog, n_index, n_ids, grown)
+                return grown
+        mapping = np.fromiter((index.get(v, -1) for v in ids), dtype=np.int64, count=n_ids)
+        self._catalog_rows = (items, catalog, n_index, n_ids, mapping)
         return mapping
 
     # -- features and scores ---------------------------------------------------------------
@@ -358,8 +393,14 @@ class Recommender:
         user = self.default_user if state is None else state.features
         creator = None
         if state is not None and state.creator_ids:
-            creator = creator_affinity(
-                state.creator_ids, state.creator_imp, state.creator_pos, items.creator_ids[rows]
+            code_of = items.creator_index
+            codes = np.fromiter(
+                (code_of.get(c, -1) for c in state.creator_ids),
+                dtype=np.int64,
+                count=len(state.creator_ids),
+            )
+            creator = creator_affinity_coded(
+                codes, state.creator_imp, state.creator_pos, items.creator_codes[rows]
             )
         return self.feature_matrix(
             user, rows, *retrieval, creator=creator, surface=surface, items=items
@@ -539,6 +580,8 @@ class Recommender:
             keep[repeats] = True
             filtered["seen"] -= len(repeats)
             filtered["repeated"] = len(repeats)
+        # more were retrieved for the filters to remove: the best n_candidates are ranked
+        keep &= np.cumsum(keep) <= self.n_candidates
         if not keep.all():
             rows = rows[keep]
             catalog_rows = None if catalog_rows is None else catalog_rows[keep]
@@ -596,6 +639,7 @@ class Recommender:
             shadow_scores=None if shadow_scores is None else shadow_scores[chosen].tolist(),
             default_rows=defaults,
             durations=items.features[served_rows, self._duration].tolist(),
+            ranked=len(rows),
         )
 
     def add_videos(self, videos: Any, content: Any) -> int:

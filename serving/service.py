@@ -15,6 +15,7 @@ uploads are added to the retrieval index. Every served list is logged (``request
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import uuid
@@ -57,6 +58,7 @@ _settings = get_settings()
     workers=_settings.serving.workers,
     threads=_settings.serving.threads,
     traffic={"timeout": 10},
+    logging={"access": {"enabled": _settings.serving.access_log}},
 )
 class RecommenderService:
     def __init__(self) -> None:
@@ -91,6 +93,11 @@ class RecommenderService:
             threading.Thread(
                 target=self._every, args=(period, poll, name), daemon=True, name=name
             ).start()
+        # Everything loaded so far lives as long as the worker: move it out of the cyclic
+        # garbage collector's generations, so that no collection pauses a request to walk
+        # the models, the index and Feast's registry (hundreds of thousands of objects).
+        gc.collect()
+        gc.freeze()
 
     @bentoml.on_shutdown
     def close(self) -> None:
@@ -199,8 +206,13 @@ class RecommenderService:
         )
         return request_id
 
+    # /recommend and /rank are coroutines although they compute: a few milliseconds of
+    # numpy and XGBoost, run on the worker's event loop, cost less than handing each request
+    # to a thread and back (a worker computes one request at a time either way, under the
+    # GIL), and measured lower latency at every percentile. /feedback writes to the lake and
+    # stays a thread-pool endpoint.
     @bentoml.api(input_spec=RecommendRequest)
-    def recommend(self, **params: Any) -> RecommendResponse:
+    async def recommend(self, **params: Any) -> RecommendResponse:
         """The user's feed: retrieved by the two-tower model, ranked, diversified."""
         req = RecommendRequest(**params)
         route = self.experiment.route(req.user_id)
@@ -228,7 +240,7 @@ class RecommenderService:
         )
 
     @bentoml.api(input_spec=RankRequest)
-    def rank(self, **params: Any) -> RankResponse:
+    async def rank(self, **params: Any) -> RankResponse:
         """Scores for the given candidate videos, best first."""
         req = RankRequest(**params)
         route = self.experiment.route(req.user_id)

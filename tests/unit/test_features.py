@@ -19,7 +19,13 @@ from features.batch import (
     user_topic_affinity,
     video_stats,
 )
-from features.cross import MODEL_FEATURES, add_creator_affinity, creator_affinity, model_matrix
+from features.cross import (
+    MODEL_FEATURES,
+    add_creator_affinity,
+    creator_affinity,
+    creator_affinity_coded,
+    model_matrix,
+)
 from ingest.simulator import generate_world
 from reelrank.settings import SimulationSettings
 
@@ -227,3 +233,26 @@ def test_simulated_world_features_have_no_gaps():
     ):
         assert not f.isna().any().any()
         assert len(f) > 0
+
+
+def test_coded_creator_affinity_equals_the_dict_lookup():
+    """The serving path's sorted search over creator codes gives creator_affinity's values,
+    duplicates (last entry wins), creators no candidate has and empty histories included."""
+    rng = np.random.default_rng(7)
+    creators = [f"c{i}" for i in range(40)]
+    code_of = {c: i for i, c in enumerate(creators)}
+    for trial in range(50):
+        n_user = int(rng.integers(0, 12))
+        user = list(rng.choice([*creators, "gone-1", "gone-2"], n_user))
+        imp = rng.integers(0, 9, n_user).astype(float).tolist()
+        pos = [float(rng.integers(0, i + 1)) for i in imp]
+        cands = list(rng.choice(creators, 30))
+        want = creator_affinity(user, imp, pos, cands)
+        got = creator_affinity_coded(
+            np.array([code_of.get(c, -1) for c in user], dtype=np.int64),
+            imp,
+            pos,
+            np.array([code_of[c] for c in cands], dtype=np.int64),
+        )
+        for w, g in zip(want, got, strict=True):
+            np.testing.assert_array_equal(g, w, err_msg=f"trial {trial}")

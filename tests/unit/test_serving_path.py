@@ -157,6 +157,13 @@ def test_a_reloaded_item_table_keeps_uploads_made_since(champion):
     assert "new-1" in rec.items.index and rec.items is fresh_table
     assert rec.items.creator_ids[rec.items.index["new-1"]] == "c9"
     assert rec.rank("fan", ["new-1", "v1"]).unknown_video_ids == []
+    # creator codes follow: a new creator gets a new code, a known one keeps its own
+    items = rec.items
+    items.append_defaults(["new-2", "new-3"], ["c-new", "c1"])
+    codes = items.creator_codes[[items.index[v] for v in ("new-1", "new-2", "new-3", "v1")]]
+    assert codes[0] == items.creator_index["c9"] and codes[1] == items.creator_index["c-new"]
+    assert codes[2] == codes[3] == items.creator_index["c1"]
+    assert len(set(items.creator_index.values())) == len(items.creator_index)
 
 
 # -- feedback -------------------------------------------------------------------------------

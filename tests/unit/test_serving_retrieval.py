@@ -59,6 +59,8 @@ def test_rows_path_matches_the_id_based_retriever(retriever):
     n = rec.n_candidates + len(set(state.history))
     ids, scores = retriever.retrieve(user_vec, n)
     keep = [i for i, v in enumerate(ids) if v in items.index and v not in state.history]
+    keep = keep[: rec.n_candidates]  # extra were retrieved for the filter; n are ranked
+    assert got.ranked == rec.n_candidates
     ids = [str(ids[i]) for i in keep]
     assert not set(ids) & set(catalog_ids[::-1][-7:])
     rows = np.array([items.index[v] for v in ids])
@@ -118,3 +120,21 @@ def test_a_video_uploaded_while_serving_is_mapped_to_its_new_row(retriever):
     assert "v0500" in ids
     row = items.index["v0500"]
     assert items.missing[row]  # a default row until the next materialization
+
+
+def test_the_row_map_follows_uploads_in_either_order(retriever):
+    ret = _trained_retriever()
+    items = _items_for([str(v) for v in ret.catalog.video_ids][5:])
+    rec = _recommender(ret, items)
+
+    def full() -> list[int]:
+        return [items.index.get(v, -1) for v in ret.catalog.video_ids]
+
+    assert rec._catalog_to_items(ret, items).tolist() == full()
+    items.append_defaults(["v0600"], ["c-new"])  # an item row before the catalog knows it
+    assert rec._catalog_to_items(ret, items).tolist() == full()
+    ret.add_videos(*frames(2, start=600))  # now the catalog has it, and one more
+    assert rec._catalog_to_items(ret, items).tolist() == full()
+    rec.add_videos(*frames(1, start=700))  # both at once
+    mapped = rec._catalog_to_items(ret, items)
+    assert mapped.tolist() == full() and mapped[ret.catalog.index["v0700"]] >= 0
