@@ -610,7 +610,7 @@ class Recommender:
         pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
         topics = items.features[rows[pool], self._slot]
         chosen = pool[
-            mmr_rerank(scores[pool], items.creator_ids[rows[pool]], topics, k, cfg.diversity)
+            mmr_rerank(scores[pool], items.creator_codes[rows[pool]], topics, k, cfg.diversity)
         ]
         if cfg.exploration_position is not None:
             fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)

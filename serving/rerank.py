@@ -24,8 +24,12 @@ def _check_k(k: int) -> None:
 
 def _groups(values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """A group code per item (equal values share one) and each group's member positions."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    codes = codes.astype(np.intp)
+    if values.dtype.kind in "biuf":  # numbers (creator codes, topic slots): numpy is enough
+        uniques, codes = np.unique(values, return_inverse=True)
+        codes = codes.reshape(-1).astype(np.intp)
+    else:  # ids as objects, None included
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        codes = codes.astype(np.intp)
     members = np.argsort(codes, kind="stable")
     bounds = np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1]
     return codes, np.split(members, bounds)

@@ -229,9 +229,11 @@ class Retriever:
         fresh = fresh[fresh < len(vectors)]
         fresh_scores = vectors[fresh] @ user_vec
         best = np.argsort(-fresh_scores, kind="stable")[:quota]
-        new = ~np.isin(fresh[best], rows)
+        new = ~np.isin(fresh[best], rows)  # quota x len(rows): small
         extra_rows, extra_scores = fresh[best][new], fresh_scores[best][new]
-        need = max(0, quota - int(np.isin(rows, fresh).sum()))
+        is_fresh = np.zeros(len(vectors), dtype=bool)  # a mask, not a sort of every fresh row
+        is_fresh[fresh] = True
+        need = max(0, quota - int(is_fresh[rows[rows < len(vectors)]].sum()))
         if not need or not len(extra_rows):
             return rows, scores
         extra_rows, extra_scores = extra_rows[:need], extra_scores[:need]

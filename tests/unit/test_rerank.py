@@ -213,3 +213,18 @@ def test_filter_rejects_mismatched_inputs() -> None:
         filter_candidates(ids, None, None, np.array(["a"]), None)
     with pytest.raises(ValueError, match="available"):
         filter_candidates(ids, None, None, np.array(["a", "b"]), np.array([1, 0]))
+
+
+def test_mmr_picks_the_same_with_ids_or_integer_codes():
+    """The serving path passes creator codes; the picks are those of the creator ids."""
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        n = int(rng.integers(2, 60))
+        creators = rng.choice([f"c{i}" for i in range(7)], n).astype(object)
+        codes = np.unique(creators, return_inverse=True)[1].astype(np.int64)
+        topics = rng.integers(0, 4, n).astype(np.float32)
+        scores = np.round(rng.random(n), 2)  # ties included
+        for diversity in (0.0, 0.3, 1.0):
+            by_id = mmr_rerank(scores, creators, topics.astype(object), 10, diversity)
+            by_code = mmr_rerank(scores, codes, topics, 10, diversity)
+            assert by_id.tolist() == by_code.tolist()
