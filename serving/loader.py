@@ -186,7 +186,10 @@ class CatalogWatcher:
         started = time.time()
         content = read_content(self.settings, since=self.since - 1.0)
         index = self.rec.items.index
-        content = content[~content["video_id"].isin(index)]
+        # a lookup per new row: Series.isin(index) would copy every key of the catalog
+        # (a GIL-holding pause that served requests feel), usually to check no row at all
+        new = np.fromiter((v not in index for v in content["video_id"]), bool, len(content))
+        content = content[new]
         if content.empty:
             self.since = started
             return 0
@@ -204,13 +207,16 @@ class ModelWatcher:
 
     def __init__(self, settings: Settings, rec: Recommender) -> None:
         self.settings, self.rec = settings, rec
+        self._client: Any = None
 
     def poll(self) -> list[str]:
         from training.registry import alias_version, client
 
         if self.settings.serving.pinned_version is not None:
             return []  # pinned: the aliases may move, this service does not follow them
-        c = client(self.settings)
+        if self._client is None:  # one client for every poll
+            self._client = client(self.settings)
+        c = self._client
         name = self.settings.ranker_model_name
         swapped = []
         arms = [("champion", self.rec.model)]

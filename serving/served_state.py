@@ -23,6 +23,7 @@ served longer ago than that is rejected as unknown.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serving.feedback import ServedList
+
+log = logging.getLogger(__name__)
 
 
 class Recent(Protocol):
@@ -143,23 +146,35 @@ class SqliteState:
     """Served state in one SQLite file, shared by the worker processes of a host.
 
     WAL mode lets readers run beside the one writer; each write is one short transaction
-    (tens of microseconds), and every ``prune_every`` writes, rows older than the TTL are
-    deleted. ``recent`` reads the user's newest rows until ``per_user`` ids are collected.
+    (tens of microseconds). ``recent`` reads the user's newest rows until ``per_user`` ids
+    are collected. Nothing slow runs on the request path: a background thread of each
+    process checkpoints the WAL every ``checkpoint_s`` (passive: it never blocks a reader or
+    a writer, and its fsync happens there) and deletes rows older than the TTL every
+    ``prune_s``. Left to SQLite, a checkpoint (with its fsync) runs inside whichever request
+    happens to commit the thousandth page, and stalls that worker for tens of milliseconds.
     """
 
     def __init__(
-        self, path: Path, per_user: int = 200, ttl_s: float = 86_400.0, prune_every: int = 2000
+        self,
+        path: Path,
+        per_user: int = 200,
+        ttl_s: float = 86_400.0,
+        checkpoint_s: float = 1.0,
+        prune_s: float = 60.0,
     ) -> None:
         self.path, self.per_user, self.ttl_s = Path(path), per_user, ttl_s
-        self.prune_every = prune_every
+        self.checkpoint_s, self.prune_s = checkpoint_s, prune_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._writes = 0
-        self._lock = threading.Lock()
         con = self._con()
         con.executescript(_SCHEMA)
         self.recent = _SqliteRecent(self)
         self.lists = _SqliteLists(self)
+        self._stop = threading.Event()
+        self._maintenance = threading.Thread(
+            target=self._maintain, name="served-state-maintenance", daemon=True
+        )
+        self._maintenance.start()
 
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -168,17 +183,16 @@ class SqliteState:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA busy_timeout=10000")
+            con.execute("PRAGMA wal_autocheckpoint=0")  # the maintenance thread checkpoints
             self._local.con = con
         return con
 
     def write(self, sql: str, args: tuple[Any, ...]) -> None:
-        con = self._con()
-        con.execute(sql, args)
-        with self._lock:
-            self._writes += 1
-            prune = self._writes % self.prune_every == 0
-        if prune:
-            self.prune()
+        self._con().execute(sql, args)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database as far as no reader needs it (never blocks)."""
+        self._con().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def prune(self, now: float | None = None) -> None:
         cutoff = (now or time.time()) - self.ttl_s
@@ -186,7 +200,21 @@ class SqliteState:
         con.execute("DELETE FROM served_lists WHERE ts < ?", (cutoff,))
         con.execute("DELETE FROM recent WHERE ts < ?", (cutoff,))
 
+    def _maintain(self) -> None:
+        next_prune = time.monotonic() + self.prune_s
+        while not self._stop.wait(self.checkpoint_s):
+            try:
+                self.checkpoint()
+                if time.monotonic() >= next_prune:
+                    self.prune()
+                    next_prune = time.monotonic() + self.prune_s
+            except sqlite3.Error:
+                log.exception("served state: maintenance of %s failed; retrying", self.path)
+        self.close()  # this thread's own connection
+
     def close(self) -> None:
+        if threading.current_thread() is not self._maintenance:
+            self._stop.set()
         con = getattr(self._local, "con", None)
         if con is not None:
             con.close()

@@ -105,6 +105,42 @@ def test_sqlite_forgets_entries_after_the_ttl(tmp_path: Path) -> None:
     assert st.lists.get("old") is None and st.recent.get("u1") == set()
 
 
+def test_sqlite_checkpoints_and_prunes_off_the_request_path(tmp_path: Path) -> None:
+    """Writers never checkpoint the WAL (SQLite would do it, with an fsync, inside whichever
+    request commits the thousandth page); the maintenance thread does, and prunes."""
+    path = tmp_path / "s.sqlite"
+    st = SqliteState(path, ttl_s=60, checkpoint_s=3600)  # no maintenance during the writes
+    assert st._con().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(3000):
+        st.lists.add(served(f"r{i}"))
+    wal = path.with_name(path.name + "-wal")
+    assert wal.stat().st_size > 1000 * 4096  # past SQLite's own checkpoint point
+    # frames in the WAL that no checkpoint has copied yet
+    busy, frames, copied = st._con().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and frames > 1000 and copied == frames  # copied only now, by this call
+    st.close()
+
+    quick = SqliteState(path, ttl_s=60, checkpoint_s=0.05, prune_s=0.1)
+    quick.write(
+        "INSERT INTO served_lists (request_id, ts, payload) VALUES (?, ?, ?)",
+        ("ancient", time.time() - 3600, "{}"),
+    )
+    deadline = time.monotonic() + 10
+    while _count(path, "ancient"):
+        assert time.monotonic() < deadline, "the maintenance thread did not prune"
+        time.sleep(0.05)
+    assert quick.lists.get("r0") is not None  # young rows stay
+    quick.close()
+
+
+def _count(path: Path, request_id: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        q = "SELECT COUNT(*) FROM served_lists WHERE request_id = ?"
+        return int(con.execute(q, (request_id,)).fetchone()[0])
+
+
 def _writer(path: str, worker: int, n: int) -> None:
     st = SqliteState(Path(path))
     for i in range(n):
