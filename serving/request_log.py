@@ -102,9 +102,22 @@ class RequestLogStats:
     write_errors: int
 
 
+# Dictionary encoding pays for the repeated strings only; tried on the feature vectors and
+# scores (nearly all distinct) it was 80% of a flush's CPU time, taken from the requests.
+_DICTIONARY_COLUMNS = [
+    "request_id",
+    "user_id",
+    "arm",
+    "ranker_version",
+    "retrieval_version",
+    "surface",
+    "video_id",
+]
+
+
 def _write_table(table: pa.Table, sink: BinaryIO) -> None:
     """Serialise one table into an open file (the step a failing disk breaks)."""
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, use_dictionary=_DICTIONARY_COLUMNS)
 
 
 def _fsync_dir(directory: Path) -> None:
