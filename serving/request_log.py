@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import count
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -145,6 +145,22 @@ def _utc(ts: datetime | pd.Timestamp) -> pd.Timestamp:
     return stamp.tz_convert("UTC")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _utc_us(ts: datetime | pd.Timestamp) -> tuple[int, date]:
+    """Microseconds since the epoch and the UTC day of an aware timestamp (per request: a
+    plain datetime takes the fast path, without building a pandas Timestamp)."""
+    if isinstance(ts, datetime) and not isinstance(ts, pd.Timestamp):
+        if ts.tzinfo is None:
+            raise ValueError(f"ts must be timezone-aware (UTC), got naive {ts!r}")
+        utc = ts.astimezone(UTC)
+        return (utc - _EPOCH) // _MICROSECOND, utc.date()
+    stamp = _utc(ts)
+    return stamp.value // 1000, stamp.date()
+
+
 class RequestLog:
     """Buffered, thread-safe writer of served items (see the module docstring).
 
@@ -236,11 +252,11 @@ class RequestLog:
                 f"features has shape {feat_arr.shape}, expected ({n}, {len(names)}) "
                 "(one row per video id, one column per feature name)"
             )
-        stamp = _utc(ts)
+        ts_us, day = _utc_us(ts)
         entry = _Request(
             request_id=str(request_id),
-            ts_us=stamp.value // 1000,
-            day=stamp.date(),
+            ts_us=ts_us,
+            day=day,
             user_id=str(user_id),
             arm=str(arm),
             ranker_version=str(ranker_version),

@@ -59,6 +59,7 @@ _settings = get_settings()
     threads=_settings.serving.threads,
     traffic={"timeout": 10},
     logging={"access": {"enabled": _settings.serving.access_log}},
+    tracing={"excluded_urls": [] if _settings.serving.trace_requests else list(PROTECTED_PATHS)},
 )
 class RecommenderService:
     def __init__(self) -> None:

@@ -415,3 +415,18 @@ def test_sigterm_flushes_before_the_process_dies(tmp_path: Path) -> None:
     assert "not terminated" not in out
     df = read_served(tmp_path)
     assert len(df) == 350 and df.request_id.nunique() == 50
+
+
+def test_the_fast_timestamp_path_agrees_with_pandas():
+    from serving.request_log import _utc, _utc_us
+
+    for ts in (
+        datetime(2025, 7, 1, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2025, 7, 2, 1, 30, tzinfo=timezone(timedelta(hours=5))),  # 2025-07-01 UTC
+        datetime(1969, 12, 31, 23, 0, 0, 1, tzinfo=UTC),
+    ):
+        stamp = _utc(ts)
+        assert _utc_us(ts) == (stamp.value // 1000, stamp.date())
+        assert _utc_us(pd.Timestamp(ts)) == _utc_us(ts)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        _utc_us(datetime(2025, 7, 1))
