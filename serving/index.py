@@ -279,18 +279,27 @@ class CandidateIndex:
         return out_ids, out_scores
 
     def search_labels(
-        self, query: np.ndarray, n: int, *, ef_search: int | None = None
+        self,
+        query: np.ndarray,
+        n: int,
+        *,
+        ef_search: int | None = None,
+        exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` for one query, answering *labels* instead of ids: positions in
         :meth:`label_ids` (the main index's rows, then the fresh items in the order they were
         added). A label, once given, always names the same video, so a caller can map labels
-        to its own rows with an integer array and never touch the id strings per request."""
+        to its own rows with an integer array and never touch the id strings per request.
+
+        ``exclude``: labels never to return (what the user has seen). They are skipped inside
+        the search, so the ``n`` results are the best of the rest: asking for ``n`` plus the
+        excluded and filtering afterwards would widen the search by as many."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         qs = _as_vectors(np.asarray(query).reshape(1, -1), "query")
         if qs.shape[1] != self.dim:
             raise ValueError(f"query has dim {qs.shape[1]}, index has dim {self.dim}")
-        labels, scores, valid = self._merged(qs, n, ef_search or self._ef_search)
+        labels, scores, valid = self._merged(qs, n, ef_search or self._ef_search, exclude)
         keep = valid[0]
         return labels[0][keep], scores[0][keep]
 
@@ -313,7 +322,7 @@ class CandidateIndex:
         return out
 
     def _merged(
-        self, qs: np.ndarray, n: int, ef_search: int
+        self, qs: np.ndarray, n: int, ef_search: int, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Labels from both parts, sorted by score, at most ``n`` per row, with a mask.
 
@@ -321,23 +330,40 @@ class CandidateIndex:
         parts_labels: list[np.ndarray] = []
         parts_scores: list[np.ndarray] = []
         n_main = len(self._main_ids)
+        # faiss searches the ids a selector accepts: "not in the batch" skips the excluded
+        main_sel = fresh_sel = None
+        keep_alive: list[Any] = []  # the inner selectors, referenced until the searches end
+        if exclude is not None and len(exclude):
+            excl = np.unique(np.asarray(exclude, dtype=np.int64))
+            if len(main_excl := excl[(excl >= 0) & (excl < n_main)]):
+                keep_alive.append(faiss.IDSelectorBatch(main_excl))
+                main_sel = faiss.IDSelectorNot(keep_alive[-1])
+            if len(fresh_excl := excl[excl >= n_main] - n_main):
+                keep_alive.append(faiss.IDSelectorBatch(fresh_excl))
+                fresh_sel = faiss.IDSelectorNot(keep_alive[-1])
 
         # The main index is immutable after build and faiss search is const, so no lock; the
         # per-call parameters avoid writing efSearch on the shared index.
         k_main = min(n, int(self._main.ntotal))
         if k_main > 0:
+            params: Any
             if self._kind == "hnsw":
                 params = faiss.SearchParametersHNSW(efSearch=max(ef_search, k_main))
-                scores, labels = self._main.search(qs, k_main, params=params)
             else:
-                scores, labels = self._main.search(qs, k_main)
+                params = faiss.SearchParameters()
+            if main_sel is not None:
+                params.sel = main_sel
+            scores, labels = self._main.search(qs, k_main, params=params)
             parts_labels.append(labels)
             parts_scores.append(np.where(labels >= 0, scores, -np.inf))
 
         with self._lock:
             k_fresh = min(n, int(self._fresh.ntotal))
             if k_fresh > 0:
-                scores, labels = self._fresh.search(qs, k_fresh)
+                fresh_params = faiss.SearchParameters()
+                if fresh_sel is not None:
+                    fresh_params.sel = fresh_sel
+                scores, labels = self._fresh.search(qs, k_fresh, params=fresh_params)
                 parts_labels.append(np.where(labels >= 0, labels + n_main, -1))
                 parts_scores.append(np.where(labels >= 0, scores, -np.inf))
 

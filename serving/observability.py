@@ -36,7 +36,10 @@ class ServiceMetrics:
             "Scored candidates whose item features were defaults (no materialized row yet)",
         )
         self.filtered = Counter(
-            "reelrank_filtered_candidates", "Candidates removed before scoring", ["reason"]
+            "reelrank_filtered_candidates",
+            "Candidates removed before scoring (seen: for retrieved candidates, the seen "
+            "videos the index search skipped)",
+            ["reason"],
         )
         self.stage = Histogram(
             "reelrank_stage_seconds",

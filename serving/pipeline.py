@@ -81,7 +81,9 @@ class CandidateRetriever(Protocol):
     catalog: RetrievalCatalog
 
     def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> Any: ...
-    def retrieve_rows(self, user_vec: Any, n: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def retrieve_rows(
+        self, user_vec: Any, n: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
     def scores_rows(self, user_vec: Any, rows: np.ndarray) -> np.ndarray: ...
     def history_caption(self, history: Sequence[str]) -> np.ndarray: ...
     def caption_similarity_rows(self, centroid: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
@@ -495,12 +497,10 @@ class Recommender:
         state: UserState | None,
         user_vec: Any,
         items: ItemTable | None = None,
-        extra: int = 0,
     ) -> tuple[list[str], Any]:
-        """Candidate ids (and their retrieval scores when retrieved) for a user; ``extra``
-        more are retrieved when that many are likely to be filtered out."""
+        """Candidate ids (and their retrieval scores when retrieved) for a user."""
         items = items or self.items
-        rows, _, scores = self._candidate_rows(state, user_vec, items, self.retriever, extra)
+        rows, _, scores = self._candidate_rows(state, user_vec, items, self.retriever)
         return items.video_ids[rows].tolist(), scores
 
     def _candidate_rows(
@@ -509,16 +509,19 @@ class Recommender:
         user_vec: Any,
         items: ItemTable,
         retriever: CandidateRetriever | None,
-        extra: int = 0,
+        exclude: np.ndarray | None = None,
+        n: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The candidates as item-table rows, their retrieval-catalog rows (None without a
         retriever) and their retrieval scores (None unless retrieved).
 
-        With a retriever and a known user: the nearest videos that have an item row. Else
-        the recent-popular + fresh pool."""
+        With a retriever and a known user: the nearest videos that have an item row, but
+        none of the catalog rows in ``exclude`` (``n``: how many, ``n_candidates`` unless
+        given). Else the recent-popular + fresh pool."""
         if retriever is not None and state is not None:
-            n = self.n_candidates + min(extra, 3 * self.n_candidates)
-            catalog_rows, scores = retriever.retrieve_rows(user_vec, n)
+            catalog_rows, scores = retriever.retrieve_rows(
+                user_vec, n or self.n_candidates, exclude
+            )
             rows = self._catalog_to_items(retriever, items)[catalog_rows]
             keep = rows >= 0
             self.stats["retrieved"] += int(keep.sum())
@@ -526,6 +529,36 @@ class Recommender:
         pool = self._candidates if items is self.items else items.popular(self.n_candidates)
         catalog_rows = None if retriever is None else retriever.catalog.rows(items.video_ids[pool])
         return pool, catalog_rows, None
+
+    def _filter(
+        self,
+        items: ItemTable,
+        rows: np.ndarray,
+        seen: np.ndarray,
+        blocked_creators: set[str],
+        k: int,
+    ) -> tuple[np.ndarray, dict[str, int]]:
+        """Keep-mask over candidate rows (retired videos, blocked creators and the ``seen``
+        mask removed) and the count per reason. A user who has seen every candidate gets
+        repeats rather than an empty feed."""
+        cfg = self.rerank_config
+        unavailable = (
+            ~(items.features[rows, self._age] <= cfg.max_age_hours)  # unknown age: retired
+            if cfg.max_age_hours is not None
+            else np.zeros(len(rows), dtype=bool)
+        )
+        blocked = (
+            np.fromiter((c in blocked_creators for c in items.creator_ids[rows]), bool, len(rows))
+            if blocked_creators
+            else np.zeros(len(rows), dtype=bool)
+        )
+        keep, filtered = removals(unavailable, blocked, seen)
+        if keep.sum() < k:
+            repeats = np.flatnonzero(~unavailable & ~blocked & ~keep)[: k - int(keep.sum())]
+            keep[repeats] = True
+            filtered["seen"] -= len(repeats)
+            filtered["repeated"] = len(repeats)
+        return keep, filtered
 
     def recommend(
         self,
@@ -553,35 +586,33 @@ class Recommender:
         if state is not None:
             seen.update(state.history)
         user_vec = self._user_vec(state, retriever)
+        # a known user's seen videos, as catalog rows: the index search skips them
+        seen_catalog = None
+        if retriever is not None and state is not None and seen:
+            seen_catalog = retriever.catalog.rows(list(seen))
+            seen_catalog = seen_catalog[seen_catalog >= 0]
         rows, catalog_rows, retrieved = self._candidate_rows(
-            state, user_vec, items, retriever, extra=len(seen)
+            state, user_vec, items, retriever, seen_catalog
         )
         t2 = time.perf_counter()
 
         # filter: retired videos, blocked creators, seen lately
-        unavailable = (
-            ~(items.features[rows, self._age] <= cfg.max_age_hours)  # unknown age: retired
-            if cfg.max_age_hours is not None
-            else np.zeros(len(rows), dtype=bool)
-        )
-        creators = items.creator_ids[rows]
-        blocked_set = set(blocked_creators)
-        blocked = (
-            np.fromiter((c in blocked_set for c in creators), dtype=bool, count=len(rows))
-            if blocked_set
-            else np.zeros(len(rows), dtype=bool)
-        )
-        index = items.index
-        seen_rows = np.fromiter((index.get(v, -1) for v in seen), dtype=np.int64, count=len(seen))
-        keep, filtered = removals(unavailable, blocked, np.isin(rows, seen_rows))
-        if keep.sum() < k:
-            # a user who has seen every candidate gets repeats rather than an empty feed
-            repeats = np.flatnonzero(~unavailable & ~blocked & ~keep)[: k - int(keep.sum())]
-            keep[repeats] = True
-            filtered["seen"] -= len(repeats)
-            filtered["repeated"] = len(repeats)
-        # more were retrieved for the filters to remove: the best n_candidates are ranked
-        keep &= np.cumsum(keep) <= self.n_candidates
+        blocked = set(blocked_creators)
+        if seen_catalog is not None:
+            keep, filtered = self._filter(items, rows, np.zeros(len(rows), bool), blocked, k)
+            filtered["seen"] = len(seen_catalog)  # skipped by the search
+            if keep.sum() < k:  # the index has too few unseen videos: some come back
+                wider = self.n_candidates + min(len(seen_catalog), 3 * self.n_candidates)
+                rows, catalog_rows, retrieved = self._candidate_rows(
+                    state, user_vec, items, retriever, n=wider
+                )
+                seen_mask = np.isin(catalog_rows, seen_catalog)
+                keep, filtered = self._filter(items, rows, seen_mask, blocked, k)
+        else:
+            index = items.index
+            seen_rows = np.fromiter((index.get(v, -1) for v in seen), np.int64, len(seen))
+            keep, filtered = self._filter(items, rows, np.isin(rows, seen_rows), blocked, k)
+        keep &= np.cumsum(keep) <= self.n_candidates  # at most n_candidates are ranked
         if not keep.all():
             rows = rows[keep]
             catalog_rows = None if catalog_rows is None else catalog_rows[keep]

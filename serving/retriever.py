@@ -126,6 +126,14 @@ class Retriever:
         self._label_rows = catalog.rows(index.label_ids())
         if (self._label_rows < 0).any():
             raise BundleError("the index holds videos the catalog does not know")
+        self._row_labels = self._labels_of_rows(self._label_rows, len(catalog))
+
+    @staticmethod
+    def _labels_of_rows(label_rows: np.ndarray, n_rows: int) -> np.ndarray:
+        """The inverse map: each catalog row's index label (-1: not indexed)."""
+        out = np.full(n_rows, -1, dtype=np.int64)
+        out[label_rows] = np.arange(len(label_rows))
+        return out
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -194,21 +202,33 @@ class Retriever:
         rows, scores = self.retrieve_rows(user_vec, n)
         return self.catalog.video_ids[rows], scores
 
-    def retrieve_rows(self, user_vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def retrieve_rows(
+        self, user_vec: np.ndarray, n: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`retrieve` as catalog rows: the serving path carries integers, not ids.
+
+        ``exclude``: catalog rows never to return (what the user has seen lately); the
+        index skips them, so the ``n`` rows are the best of the others.
 
         Videos added after the index was built have no trained id embedding, so they score
         below established videos of the same topic; ``fresh_share`` of the slots are kept
         for the best of them (a fresh-content channel), so new uploads get seen at all.
         """
-        labels, scores = self.index.search_labels(user_vec.astype(np.float32), n)
-        label_rows = self._label_rows  # snapshot: add_videos replaces it
+        label_rows, row_labels = self._label_rows, self._row_labels  # add_videos swaps them
+        excluded_labels = None
+        if exclude is not None and len(exclude):
+            exclude = exclude[(exclude >= 0) & (exclude < len(row_labels))]
+            excluded_labels = row_labels[exclude]
+            excluded_labels = excluded_labels[excluded_labels >= 0]
+        labels, scores = self.index.search_labels(
+            user_vec.astype(np.float32), n, exclude=excluded_labels
+        )
         known = labels < len(label_rows)  # a video indexed a moment ago may not be mapped yet
         rows = label_rows[labels[known]]
         scores = scores[known]
         quota = min(round(n * self.fresh_share), len(self.fresh_rows))
         if quota > 0:
-            rows, scores = self._with_fresh(user_vec, rows, scores, n, quota)
+            rows, scores = self._with_fresh(user_vec, rows, scores, n, quota, exclude)
         if self._cutoff is not None and len(rows):
             keep = self.catalog.upload_ts[rows] >= self._cutoff
             rows, scores = rows[keep], scores[keep]
@@ -223,10 +243,18 @@ class Retriever:
         return newest - np.timedelta64(int(self.max_age_days * 86400), "s")
 
     def _with_fresh(
-        self, user_vec: np.ndarray, rows: np.ndarray, scores: np.ndarray, n: int, quota: int
+        self,
+        user_vec: np.ndarray,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        n: int,
+        quota: int,
+        exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         fresh, vectors = self.fresh_rows, self.item_vectors  # snapshots
         fresh = fresh[fresh < len(vectors)]
+        if exclude is not None and len(exclude):
+            fresh = fresh[~np.isin(fresh, exclude)]
         fresh_scores = vectors[fresh] @ user_vec
         best = np.argsort(-fresh_scores, kind="stable")[:quota]
         new = ~np.isin(fresh[best], rows)  # quota x len(rows): small
@@ -270,9 +298,11 @@ class Retriever:
             self.fresh_rows = np.concatenate([self.fresh_rows, rows])
             self._cutoff = self._age_cutoff()
             n_mapped = len(self._label_rows)
-            self._label_rows = np.concatenate(
+            label_rows = np.concatenate(
                 [self._label_rows, self.catalog.rows(self.index.label_ids()[n_mapped:])]
             )
+            self._row_labels = self._labels_of_rows(label_rows, len(self.catalog))
+            self._label_rows = label_rows
         log.info("added %d new videos to the fresh index", added)
         return int(added)
 

@@ -123,6 +123,13 @@ def test_fresh_items_are_merged_in_score_order() -> None:
     np.testing.assert_array_equal(label_scores, scores)
     assert index.label_ids()[500:].tolist() == ["f0", "f1", "f2"]
 
+    # excluded labels are skipped inside the search: the best 10 of the rest
+    everything_labels = index.search_labels(query, 40)[0]
+    excluded = np.array([everything_labels[0], everything_labels[2], 501, 7_777])  # 501 = f1
+    got, _ = index.search_labels(query, 10, exclude=excluded)
+    want = [x for x in everything_labels if x not in set(excluded.tolist())][:10]
+    assert got.tolist() == want and 501 not in got
+
 
 def test_adding_existing_ids_is_a_no_op() -> None:
     items = clustered(50, seed=7)

@@ -55,12 +55,13 @@ def test_rows_path_matches_the_id_based_retriever(retriever):
 
     got = rec.recommend("fan", 8)
 
-    # the reference, by ids: retrieve, keep videos with an item row, drop the history
+    # the reference, by ids: the best n_candidates the user has not seen (the history), of
+    # which those with an item row are ranked
     n = rec.n_candidates + len(set(state.history))
     ids, scores = retriever.retrieve(user_vec, n)
-    keep = [i for i, v in enumerate(ids) if v in items.index and v not in state.history]
-    keep = keep[: rec.n_candidates]  # extra were retrieved for the filter; n are ranked
-    assert got.ranked == rec.n_candidates
+    keep = [i for i, v in enumerate(ids) if v not in state.history][: rec.n_candidates]
+    keep = [i for i in keep if ids[i] in items.index]
+    assert got.ranked == len(keep) and got.filtered["seen"] == len(set(state.history))
     ids = [str(ids[i]) for i in keep]
     assert not set(ids) & set(catalog_ids[::-1][-7:])
     rows = np.array([items.index[v] for v in ids])
@@ -138,3 +139,14 @@ def test_the_row_map_follows_uploads_in_either_order(retriever):
     rec.add_videos(*frames(1, start=700))  # both at once
     mapped = rec._catalog_to_items(ret, items)
     assert mapped.tolist() == full() and mapped[ret.catalog.index["v0700"]] >= 0
+
+
+def test_a_user_who_has_seen_nearly_everything_still_gets_a_full_feed(retriever):
+    catalog_ids = [str(v) for v in retriever.catalog.video_ids]
+    items = _items_for(catalog_ids)
+    rec = _recommender(retriever, items)
+    rec.seen.add("fan", catalog_ids[:-3])  # three videos left unseen
+    got = rec.recommend("fan", 8)
+    assert len(got.video_ids) == 8 and len(set(got.video_ids)) == 8
+    assert set(catalog_ids[-3:]) <= set(got.video_ids)  # the unseen ones first
+    assert got.filtered["repeated"] == 5
