@@ -45,8 +45,9 @@ What runs, in one process (the server is its own process tree):
 Every path draws users the same way: known users of the lake, and 5% user ids the store has
 never seen (the cold-start path). The served state (recently served videos per user) lives in
 the world's home and outlasts a run, so after a few runs users arrive with up to 200 recently
-served videos each, as an active scroller does: the seen filter is exercised at full size. The load generator shares the machine with the server, as
-the compute-floor and naive references do when they run (before the server starts).
+served videos each, as an active scroller does: the seen filter is exercised at full size.
+The load generator shares the machine with the server, as the compute-floor and naive
+references do when they run (before the server starts).
 
 Targets (for 2 cores): zero errors at 200 req/s; p99 at 200 req/s <= 3x the floor's p99;
 the server's p50 at 200 req/s >= 10x faster than the naive path's p50. Nothing here asserts:
