@@ -120,6 +120,16 @@ def test_sqlite_checkpoints_and_prunes_off_the_request_path(tmp_path: Path) -> N
     assert busy == 0 and frames > 1000 and copied == frames  # copied only now, by this call
     st.close()
 
+    # past its size limit the WAL is truncated, not only copied (a reader always inside it
+    # under steady traffic would otherwise keep SQLite from ever starting it over)
+    capped = SqliteState(path, checkpoint_s=3600, wal_limit_bytes=1 << 20)
+    for i in range(3000):
+        capped.lists.add(served(f"c{i}"))
+    assert wal.stat().st_size > 1 << 20
+    capped.checkpoint()
+    assert wal.stat().st_size == 0 and capped.lists.get("c2999") is not None
+    capped.close()
+
     quick = SqliteState(path, ttl_s=60, checkpoint_s=0.05, prune_s=0.1)
     quick.write(
         "INSERT INTO served_lists (request_id, ts, payload) VALUES (?, ?, ?)",
