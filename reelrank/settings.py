@@ -269,6 +269,11 @@ class ServingSettings(BaseModel):
         24.0, gt=0, description="served lists accept feedback, and count as seen, this long"
     )
     state_prefix: str = Field("reelrank:", description="key prefix of the served state in Redis")
+    state_dir: Path | None = Field(
+        None,
+        description="directory of the SQLite served state (several workers on one host); "
+        "unset: a memory filesystem (/dev/shm) when the host has one, else <home>/serving",
+    )
 
 
 class UiSettings(BaseModel):

@@ -13,6 +13,7 @@ import pytest
 
 from serving.feedback import ServedList
 from serving.served_state import (
+    MEMORY_FS,
     MemoryLists,
     MemoryRecent,
     RedisState,
@@ -21,6 +22,7 @@ from serving.served_state import (
     encode_list,
     open_served_state,
     resolve_backend,
+    sqlite_path,
 )
 from tests.conftest import tiny_settings
 
@@ -181,8 +183,17 @@ def test_backend_choice(tmp_path: Path) -> None:
     assert resolve_backend("auto", "local", 2) == "sqlite"
     assert resolve_backend("auto", "cluster", 1) == "redis"
     assert resolve_backend("memory", "cluster", 4) == "memory"
-    s = tiny_settings(tmp_path / "var", serving={"workers": 2})
+    s = tiny_settings(tmp_path / "var", serving={"workers": 2, "state_dir": tmp_path / "st"})
     st = open_served_state(s)
     assert st.backend == "sqlite"
-    assert (s.serving_dir / "served_state.sqlite").exists()
+    assert (tmp_path / "st" / "served_state.sqlite").exists()
     st.close()
+    # unset: in memory where the host has a memory filesystem, one file per home
+    default = tiny_settings(tmp_path / "var", serving={"workers": 2})
+    other = tiny_settings(tmp_path / "var2", serving={"workers": 2})
+    path = sqlite_path(default)
+    assert path != sqlite_path(other) and path == sqlite_path(default)
+    if MEMORY_FS.is_dir() and os.access(MEMORY_FS, os.W_OK):
+        assert path.parent.parent == MEMORY_FS
+    else:
+        assert path == default.serving_dir / "served_state.sqlite"
