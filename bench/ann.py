@@ -12,7 +12,7 @@ but are not items, as a user embedding would not be.
 
 Latency is measured one query at a time on ``--threads`` OpenMP threads (1 by default),
 because the serving path answers one request at a time and a single core is what a replica
-can count on. The HNSW side goes through :class:`serving.index.CandidateIndex`, so the figures
+can count on. The HNSW side goes through :class:`models.index.CandidateIndex`, so the figures
 include the shipped wrapper (input checks, merging with the empty fresh index). The graph build
 may use more threads (``--build-threads``) since it happens offline.
 
@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from serving.index import CandidateIndex, set_search_threads  # noqa: E402
+from models.index import CandidateIndex, set_search_threads  # noqa: E402
 
 TARGET_RECALL = 0.95
 TARGET_SPEEDUP = 10.0

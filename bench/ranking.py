@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.cross import CONTEXT_COLUMNS, MODEL_FEATURES, USER_CREATOR_CROSS
-from reelrank.objectives import ValueHeads
+from models.objectives import ValueHeads
 from reelrank.settings import Settings, get_settings
 from training import baselines
 from training.evaluate import Metrics, evaluate_scores
@@ -103,7 +103,7 @@ def main() -> None:
     hold = pd.read_parquet(out / "holdout.parquet")
 
     from features.store import feature_store
-    from training.retrieval import with_retrieval_features
+    from models.retrieval_features import with_retrieval_features
 
     (train, hold), _, _ = with_retrieval_features(
         settings, feature_store(settings), [train, hold], holdout

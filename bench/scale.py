@@ -109,13 +109,14 @@ def run_stage(stage: str, day: date) -> dict[str, Any]:
     elif stage == "datasets":
         from training.pipeline import build_datasets
 
-        out["rows"] = build_datasets(s, day)["rows"]
+        out["rows"] = build_datasets(s, day).rows
     elif stage == "train_eval_register":
-        from training.pipeline import gate_and_promote, train_and_register
+        from reelrank.loop import evaluate_and_gate
+        from training.pipeline import train_and_register
 
-        trained = train_and_register(s, day)
-        out["gate"] = gate_and_promote(s, trained).get("promoted")
-        out["ndcg_at_10"] = trained.get("metrics", {}).get("ndcg_at_10")
+        trained, gated = evaluate_and_gate(s, train_and_register(s, day))
+        out["gate"] = gated.promoted
+        out["ndcg_at_10"] = trained.metrics["challenger"].ndcg_at_10
     else:
         raise SystemExit(f"unknown stage {stage}")
     out["seconds"] = time.perf_counter() - t0

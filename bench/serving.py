@@ -137,14 +137,14 @@ def world_settings(home: Path, quick: bool, workers: int | None = None) -> Setti
 
 # -- the world -------------------------------------------------------------------------------
 def _champion(settings: Settings, name: str) -> str | None:
-    from training.registry import CHAMPION, alias_version, client
+    from models.registry import CHAMPION, alias_version, client
 
     return alias_version(client(settings), name, CHAMPION)
 
 
 def _ensure_champion(settings: Settings, name: str, console: Console) -> None:
     """Promote the latest challenger when the gate rejected it: serving cost is measured."""
-    from training.registry import CHALLENGER, alias_version, client
+    from models.registry import CHALLENGER, alias_version, client
     from training.review import promote
 
     if _champion(settings, name) is not None:
@@ -172,7 +172,8 @@ def prepare_world(settings: Settings, rebuild: bool, console: Console) -> float 
 
     from features.pipeline import latest_feature_day, run_features
     from ingest.pipeline import ingest_simulated
-    from training.pipeline import build_datasets, gate_and_promote, train_and_register
+    from reelrank.loop import evaluate_and_gate
+    from training.pipeline import build_datasets, train_and_register
     from training.retrieval import train_retrieval
 
     home.mkdir(parents=True, exist_ok=True)
@@ -180,13 +181,13 @@ def prepare_world(settings: Settings, rebuild: bool, console: Console) -> float 
     last = settings.sim.end_date
 
     def train() -> None:
-        # training.pipeline.run_training's steps, with the retrieval model made champion
+        # reelrank.loop.run_training's steps, with the retrieval model made champion
         # before the ranker trains: the ranker is fitted on the retrieval features it is served
         holdout = latest_feature_day(settings)
         build_datasets(settings, holdout)
         train_retrieval(settings, holdout)
         _ensure_champion(settings, settings.retrieval_model_name, console)
-        gate_and_promote(settings, train_and_register(settings, holdout))
+        evaluate_and_gate(settings, train_and_register(settings, holdout))
         _ensure_champion(settings, settings.ranker_model_name, console)
 
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -279,9 +280,9 @@ class NaivePath:
         import mlflow
 
         from features.store import feature_store
+        from models.registry import CHAMPION, client
         from serving.loader import FeastUserReader, _view_of
         from serving.pipeline import ITEM_FEATURES
-        from training.registry import CHAMPION, client
 
         self.rec = rec
         self.store = feature_store(settings)

@@ -25,15 +25,15 @@ import torch
 from feature_repo.columns import USER_COLUMNS
 from features.content import content_text, embed_videos, text_encoder
 from ingest.simulator import TOPICS, generate_world
-from reelrank.settings import RetrievalSettings, SimulationSettings
-from serving.retriever import Retriever
-from training.two_tower import (
+from models.retriever import Retriever
+from models.two_tower import (
     Catalog,
     TowerConfig,
     TrainData,
     fit,
     user_matrix,
 )
+from reelrank.settings import RetrievalSettings, SimulationSettings
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ the training window is the days before it. Trains the two-tower retrieval model 
 candidate index (registered as `reelrank-retrieval`, gated on Recall@100 against its champion
 and the popularity baselines), then the ranker, which it evaluates beside the
 popularity baselines and the current champion on the same holdout, registers it in MLflow as
-`challenger`, and lets the gate decide. Emits **model promoted** only when it passed.
+`challenger`, evaluates the whole serving pipeline offline with it (retrieve -> rank -> top
+10), and lets the gate decide, with the monitoring's broken-input days of its window as an
+input. Emits **model promoted** only when it passed.
 """,
 )
 def reelrank_training() -> None:
@@ -46,7 +48,7 @@ def reelrank_training() -> None:
         from reelrank.settings import get_settings
         from training.pipeline import build_datasets
 
-        return build_datasets(get_settings(), date.fromisoformat(day))
+        return build_datasets(get_settings(), date.fromisoformat(day)).to_dict()
 
     @task
     def retrieval(day: str) -> dict[str, Any]:
@@ -59,20 +61,42 @@ def reelrank_training() -> None:
         return {k: out[k] for k in ("version", "promoted", "holdout", "metrics")}
 
     @task
-    def train(info: dict[str, Any], retrieved: dict[str, Any]) -> dict[str, Any]:
+    def train(info: dict[str, Any], retrieved: dict[str, Any]) -> dict[str, str]:
         from datetime import date
 
         from reelrank.settings import get_settings
         from training.pipeline import train_and_register
 
-        return train_and_register(get_settings(), date.fromisoformat(info["window"]["holdout"]))
+        holdout = date.fromisoformat(info["window"]["holdout"])
+        trained = train_and_register(get_settings(), holdout)
+        return {"holdout": trained.holdout, "version": trained.version}
 
     @task
-    def gate(trained: dict[str, Any]) -> dict[str, Any]:
-        from reelrank.settings import get_settings
-        from training.pipeline import gate_and_promote
+    def evaluate_pipeline(trained: dict[str, str]) -> dict[str, str]:
+        from datetime import date
 
-        return gate_and_promote(get_settings(), trained)
+        from reelrank.settings import get_settings
+        from serving.offline import evaluate_version
+        from training.pipeline import load_trained, record_pipeline_evaluation
+
+        s, holdout = get_settings(), date.fromisoformat(trained["holdout"])
+        pipeline = evaluate_version(s, trained["version"], holdout)
+        record_pipeline_evaluation(s, load_trained(s, holdout), pipeline)
+        return trained
+
+    @task
+    def gate(trained: dict[str, str]) -> dict[str, Any]:
+        from datetime import date
+
+        from monitoring.pipeline import broken_days
+        from reelrank.settings import get_settings
+        from training.pipeline import gate_and_promote, load_trained
+        from training.results import GateInputs
+
+        s = get_settings()
+        result = load_trained(s, date.fromisoformat(trained["holdout"]))
+        inputs = GateInputs(broken_days=broken_days(s, *result.window_days))
+        return gate_and_promote(s, result, inputs).to_dict()
 
     @task(outlets=[MODEL_PROMOTED])
     def announce(gated: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +111,7 @@ def reelrank_training() -> None:
 
     day = holdout_day()
     # the ranker's retrieval features come from the retrieval champion after its own gate
-    announce(gate(train(datasets(day), retrieval(day))))
+    announce(gate(evaluate_pipeline(train(datasets(day), retrieval(day)))))
 
 
 reelrank_training()

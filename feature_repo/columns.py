@@ -49,3 +49,25 @@ HISTORY_COLUMNS: tuple[str, ...] = ("hist_video_ids", "hist_len")
 # The ranker's user x creator history: parallel lists per user (view user_creator_history)
 USER_CREATOR_COLUMNS: tuple[str, ...] = ("uc_creator_ids", "uc_imp_28d", "uc_pos_28d")
 CONTENT_COLUMNS: tuple[str, ...] = ("caption_embedding", "visual_embedding", "has_visual")
+
+_VIEW_OF = {c: view for view, cols in VIEW_COLUMNS.items() for c in cols}
+
+
+def feature_refs(columns: tuple[str, ...] | list[str]) -> list[str]:
+    """Feast references (``view:column``) of batch feature columns, in the given order; a
+    KeyError names a column no view declares."""
+    return [f"{_VIEW_OF[c]}:{c}" for c in columns]
+
+
+#: What one online or point-in-time read of a user's state asks for: the user's rates and
+#: topic affinity, recent positive history, and history with creators (serving's UserState).
+USER_STATE_REFS: tuple[str, ...] = (
+    *feature_refs((*USER_COLUMNS, *AFFINITY_COLUMNS)),
+    "user_history:hist_video_ids",
+    *(f"user_creator_history:{c}" for c in USER_CREATOR_COLUMNS),
+)
+#: What the two-tower's user tower reads: the user's rates and recent positive history.
+USER_TOWER_REFS: tuple[str, ...] = (
+    *feature_refs(USER_COLUMNS),
+    "user_history:hist_video_ids",
+)

@@ -18,7 +18,7 @@ PROJECT = "reelrank"
 def repo_config(settings: Settings) -> dict[str, Any]:
     """The ``feature_store.yaml`` equivalent for a profile, as a plain dict."""
     if settings.profile == "cluster":
-        from reelrank.cluster import database_url, redis_target
+        from reelrank.settings import database_url, redis_target
 
         registry: dict[str, Any] = {
             "registry_type": "sql",

@@ -18,6 +18,7 @@ and uniform exploration, like a platform whose previous model was mediocre.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -150,6 +151,15 @@ class World:
         v = np.fromiter((self.video_index[x] for x in video_ids), dtype=np.int64)
         return self._utility(u, v, self.interests_on(self.day_index(day)))
 
+    def oracle_top(
+        self, user_id: str, video_ids: np.ndarray, day: date, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The user's ``n`` best of ``video_ids`` on ``day`` by hidden utility, best first
+        (ties in input order), and the utility of every one of ``video_ids``."""
+        util = self.oracle_utility(np.repeat(user_id, len(video_ids)), video_ids, day)
+        top = np.argpartition(-util, min(n, len(video_ids) - 1))[:n]
+        return video_ids[top[np.argsort(-util[top], kind="stable")]], util
+
     def completion_probability(
         self, user_ids: np.ndarray | pd.Series, video_ids: np.ndarray | pd.Series, day: date
     ) -> np.ndarray:
@@ -186,6 +196,17 @@ class World:
     def impressions(self, day_idx: int) -> pd.DataFrame:
         """The impression log of one day, drawn from that day's own seeded generator."""
         return simulate_day(self, day_idx)
+
+
+@functools.lru_cache(maxsize=1)
+def _world_of(sim_json: str) -> World:
+    return generate_world(SimulationSettings.model_validate_json(sim_json))
+
+
+def world_for(sim: SimulationSettings) -> World:
+    """The world of ``sim``, drawn once per process: evaluation asks for the oracle more
+    than once, and a large world takes a while to draw."""
+    return _world_of(sim.model_dump_json())
 
 
 def generate_world(sim: SimulationSettings) -> World:

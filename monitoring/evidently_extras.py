@@ -335,7 +335,7 @@ def ranking_report(
     number of relevant items in the whole served list; Recall counts relevant items among
     the served list; Precision divides by ``min(k, list length)``. Requests without any
     engagement have no ideal ranking and are left out of the means (as in
-    :func:`training.metrics.ndcg_at_k`), so HitRate is then the share of engaged lists that
+    :func:`models.metrics.ndcg_at_k`), so HitRate is then the share of engaged lists that
     had an engagement in the top k; ``include_no_feedback=True`` averages over all requests
     instead (they score 0). With ``out_dir``, the HTML report is saved as
     ``ranking_report.html`` there.

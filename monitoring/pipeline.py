@@ -25,7 +25,7 @@ def champion_reference(settings: Settings) -> tuple[str, pd.DataFrame]:
     """The training-reference sample stored with the champion version."""
     import mlflow
 
-    from training.registry import CHAMPION, client
+    from models.registry import CHAMPION, client
 
     c = client(settings)
     mv = c.get_model_version_by_alias(settings.ranker_model_name, CHAMPION)
@@ -40,8 +40,8 @@ def champion_reference(settings: Settings) -> tuple[str, pd.DataFrame]:
 def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
     """The model inputs of the day's impressions, point-in-time joined as they were served,
     whether each impression created value (its delayed label), and the day's video ids."""
+    from features.pit import entity_frame, join_features
     from features.store import feature_store
-    from training.dataset import entity_frame, join_features
 
     imp = read_table(settings.lake_dir, "impressions", start=day, end=day)
     if imp.empty:
@@ -49,7 +49,7 @@ def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.nd
     videos = read_table(settings.lake_dir, "videos", end=day)
     ents = entity_frame(imp, videos)
     sample = ents.sample(min(len(ents), settings.drift.sample_rows), random_state=0)
-    from training.retrieval import with_retrieval_features
+    from models.retrieval_features import with_retrieval_features
 
     store = feature_store(settings)
     joined, _ = join_features(store, sample.reset_index(drop=True), settings.feature_service)
@@ -70,8 +70,7 @@ def served_features(
     fewer than ``drift.min_served_rows`` champion rows: then the day's impressions are
     checked."""
     from features.cross import MODEL_FEATURES
-    from serving.feedback import read_feedback
-    from serving.request_log import feature_frame, read_served
+    from ingest.served import feature_frame, read_feedback, read_served
 
     served = read_served(settings.home, start=day, end=day)
     if served.empty:
@@ -288,18 +287,15 @@ def run_monitoring(
     Returns an XCom-sized reference to the verdict; ``retrain`` is True only for the first
     drifted day of an episode. ``progress`` hears of each check as it starts.
     """
-    import mlflow
-
-    from reelrank.objectives import ValueHeads
-    from training.registry import CHAMPION, client
+    from models.ranker import load_ranker
+    from models.registry import CHAMPION, client
 
     stages = Stages(progress, "drift checks", 6)
     stages.next("champion and its training reference")
     version, reference = champion_reference(settings)
-    model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
-    booster = model.get_booster()
-    heads = ValueHeads.of_booster(booster)
-    names = list(booster.feature_names or [])
+    ranker = load_ranker(settings, version=version)
+    assert ranker is not None  # a version, not an alias: it exists or load_ranker raised
+    names = list(ranker.features)
     stages.next("the day's features and predictions")
     served = served_features(settings, day, version)
     positive: np.ndarray | None
@@ -310,17 +306,13 @@ def run_monitoring(
         current, positive, current_ids = served
         at_zero = reference.assign(**{c: 0.0 for c in SERVE_TIME_COLUMNS if c in reference})
         reference = reference.assign(
-            prediction=heads.combine(
-                booster.inplace_predict(
-                    at_zero[names].to_numpy(np.float32), validate_features=False
-                )
-            ).astype(np.float32)
+            prediction=ranker.predict(at_zero[names].to_numpy(np.float32)).astype(np.float32)
         )
     else:
         source = "impressions"
         current, positive, current_ids = current_features(settings, day)
         x = current[names].to_numpy(np.float32)
-        current["prediction"] = heads.combine(booster.inplace_predict(x, validate_features=False))
+        current["prediction"] = ranker.predict(x)
     # the champion's own training window is the reference for the raw inputs too
     mv = client(settings).get_model_version_by_alias(settings.ranker_model_name, CHAMPION)
     window = mv.tags.get("data_window", "")
@@ -404,9 +396,8 @@ def online_quality_of(settings: Settings, day: date, out: Path) -> list[dict[str
     service logged nothing that day), plus Evidently's ranking metrics per version and arm
     (NDCG, MAP, MRR, hit rate, precision, recall at 10, with an HTML report each). Saved as
     ``online_quality.json`` beside the reports."""
+    from ingest.served import read_feedback, read_served
     from monitoring.quality import labelled_items, quality_report
-    from serving.feedback import read_feedback
-    from serving.request_log import read_served
 
     served = read_served(settings.home, start=day, end=day)
     if served.empty:
@@ -481,7 +472,7 @@ def _log_check(
     metrics, the reports as artifacts, so drift history sits beside the models."""
     import mlflow
 
-    from training.registry import configure_mlflow
+    from models.registry import configure_mlflow
 
     exp_id = configure_mlflow(settings, MONITORING_EXPERIMENT)  # its own artifact root
     with mlflow.start_run(experiment_id=exp_id, run_name=f"drift-{day.isoformat()}"):

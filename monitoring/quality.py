@@ -8,7 +8,7 @@ event set it, watch time is the longest reported). A served item without feedbac
 no engagement; feedback for an item that is not in the served frame is ignored and counted.
 Rows of the ``shadow`` arm were scored but never shown, so they are left out.
 
-NDCG follows :func:`training.metrics.ndcg_at_k` (the offline evaluation): per request, the
+NDCG follows :func:`models.metrics.ndcg_at_k` (the offline evaluation): per request, the
 relevance of an item is ``completed + liked + shared``, gains are ``2**rel - 1`` with a
 ``log2(rank + 1)`` discount, the served order (``position``) is the ranking, and requests
 without any engagement are left out of the mean.
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.metrics import ndcg_at_k
+from models.metrics import ndcg_at_k
 
 KEY = ["request_id", "video_id"]
 GROUP = ["ranker_version", "arm"]

@@ -469,37 +469,37 @@ def train(holdout: DayOpt = None) -> None:
     (default: the latest featurized day); learning curves and review plots go to the MLflow
     run; the gate decides on promotion. Ends with a table of the metrics and the verdict."""
     from features.pipeline import latest_feature_day
-    from training.pipeline import run_training
+    from reelrank.loop import run_training
 
     s = _settings()
     out = _out()
     with out.progress() as progress:
         r = run_training(s, _day(holdout, lambda: latest_feature_day(s)), progress=progress)
-    gate, trained, retrieval = r["gate"], r["trained"], r["retrieval"]
+    gate, trained, retrieval = r.gate, r.trained, r.retrieval
     doc = {
-        "version": gate["version"],
-        "promoted": gate["promoted"],
-        "pending_approval": gate.get("pending_approval", False),
-        "metrics": trained["metrics"],
-        "gate": gate["verdict"],
+        "version": gate.version,
+        "promoted": gate.promoted,
+        "pending_approval": gate.pending_approval,
+        "metrics": trained.to_dict()["metrics"],
+        "gate": gate.to_dict()["verdict"],
         "retrieval": {
             "version": retrieval["version"],
             "promoted": retrieval["promoted"],
             "verdict": retrieval["verdict"],
         },
-        "run_id": trained["run_id"],
+        "run_id": trained.run_id,
     }
     verdict = (
         "promoted to champion"
-        if gate["promoted"]
+        if gate.promoted
         else "passed, waiting for approval"
-        if gate.get("pending_approval")
+        if gate.pending_approval
         else "kept back by the gate"
     )
-    line = f"{s.ranker_model_name} v{gate['version']}: {verdict}"
+    line = f"{s.ranker_model_name} v{gate.version}: {verdict}"
 
     def human(c: Console) -> None:
-        m = trained["metrics"]
+        m = doc["metrics"]
         ch = m.get("challenger", {})
         vs = ", ".join(
             f"{k} {_fmt(m[k].get('ndcg_at_10'))}"
@@ -507,11 +507,11 @@ def train(holdout: DayOpt = None) -> None:
             if k in m
         )
         rm = retrieval["metrics"]
-        w = r["datasets"]["window"]
-        reasons = "; ".join(gate["verdict"].get("reasons", []))
+        w = r.datasets.window
+        reasons = "; ".join(gate.verdict.reasons)
         c.print(
             _table(
-                f"training on holdout {trained['holdout']}",
+                f"training on holdout {trained.holdout}",
                 [
                     (
                         "window",
@@ -519,8 +519,8 @@ def train(holdout: DayOpt = None) -> None:
                     ),
                     (
                         "rows",
-                        f"train {r['datasets']['rows']['train']:,}, "
-                        f"holdout {r['datasets']['rows']['holdout']:,}",
+                        f"train {r.datasets.rows['train']:,}, "
+                        f"holdout {r.datasets.rows['holdout']:,}",
                     ),
                     (
                         "retrieval",
@@ -534,7 +534,7 @@ def train(holdout: DayOpt = None) -> None:
                         f"{_fmt(ch.get('ndcg_at_10'))} (AUC {_fmt(ch.get('auc'), 3)}) vs {vs}",
                     ),
                     ("gate", f"{verdict}: {reasons}"),
-                    ("MLflow run", f"{trained['run_id']} (learning curves under review/)"),
+                    ("MLflow run", f"{trained.run_id} (learning curves under review/)"),
                 ],
             )
         )
@@ -686,7 +686,7 @@ def _model_name(s: Settings, kind: ModelKind) -> str:
 @models_app.command("list")
 def models_list(model: ModelOpt = ModelKind.ranker) -> None:
     """List a registered model's versions: aliases, gate verdicts, review, key metric."""
-    from training.registry import client
+    from models.registry import client
 
     s = _settings()
     out = _out()
@@ -760,7 +760,7 @@ def models_promote(
     """Make VERSION the champion (approve a pending challenger, or pin any version).
 
     Who, when and why are recorded as tags on the version; serving follows."""
-    from training.registry import client
+    from models.registry import client
     from training.review import promote, reviewer
 
     s = _settings()
@@ -775,7 +775,7 @@ def models_rollback(
     model: ModelOpt = ModelKind.ranker,
 ) -> None:
     """Put the previous champion back; recorded as tags on both versions."""
-    from training.registry import client
+    from models.registry import client
     from training.review import reviewer, rollback
 
     s = _settings()

@@ -12,15 +12,17 @@ with its password masked).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from reelrank.settings import Settings
+from reelrank.settings import (
+    PURPOSES,
+    Settings,
+    _with_database,
+    database_url,
+    redis_target,
+)
 
 log = logging.getLogger(__name__)
-
-PURPOSES = ("feast", "mlflow", "airflow")
-
 
 class ServerUnavailable(RuntimeError):
     """A server the cluster profile needs does not answer (the message says which)."""
@@ -33,24 +35,6 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _with_database(url: str, database: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
-
-
-def base_database(settings: Settings) -> str:
-    name = urlsplit(settings.postgres_url.get_secret_value()).path.lstrip("/")
-    return name or "reelrank"
-
-
-def database_url(settings: Settings, purpose: str) -> str:
-    """The SQLAlchemy URL of the database for ``purpose`` (feast, mlflow or airflow)."""
-    if purpose not in PURPOSES:
-        raise ValueError(f"unknown database purpose {purpose!r}; known: {PURPOSES}")
-    base = base_database(settings)
-    name = base if purpose == "feast" else f"{base}_{purpose}"
-    return _with_database(settings.postgres_url.get_secret_value(), name)
 
 
 def _libpq(url: str) -> str:
@@ -95,34 +79,6 @@ def drop_databases(settings: Settings) -> None:
         for purpose in PURPOSES:
             name = urlsplit(database_url(settings, purpose)).path.lstrip("/")
             con.execute(f'drop database if exists "{name}" with (force)')
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    host: str
-    port: int
-    db: int
-    password: str | None
-
-    def feast_connection_string(self) -> str:
-        """Feast's ``host:port[,db=N][,password=...]`` form."""
-        out = f"{self.host}:{self.port}"
-        if self.db:
-            out += f",db={self.db}"
-        if self.password:
-            out += f",password={self.password}"
-        return out
-
-
-def redis_target(settings: Settings) -> RedisTarget:
-    parts = urlsplit(settings.redis_url.get_secret_value())
-    db = parts.path.lstrip("/")
-    return RedisTarget(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 6379,
-        db=int(db) if db else 0,
-        password=parts.password,
-    )
 
 
 def broker_url(settings: Settings) -> str:

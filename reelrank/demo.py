@@ -162,7 +162,7 @@ def _gate_stop(
     """The first ranker did not pass the gate: there is no champion to deploy, serve or
     check for drift. Say why, show the evaluation, and stop there."""
     from ingest.datasets import staged_report
-    from training.registry import CHALLENGER, alias_version, client
+    from models.registry import CHALLENGER, alias_version, client
 
     c = client(settings)
     name = settings.ranker_model_name
@@ -206,9 +206,9 @@ def run_loop(
 ) -> dict[str, Any]:
     """Features and training through ``first_day`` (its holdout), deploy, one HTTP
     request, then ``last`` arrives and is checked for drift (retraining if it drifted)."""
+    from models.registry import CHALLENGER, CHAMPION, alias_version, client
     from reelrank.airflow_runner import migrate
     from serving.server import free_port, start_server
-    from training.registry import CHALLENGER, CHAMPION, alias_version, client
 
     timings: dict[str, float] = {}
 

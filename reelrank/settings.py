@@ -10,15 +10,36 @@ paths are computed, never created, until a stage needs them.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from reelrank.objectives import DEFAULT_WEIGHTS, ValueHeads
+# The ranker's objectives ("heads"). completion: watched to the end; watch: watch time as its
+# quantile among videos of similar duration (D2Q); like, share: explicit positives; skip:
+# swiped away within seconds. ``models.objectives`` turns weights into a value score.
+HEADS: tuple[str, ...] = ("completion", "watch", "like", "share", "skip")
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "completion": 1.0,
+    "watch": 0.5,
+    "like": 1.0,
+    "share": 1.0,
+    "skip": -0.5,
+}
+
+
+def check_objective_weights(weights: dict[str, float]) -> None:
+    """Raise ``ValueError`` naming the known heads when ``weights`` cannot make a value score."""
+    unknown = sorted(set(weights) - set(HEADS))
+    if unknown:
+        raise ValueError(f"unknown objective(s) {unknown}; known: {list(HEADS)}")
+    if not any(weights.get(h, 0.0) for h in HEADS):
+        raise ValueError("at least one objective needs a non-zero weight")
 
 
 class SimulationSettings(BaseModel):
@@ -135,7 +156,7 @@ class TrainingSettings(BaseModel):
     @field_validator("objective_weights")
     @classmethod
     def _known_objectives(cls, v: dict[str, float]) -> dict[str, float]:
-        ValueHeads.from_weights(v)  # raises with the list of known heads
+        check_objective_weights(v)  # raises with the list of known heads
         return v
 
 
@@ -423,8 +444,6 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri.get_secret_value()
         if self.profile == "cluster":
-            from reelrank.cluster import database_url
-
             return database_url(self, "mlflow")
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
@@ -460,3 +479,53 @@ class Settings(BaseSettings):
 def get_settings(**overrides: object) -> Settings:
     """Build settings from the environment, with keyword overrides winning."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+# -- the cluster profile's servers, as named by settings (``reelrank.cluster`` acts on them) --
+PURPOSES = ("feast", "mlflow", "airflow")
+
+
+def _with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def base_database(settings: Settings) -> str:
+    name = urlsplit(settings.postgres_url.get_secret_value()).path.lstrip("/")
+    return name or "reelrank"
+
+
+def database_url(settings: Settings, purpose: str) -> str:
+    """The SQLAlchemy URL of the database for ``purpose`` (feast, mlflow or airflow)."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown database purpose {purpose!r}; known: {PURPOSES}")
+    base = base_database(settings)
+    name = base if purpose == "feast" else f"{base}_{purpose}"
+    return _with_database(settings.postgres_url.get_secret_value(), name)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    host: str
+    port: int
+    db: int
+    password: str | None
+
+    def feast_connection_string(self) -> str:
+        """Feast's ``host:port[,db=N][,password=...]`` form."""
+        out = f"{self.host}:{self.port}"
+        if self.db:
+            out += f",db={self.db}"
+        if self.password:
+            out += f",password={self.password}"
+        return out
+
+
+def redis_target(settings: Settings) -> RedisTarget:
+    parts = urlsplit(settings.redis_url.get_secret_value())
+    db = parts.path.lstrip("/")
+    return RedisTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        db=int(db) if db else 0,
+        password=parts.password,
+    )

@@ -318,7 +318,7 @@ class UpResult:
 
 
 def champion_exists(settings: Settings) -> bool:
-    from training.registry import CHAMPION, alias_version, client
+    from models.registry import CHAMPION, alias_version, client
 
     try:
         return alias_version(client(settings), settings.ranker_model_name, CHAMPION) is not None
@@ -387,7 +387,7 @@ def down(settings: Settings) -> dict[str, str]:
 
 def status(settings: Settings) -> dict[str, Any]:
     """What runs (pid alive, URL answering) and which model versions serve."""
-    from training.registry import CHALLENGER, CHAMPION, alias_version, client
+    from models.registry import CHALLENGER, CHAMPION, alias_version, client
 
     pids = read_pids(settings)
     rows = {}

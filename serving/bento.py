@@ -42,7 +42,7 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema
 
-    from training.registry import CHAMPION, alias_version, client
+    from models.registry import CHAMPION, alias_version, client
 
     c = client(settings)
     name = settings.ranker_model_name

@@ -19,7 +19,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from ingest.lake import atomic_write
 from ingest.schema import FEEDBACK, to_arrow, validate
+from ingest.served import feedback_dir
 from serving.schemas import FeedbackEvent as Event
 
 _SEQ = count()
@@ -120,10 +121,6 @@ def feedback_rows(
     return df
 
 
-def feedback_dir(lake_dir: Path, day: date) -> Path:
-    return lake_dir / FEEDBACK.table / f"day={day.isoformat()}"
-
-
 def write_feedback(lake_dir: Path, rows: pd.DataFrame) -> list[Path]:
     """Append accepted rows to the lake: one atomic part file per UTC day touched."""
     paths = []
@@ -133,20 +130,3 @@ def write_feedback(lake_dir: Path, rows: pd.DataFrame) -> list[Path]:
         table = to_arrow(FEEDBACK, part.reset_index(drop=True))
         paths.append(atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp)))
     return paths
-
-
-def read_feedback(
-    lake_dir: Path, start: date | None = None, end: date | None = None
-) -> pd.DataFrame:
-    """Every accepted feedback row with ``start <= day <= end`` (hidden temp files skipped)."""
-    root = lake_dir / FEEDBACK.table
-    frames = []
-    if root.exists():
-        for d in sorted(root.glob("day=*")):
-            day = date.fromisoformat(d.name[4:])
-            if (start and day < start) or (end and day > end):
-                continue
-            frames += [pq.read_table(p).to_pandas() for p in sorted(d.glob("part-*.parquet"))]
-    if not frames:
-        return FEEDBACK.arrow_schema().empty_table().to_pandas()
-    return pd.concat(frames, ignore_index=True)

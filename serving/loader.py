@@ -11,17 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from feature_repo.columns import USER_CREATOR_COLUMNS, VIEW_COLUMNS
+from feature_repo.columns import USER_CREATOR_COLUMNS, USER_STATE_REFS, feature_refs
 from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES
 from ingest.lake import read_table
-from reelrank.objectives import ValueHeads
+from models import ranker as models_ranker
+from models.champion import catch_up, champion_retriever
+from models.ranker import Ranker
 from reelrank.settings import Settings
 from serving.pipeline import (
     ITEM_FEATURES,
     USER_FEATURES,
     ItemTable,
-    RankedModel,
     Recommender,
     RerankConfig,
     UserState,
@@ -29,13 +30,6 @@ from serving.pipeline import (
 from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
-
-
-_VIEW_OF = {c: view for view, cols in VIEW_COLUMNS.items() for c in cols}
-
-
-def _view_of(feature: str) -> str:
-    return _VIEW_OF[feature]  # a KeyError here means a feature no view declares
 
 
 class FeastUserReader:
@@ -51,11 +45,7 @@ class FeastUserReader:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, UserState | None] = OrderedDict()
         self._lock = threading.Lock()
-        self.refs = (
-            [f"{_view_of(c)}:{c}" for c in USER_FEATURES]
-            + ["user_history:hist_video_ids"]
-            + [f"user_creator_history:{c}" for c in USER_CREATOR_COLUMNS]
-        )
+        self.refs = list(USER_STATE_REFS)
 
     def clear(self) -> None:
         with self._lock:
@@ -111,7 +101,7 @@ def load_item_table(settings: Settings, store: Any) -> ItemTable:
         {"video_id": v, "creator_id": c}
         for v, c in zip(videos["video_id"], videos["creator_id"], strict=True)
     ]
-    refs = [f"{_view_of(c)}:{c}" for c in ITEM_FEATURES]
+    refs = feature_refs(ITEM_FEATURES)
     resp = store.get_online_features(features=refs, entity_rows=rows).to_dict()
     return ItemTable.from_columns(
         videos["video_id"].tolist(),
@@ -120,36 +110,26 @@ def load_item_table(settings: Settings, store: Any) -> ItemTable:
     )
 
 
-def load_ranker(settings: Settings, alias: str = "champion") -> RankedModel | None:
-    """The ranker version under ``alias`` as a served model; None when the alias is unset."""
-    import mlflow
-
-    from training.registry import alias_version, client
-
-    c = client(settings)
+def load_ranker(settings: Settings, alias: str = "champion") -> Ranker | None:
+    """The ranker version under ``alias``, ready to serve; None when the alias is unset. A
+    Bento serves the version it was built with (``serving.pinned_version``)."""
     pinned = settings.serving.pinned_version
-    if pinned is not None and alias == "champion":  # a Bento serves the version it was built with
-        version: str | None = pinned
-        c.get_model_version(settings.ranker_model_name, pinned)  # raises when it does not exist
+    if pinned is not None and alias == "champion":
+        model = models_ranker.load_ranker(settings, version=pinned)
     else:
-        version = alias_version(c, settings.ranker_model_name, alias)
-    if version is None:
+        model = models_ranker.load_ranker(settings, alias)
+    if model is None:
         return None
-    model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
-    booster = model.get_booster()
-    names = tuple(booster.feature_names or ())
-    if names != MODEL_FEATURES:
+    if model.features != MODEL_FEATURES:
         # numpy input is positional: a model trained on other columns would score garbage
         raise ValueError(
-            f"{settings.ranker_model_name} v{version} expects features {names}, "
+            f"{model.name} v{model.version} expects features {model.features}, "
             f"serving builds {MODEL_FEATURES}"
         )
-    booster.set_param({"nthread": 1})  # one request per thread; BentoML runs several
-    heads = ValueHeads.of_booster(booster)
-    return RankedModel(booster, settings.ranker_model_name, str(version), names, heads)
+    return model.for_serving()  # one request per thread; BentoML runs several
 
 
-def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
+def load_champion(settings: Settings, alias: str = "champion") -> Ranker:
     model = load_ranker(settings, alias)
     if model is None:
         raise LookupError(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
@@ -159,8 +139,6 @@ def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
 def load_retriever(settings: Settings) -> Any:
     """The retrieval champion (model, index and ids together), caught up with every video
     in the lake that arrived after its index was built; None if none is registered."""
-    from training.retrieval import catch_up, champion_retriever
-
     version, retriever = champion_retriever(settings)
     if retriever is None:
         log.warning(
@@ -210,7 +188,7 @@ class ModelWatcher:
         self._client: Any = None
 
     def poll(self) -> list[str]:
-        from training.registry import alias_version, client
+        from models.registry import alias_version, client
 
         if self.settings.serving.pinned_version is not None:
             return []  # pinned: the aliases may move, this service does not follow them

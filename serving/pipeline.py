@@ -35,17 +35,13 @@ from features.cross import (
     surface_code,
     topic_affinity,
 )
-from reelrank.objectives import ValueHeads
+from models.ranker import Ranker
 from serving.rerank import exploration_slot, mmr_rerank, removals
 from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
 USER_FEATURES: tuple[str, ...] = (*USER_COLUMNS, *AFFINITY_COLUMNS)
 ITEM_FEATURES: tuple[str, ...] = (*VIDEO_COLUMNS, *CREATOR_COLUMNS)
-
-
-class Scorer(Protocol):
-    def inplace_predict(self, data: np.ndarray) -> Any: ...
 
 
 @dataclass
@@ -72,7 +68,7 @@ class RetrievalCatalog(Protocol):
 
 
 class CandidateRetriever(Protocol):
-    """What the recommender needs of the retrieval stage (``serving.retriever.Retriever``).
+    """What the recommender needs of the retrieval stage (``models.retriever.Retriever``).
 
     Videos are *catalog rows* here (positions in ``catalog.video_ids``, -1 for unknown):
     the request path carries integers from the index to the feed and maps ids only at its
@@ -87,15 +83,6 @@ class CandidateRetriever(Protocol):
     def scores_rows(self, user_vec: Any, rows: np.ndarray) -> np.ndarray: ...
     def history_caption(self, history: Sequence[str]) -> np.ndarray: ...
     def caption_similarity_rows(self, centroid: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass
-class RankedModel:
-    scorer: Scorer
-    name: str
-    version: str
-    features: tuple[str, ...] = MODEL_FEATURES
-    heads: ValueHeads = field(default_factory=lambda: ValueHeads(("value",), np.ones(1)))
 
 
 @dataclass
@@ -223,13 +210,13 @@ class Recommender:
 
     def __init__(
         self,
-        model: RankedModel,
+        model: Ranker,
         items: ItemTable,
         users: UserFeatureReader,
         n_candidates: int = 500,
         retriever: CandidateRetriever | None = None,
         rerank: RerankConfig | None = None,
-        challenger: RankedModel | None = None,
+        challenger: Ranker | None = None,
         seen: Recent | None = None,
     ) -> None:
         self.model = model
@@ -257,12 +244,12 @@ class Recommender:
             self._catalog_to_items(retriever, items)
 
     # -- hot reload ------------------------------------------------------------------------
-    def swap_model(self, model: RankedModel, arm: str = "champion") -> None:
+    def swap_model(self, model: Ranker, arm: str = "champion") -> None:
         """Serve ``model`` from the next request on (requests in flight finish with the old
         one). It is warmed up first, so the first request after the swap is not slow."""
         x = self.feature_matrix(self.default_user, np.zeros(1, dtype=np.int64))
         for _ in range(2):
-            model.heads.combine(model.scorer.inplace_predict(x))
+            model.predict(x)
         if arm == "champion":
             self.model = model
         elif arm == "challenger":
@@ -408,22 +395,20 @@ class Recommender:
             user, rows, *retrieval, creator=creator, surface=surface, items=items
         )
 
-    @staticmethod
-    def _predict(model: RankedModel, x: np.ndarray) -> np.ndarray:
-        return model.heads.combine(model.scorer.inplace_predict(x))
-
-    def _score(
+    def score_rows(
         self,
         state: UserState | None,
         rows: np.ndarray,
         retrieval: tuple[np.ndarray | None, np.ndarray | None],
         surface: str = "spotlight",
-        model: RankedModel | None = None,
+        model: Ranker | None = None,
     ) -> np.ndarray:
+        """The ranking step alone: value scores of item-table ``rows`` for a user, given
+        their retrieval features (:meth:`retrieval_features`); counted in :attr:`stats`."""
         items = self.items
         x = self._matrix(state, rows, retrieval, surface, items)
         self._count(state, items, rows)
-        return self._predict(model or self.model, x)
+        return (model or self.model).predict(x)
 
     def _count(self, state: UserState | None, items: ItemTable, rows: np.ndarray) -> int:
         defaults = int(items.missing[rows].sum())
@@ -432,9 +417,11 @@ class Recommender:
         self.stats["default_item_rows"] += defaults
         return defaults
 
-    def _user_vec(
+    def user_vector(
         self, state: UserState | None, retriever: CandidateRetriever | None = None
     ) -> Any:
+        """The user's retrieval vector (None without a retriever); a cold-start vector for
+        an unknown user."""
         retriever = retriever or self.retriever
         if retriever is None:
             return None
@@ -442,7 +429,7 @@ class Recommender:
             return retriever.user_vector(None, [])
         return retriever.user_vector(state.features[: len(USER_COLUMNS)], state.history)
 
-    def _arm_model(self, arm: str) -> RankedModel:
+    def _arm_model(self, arm: str) -> Ranker:
         if arm == "champion":
             return self.model
         if arm == "challenger" and self.challenger is not None:
@@ -470,12 +457,12 @@ class Recommender:
         rows = np.fromiter((index[v] for v in known), dtype=np.int64, count=len(known))
         t1 = time.perf_counter()
         catalog_rows = None if retriever is None else retriever.catalog.rows(known)
-        user_vec = self._user_vec(state, retriever)
+        user_vec = self.user_vector(state, retriever)
         retrieval = self._retrieval_features(retriever, state, user_vec, catalog_rows)
         x = self._matrix(state, rows, retrieval, surface, items)
         defaults = self._count(state, items, rows)
-        scores = self._predict(model, x)
-        shadow_scores = self._predict(self.challenger, x) if shadow and self.challenger else None
+        scores = model.predict(x)
+        shadow_scores = self.challenger.predict(x) if shadow and self.challenger else None
         order = np.argsort(-scores, kind="stable")
         t2 = time.perf_counter()
         return Scored(
@@ -585,7 +572,7 @@ class Recommender:
         seen = self.seen.get(user_id) | set(exclude)
         if state is not None:
             seen.update(state.history)
-        user_vec = self._user_vec(state, retriever)
+        user_vec = self.user_vector(state, retriever)
         # a known user's seen videos, as catalog rows: the index search skips them
         seen_catalog = None
         if retriever is not None and state is not None and seen:
@@ -633,8 +620,8 @@ class Recommender:
         x = self._matrix(state, rows, retrieval, surface, items)
         defaults = self._count(state, items, rows)
         t4 = time.perf_counter()
-        scores = self._predict(model, x)
-        shadow_scores = self._predict(self.challenger, x) if shadow and self.challenger else None
+        scores = model.predict(x)
+        shadow_scores = self.challenger.predict(x) if shadow and self.challenger else None
         t5 = time.perf_counter()
 
         # re-rank: diversity among the best, then one slot for a fresh upload

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
 
-from reelrank.objectives import ValueHeads
+from models.objectives import ValueHeads
 
 CHECKPOINTS = 20
 

@@ -11,7 +11,7 @@ Every model and baseline is scored on the same holdout rows:
 - ECE of the predicted value probability (only for models whose scores are probabilities);
 - per-surface NDCG@10 slices.
 
-The metric functions live in :mod:`training.metrics`.
+The metric functions live in :mod:`models.metrics`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from training.metrics import ndcg_at_k
+from models.metrics import ndcg_at_k
 
 __all__ = ["Metrics", "evaluate_scores", "json_safe", "ndcg_at_k", "surface_slices"]
 NAN = float("nan")
@@ -81,7 +81,7 @@ def evaluate_scores(
     holdout: pd.DataFrame, scores: np.ndarray, probabilities: bool = False
 ) -> Metrics:
     """All holdout metrics of one scorer; ``probabilities`` when the scores are P(value)."""
-    from training.metrics import expected_calibration_error, gauc, xauc
+    from models.metrics import expected_calibration_error, gauc, xauc
 
     scores = np.asarray(scores, dtype=np.float64)
     groups = holdout[group_column(holdout)].to_numpy()
@@ -111,7 +111,7 @@ def evaluate_scores(
 def surface_slices(holdout: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
     """NDCG@10 per surface (spotlight, discover, stories): a model can win on average and
     lose where a product team cares most."""
-    from training.metrics import by_slice
+    from models.metrics import by_slice
 
     frame = holdout.assign(_score=np.asarray(scores, dtype=np.float64))
     return by_slice(
@@ -132,7 +132,7 @@ def head_metrics(
     a D2Q quantile in [0, 1], so its "AUC" is taken against watching above the bucket median
     and its ECE is the row-weighted gap between mean prediction and mean target per bin.
     """
-    from training.metrics import expected_calibration_error
+    from models.metrics import expected_calibration_error
 
     out: dict[str, dict[str, float]] = {}
     preds = np.asarray(predictions, dtype=np.float64).reshape(len(holdout), -1)

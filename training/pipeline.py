@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,32 @@ import numpy as np
 import pandas as pd
 
 from features.cross import MODEL_FEATURES, model_matrix
+from features.store import feature_store
 from ingest.lake import atomic_write
-from reelrank.objectives import ValueHeads
+from ingest.simulator import world_for
+from models.metrics import D2QLabeler
+from models.objectives import ValueHeads
+from models.ranker import KIND_TAG, XGBoostRanker, load_ranker
+from models.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
+from models.retrieval_features import with_retrieval_features
 from reelrank.progress import ProgressFn, Stages
 from reelrank.settings import Settings
 from training import baselines
 from training.checks import behavioural_checks, feature_service_check
+from training.curves import holdout_curve
 from training.dataset import DataWindow, build_sets
+from training.engine import training_client
 from training.evaluate import (
     Metrics,
     evaluate_scores,
     head_metrics,
-    json_safe,
     surface_slices,
     with_eval_groups,
 )
 from training.gate import GateVerdict, decide
-from training.metrics import D2QLabeler
-from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
+from training.plots import learning_curve_plot
+from training.ranker import D2Q_ATTR, head_predictions, objective_labels, predict, train_ranker
+from training.results import DatasetsResult, GateInputs, GateResult, HeadsSummary, TrainingResult
 from training.review import hold_for_approval, promote
 
 log = logging.getLogger(__name__)
@@ -50,10 +57,8 @@ def _dir(settings: Settings, holdout: date) -> Path:
     return settings.home / "training" / holdout.isoformat()
 
 
-def build_datasets(settings: Settings, holdout: date) -> dict[str, Any]:
+def build_datasets(settings: Settings, holdout: date) -> DatasetsResult:
     """Join features for the window ending at ``holdout``; write train/holdout Parquet."""
-    from features.store import feature_store
-
     window = DataWindow.ending_at(holdout, settings.training.train_days)
     train, hold, reports = build_sets(settings, feature_store(settings), window)
     out = _dir(settings, holdout)
@@ -67,22 +72,11 @@ def build_datasets(settings: Settings, holdout: date) -> dict[str, Any]:
     }
     text = json.dumps(info, indent=2)
     atomic_write(out / "datasets.json", lambda tmp: tmp.write_text(text))
-    return info
-
-
-@functools.lru_cache(maxsize=1)
-def _world(sim_json: str) -> Any:
-    """The simulated world, generated once per process (evaluation asks for the oracle
-    more than once, and a large world takes a while to draw)."""
-    from ingest.simulator import generate_world
-    from reelrank.settings import SimulationSettings
-
-    return generate_world(SimulationSettings.model_validate_json(sim_json))
+    return DatasetsResult(**info)  # type: ignore[arg-type]
 
 
 def world_oracle_scores(settings: Settings, hold: pd.DataFrame, holdout: date) -> np.ndarray:
-    world = _world(settings.sim.model_dump_json())
-    return world.oracle_utility(hold["user_id"], hold["video_id"], holdout)
+    return world_for(settings.sim).oracle_utility(hold["user_id"], hold["video_id"], holdout)
 
 
 def _oracle_metrics(settings: Settings, hold: pd.DataFrame, holdout: date) -> Metrics | None:
@@ -95,13 +89,12 @@ def _oracle_metrics(settings: Settings, hold: pd.DataFrame, holdout: date) -> Me
 def _champion_metrics(
     settings: Settings, hold: pd.DataFrame, holdout: date
 ) -> tuple[str | None, Metrics | None, str | None, np.ndarray | None]:
-    """The champion on the challenger's holdout: (version, metrics, why it cannot compete).
+    """The champion on the challenger's holdout: (version, metrics, why it cannot compete,
+    its scores).
 
     A champion whose training data already contains the holdout day would be judged on data
     it has seen; such a comparison is refused (a replay must not replace a newer champion).
     """
-    import mlflow
-
     c = client(settings)
     version = alias_version(c, settings.ranker_model_name, CHAMPION)
     if version is None:
@@ -115,21 +108,14 @@ def _champion_metrics(
         )
         log.warning(why)
         return version, None, why, None
-    from training.ranker import predict
-
-    model = mlflow.xgboost.load_model(f"models:/{settings.ranker_model_name}/{version}")
-    names = list(model.get_booster().feature_names or [])
-    if names != list(MODEL_FEATURES):
+    champion = load_ranker(settings, version=version)
+    assert champion is not None  # a version, not an alias: it exists or load_ranker raised
+    if champion.features != tuple(MODEL_FEATURES):
         log.warning("champion v%s uses other features; not comparable on this holdout", version)
         return version, None, None, None
-    scores = predict(model, hold)
-    heads = ValueHeads.of_booster(model.get_booster())
-    return (
-        version,
-        evaluate_scores(hold, scores, probabilities=heads.heads == ("value",)),
-        None,
-        scores,
-    )
+    scores = champion.predict(model_matrix(hold).to_numpy())
+    single = champion.heads.heads == ("value",)
+    return version, evaluate_scores(hold, scores, probabilities=single), None, scores
 
 
 def model_card(
@@ -138,13 +124,13 @@ def model_card(
     metrics: dict[str, Metrics],
     verdict: GateVerdict | None,
     checks: dict[str, str | None] | None = None,
-    heads: dict[str, Any] | None = None,
+    heads: HeadsSummary | None = None,
 ) -> str:
-    """The version's description in the MLflow UI. ``heads``: {"weights": {head: w},
-    "holdout": {head: {auc, ece, ...}}} as returned by :func:`train_and_register`."""
+    """The version's description in the MLflow UI: what it does, its data, its metrics
+    beside every reference, its heads, checks and the gate's verdict."""
     w = info["window"]
-    weights: dict[str, float] = (heads or {}).get("weights") or {"value": 1.0}
-    per_head: dict[str, dict[str, float]] = (heads or {}).get("holdout") or {}
+    weights: dict[str, float] = (heads.weights if heads else None) or {"value": 1.0}
+    per_head: dict[str, dict[str, float]] = heads.holdout if heads else {}
 
     def fmt(v: float | None) -> str:  # undefined metrics arrive as NaN, or None after JSON
         return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
@@ -284,48 +270,69 @@ def _review_plots(
     )
 
 
-def train_and_register(
-    settings: Settings, holdout: date, progress: ProgressFn | None = None
-) -> dict[str, Any]:
-    """Train, evaluate, log and register a challenger; return references for the next step.
-    ``progress`` hears of each stage (fit, evaluation, learning curve, MLflow)."""
-    import mlflow
-    from mlflow.entities import Metric
-    from mlflow.models import infer_signature
+# -- the ranker: fit -> evaluate -> collect blockers -> log -> register ---------------------
+@dataclass
+class FittedRanker:
+    """A freshly fitted ranker with the data it was fitted and is judged on."""
 
-    from features.store import feature_store
-    from training.engine import training_client
-    from training.ranker import D2Q_ATTR, head_predictions, objective_labels, predict, train_ranker
-    from training.retrieval import with_retrieval_features
+    model: Any  # the fitted XGBoost model (the trainer's own type)
+    curves: dict[str, list[float]]
+    train: pd.DataFrame
+    hold: pd.DataFrame
+    info: dict[str, Any]  # datasets.json: window, rows, join report
+    retrieval_version: str | None
 
+    @property
+    def ranker(self) -> XGBoostRanker:
+        """The fitted model behind the one ranker interface (unregistered)."""
+        return XGBoostRanker(self.model.get_booster(), "challenger", "unregistered")
+
+
+@dataclass
+class Evaluation:
+    """The challenger beside the baselines, the champion and the oracle, on one holdout."""
+
+    metrics: dict[str, Metrics]
+    scores: dict[str, np.ndarray]
+    slices: dict[str, dict[str, float]]
+    per_head: dict[str, dict[str, float]]
+    head_pred: np.ndarray
+    head_labels: np.ndarray
+    heads: ValueHeads
+    champion_version: str | None
+    champion_blocker: str | None
+
+
+def fit_step(settings: Settings, holdout: date) -> FittedRanker:
+    """Read the point-in-time sets, add the retrieval champion's features (the model serving
+    will pair this ranker with) and fit on all but the last training day, which early
+    stopping watches."""
     out = _dir(settings, holdout)
     info = json.loads((out / "datasets.json").read_text())
     train = pd.read_parquet(out / "train.parquet")
     hold = pd.read_parquet(out / "holdout.parquet")
-    # scored by the retrieval champion, the model serving will pair this ranker with
     store = feature_store(settings)
-    (train, hold), retrieval_version, retriever = with_retrieval_features(
+    (train, hold), retrieval_version, _ = with_retrieval_features(
         settings, store, [train, hold], holdout
     )
-
-    stages = Stages(progress, "ranker", 5)
-    stages.next("XGBoost fit")
     hold = with_eval_groups(hold, settings.dataset)
     last_day = train["event_timestamp"].max().normalize()
-    fit_part, valid_part = (
-        train[train["event_timestamp"] < last_day],
-        train[train["event_timestamp"] >= last_day],
-    )
+    fit_part = train[train["event_timestamp"] < last_day]
+    valid_part = train[train["event_timestamp"] >= last_day]
     # a Dask cluster in the cluster profile (its own name: ``client`` is the registry's)
     with training_client(settings) as dask_client:
         model, curves = train_ranker(fit_part, valid_part, settings.training, dask_client)
-    stages.next("evaluation vs baselines, champion, oracle")
+    return FittedRanker(model, curves, train, hold, info, retrieval_version)
+
+
+def evaluate_step(settings: Settings, fitted: FittedRanker, holdout: date) -> Evaluation:
+    """Every model on the same holdout rows: heads, value score, per-surface slices."""
+    model, train, hold = fitted.model, fitted.train, fitted.hold
     heads = ValueHeads.of_booster(model.get_booster())
     head_pred = head_predictions(model, hold)
     d2q = D2QLabeler.from_dict(json.loads(model.get_booster().attr(D2Q_ATTR) or "{}"))
     head_labels = objective_labels(hold, heads, d2q)
     per_head = head_metrics(hold, head_pred, heads.heads, head_labels)
-
     scores = {
         "challenger": heads.combine(head_pred),
         "popularity": baselines.score(baselines.popularity(train), hold["video_id"]),
@@ -344,213 +351,275 @@ def train_and_register(
     }
     champ_version, champ, blocker, champ_scores = _champion_metrics(settings, hold, holdout)
     if champ is not None and champ_scores is not None:
-        metrics["champion"] = champ
-        scores["champion"] = champ_scores
+        metrics["champion"], scores["champion"] = champ, champ_scores
     oracle = _oracle_metrics(settings, hold, holdout)
     if oracle is not None:
         metrics["oracle"] = oracle
         scores["oracle"] = world_oracle_scores(settings, hold, holdout)
     slices = {k: surface_slices(hold, v) for k, v in scores.items()}
-
-    # what a reviewer needs beyond metrics: behaviour and the feature contract
-    checks = behavioural_checks(
-        lambda df: predict(model, df), hold.sample(min(len(hold), 400), random_state=0)
+    return Evaluation(
+        metrics, scores, slices, per_head, head_pred, head_labels, heads, champ_version, blocker
     )
-    blockers = [blocker] if blocker else []
+
+
+def blockers_step(
+    settings: Settings, fitted: FittedRanker, evaluation: Evaluation
+) -> tuple[dict[str, str | None], list[str], str | None]:
+    """What a reviewer needs beyond metrics: the behavioural checks (name -> failure), the
+    blockers they and the rest raise, and the feature contract's failure (None = kept)."""
+    hold = fitted.hold
+    checks = behavioural_checks(
+        lambda df: predict(fitted.model, df), hold.sample(min(len(hold), 400), random_state=0)
+    )
+    blockers = [evaluation.champion_blocker] if evaluation.champion_blocker else []
     blockers += [f"behavioural check {k} failed: {v}" for k, v in checks.items() if v]
-    contract = feature_service_check(store, settings.feature_service, MODEL_FEATURES)
+    contract = feature_service_check(
+        feature_store(settings), settings.feature_service, MODEL_FEATURES
+    )
     if contract:
         blockers.append(contract)
-    # never promote a model that learned from a broken upstream feed
-    from monitoring.pipeline import broken_days
+    return checks, blockers, contract
 
-    w = info["window"]
-    broken = broken_days(
-        settings, date.fromisoformat(w["train_start"]), date.fromisoformat(w["holdout"])
-    )
-    if broken:
-        blockers.append(
-            "training data includes days with broken inputs: "
-            + "; ".join(f"{d} ({', '.join(cols)})" for d, cols in broken.items())
+
+def _flat_metrics(evaluation: Evaluation, checks: dict[str, str | None]) -> dict[str, float]:
+    """Every figure of the evaluation as one flat MLflow metric dict (NaN left out)."""
+    metrics = evaluation.metrics
+    flat: dict[str, float] = {}
+    for name, m in metrics.items():
+        prefix = "" if name == "challenger" else f"{name}_"
+        flat.update({k: v for k, v in m.to_dict(prefix).items() if not math.isnan(v)})
+    oracle = metrics.get("oracle")
+    if oracle is not None and oracle.ndcg_at_10 > 0:
+        flat["pct_of_oracle_ndcg"] = 100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
+    for label, per_surface in evaluation.slices.items():
+        prefix = "" if label == "challenger" else f"{label}_"
+        flat.update(
+            {f"{prefix}ndcg_at_10_{k}": v for k, v in per_surface.items() if not math.isnan(v)}
         )
-
-    # the whole path, offline: retrieve 500 -> rank with this challenger -> top 10
-    pipeline: dict[str, float] = {}
-    if retriever is not None:
-        from training.retrieval import pipeline_ndcg
-
-        pipeline = pipeline_ndcg(settings, store, model.get_booster(), retriever, holdout)
-        log.info("NDCG@10 after ranking, by candidate source: %s", pipeline)
-
-    stages.next("learning curve on the holdout")
-    exp_id = configure_mlflow(settings)
-    x_hold = model_matrix(hold)
-    from training.curves import holdout_curve
-
-    learning = holdout_curve(
-        model.get_booster(), x_hold.to_numpy(), head_labels, hold["positive"].to_numpy(), heads
+    flat.update({f"check_{k}": 0.0 if v else 1.0 for k, v in checks.items()})
+    flat.update(
+        {
+            f"head_{h}_{k}": v
+            for h, m in evaluation.per_head.items()
+            for k, v in m.items()
+            if not math.isnan(v)
+        }
     )
-    stages.next("MLflow: metrics, review plots, model")
+    return flat
+
+
+def pipeline_metrics(pipeline: dict[str, float]) -> dict[str, float]:
+    """The offline pipeline evaluation as MLflow metrics (NaN left out)."""
+    return {
+        (
+            f"top10_{k}"
+            if k.startswith(("coverage_", "creator_diversity_"))
+            else f"pipeline_ndcg_at_10_{k}"
+        ): v
+        for k, v in pipeline.items()
+        if not math.isnan(v)
+    }
+
+
+def _review_artifacts(
+    directory: Path,
+    settings: Settings,
+    fitted: FittedRanker,
+    evaluation: Evaluation,
+    checks: dict[str, str | None],
+    contract: str | None,
+    holdout: date,
+) -> Any:
+    """Write the reviewer's files (evaluation.json, plots, the drift reference) into
+    ``directory``; returns the learning curve on the holdout (also logged as metrics)."""
+    model, e = fitted.model, evaluation
+    learning = holdout_curve(
+        model.get_booster(),
+        model_matrix(fitted.hold).to_numpy(),
+        e.head_labels,
+        fitted.hold["positive"].to_numpy(),
+        e.heads,
+    )
+    spec = {"feature_service": settings.feature_service, "features": list(MODEL_FEATURES)}
+    (directory / "feature_spec.json").write_text(json.dumps(spec, indent=2))
+    evaluation_json = {
+        "holdout": holdout.isoformat(),
+        "metrics": {k: m.to_dict() for k, m in e.metrics.items()},
+        "surface_ndcg_at_10": e.slices,
+        "heads": {"weights": e.heads.as_dict(), "holdout": e.per_head},
+        "behavioural_checks": checks,
+        "feature_contract": contract or "ok",
+    }
+    (directory / "evaluation.json").write_text(json.dumps(evaluation_json, indent=2))
+    _review_plots(
+        directory, model, e.scores, e.slices, e.per_head, e.head_pred, e.head_labels, e.heads
+    )
+    learning_curve_plot(
+        learning.rounds, learning.metrics, fitted.curves, directory / "learning_curve.png"
+    )
+    (directory / "datasets.json").write_text(json.dumps(fitted.info, indent=2))
+    train = fitted.train
+    ref = model_matrix(
+        train.sample(min(len(train), settings.training.reference_sample_rows), random_state=0)
+    )
+    ref["prediction"] = e.heads.combine(
+        model.get_booster().inplace_predict(ref.to_numpy(), validate_features=False)
+    ).astype(np.float32)
+    ref.to_parquet(directory / "reference.parquet", index=False)
+    return learning
+
+
+def log_step(
+    settings: Settings,
+    fitted: FittedRanker,
+    evaluation: Evaluation,
+    checks: dict[str, str | None],
+    contract: str | None,
+    holdout: date,
+) -> tuple[str, str]:
+    """One MLflow run with params, metrics, curves, the review files and the model,
+    registered under the ranker's name; returns (run id, version)."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    model, e = fitted.model, evaluation
+    exp_id = configure_mlflow(settings)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"ranker-{holdout.isoformat()}") as run:
         mlflow.log_params(
             {
                 **{f"xgb_{k}": v for k, v in settings.training.model_dump().items()},
                 "n_trees": model.n_estimators,
                 "objective": settings.training.objective,
-                "objective_weights": json.dumps(heads.as_dict()),
+                "objective_weights": json.dumps(e.heads.as_dict()),
                 "feature_service": settings.feature_service,
                 "n_features": len(MODEL_FEATURES),
-                "retrieval_version": retrieval_version,
-                "rows_train": len(train),
-                "rows_holdout": len(hold),
-                **{f"window_{k}": v for k, v in info["window"].items()},
+                "retrieval_version": fitted.retrieval_version,
+                "rows_train": len(fitted.train),
+                "rows_holdout": len(fitted.hold),
+                **{f"window_{k}": v for k, v in fitted.info["window"].items()},
             }
         )
-        flat: dict[str, float] = {}
-        for name, m in metrics.items():
-            prefix = "" if name == "challenger" else f"{name}_"
-            flat.update({k: v for k, v in m.to_dict(prefix).items() if not math.isnan(v)})
-        if oracle is not None and oracle.ndcg_at_10 > 0:
-            flat["pct_of_oracle_ndcg"] = (
-                100.0 * metrics["challenger"].ndcg_at_10 / oracle.ndcg_at_10
-            )
-        flat.update(
-            {
-                (
-                    f"top10_{k}"
-                    if k.startswith(("coverage_", "creator_diversity_"))
-                    else f"pipeline_ndcg_at_10_{k}"
-                ): v
-                for k, v in pipeline.items()
-                if not math.isnan(v)
-            }
-        )
-        for label, per_surface in slices.items():
-            prefix = "" if label == "challenger" else f"{label}_"
-            flat.update(
-                {
-                    f"{prefix}ndcg_at_10_{surface}": v
-                    for surface, v in per_surface.items()
-                    if not math.isnan(v)
-                }
-            )
-        flat.update({f"check_{k}": 0.0 if v else 1.0 for k, v in checks.items()})
-        flat.update(
-            {
-                f"head_{h}_{k}": v
-                for h, m in per_head.items()
-                for k, v in m.items()
-                if not math.isnan(v)
-            }
-        )
-        mlflow.log_metrics(flat)
+        mlflow.log_metrics(_flat_metrics(e, checks))
+        with tempfile.TemporaryDirectory() as tmp:
+            learning = _review_artifacts(Path(tmp), settings, fitted, e, checks, contract, holdout)
+            mlflow.log_artifacts(tmp, artifact_path="review")
         now = int(pd.Timestamp.now().timestamp() * 1000)
         mlflow.MlflowClient().log_batch(
             run.info.run_id,
             metrics=[
                 Metric(name, float(v), now, step)
-                for name, values in curves.items()
+                for name, values in fitted.curves.items()
                 for step, v in enumerate(values)
             ]
             # the final model on the holdout, step = boosting rounds: charts in the MLflow UI
             + [Metric(name, v, now, step) for name, step, v in learning.points()],
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            (t / "feature_spec.json").write_text(
-                json.dumps(
-                    {"feature_service": settings.feature_service, "features": list(MODEL_FEATURES)},
-                    indent=2,
-                )
-            )
-            (t / "evaluation.json").write_text(
-                json.dumps(
-                    {
-                        "holdout": holdout.isoformat(),
-                        "metrics": {k: m.to_dict() for k, m in metrics.items()},
-                        "surface_ndcg_at_10": slices,
-                        "heads": {"weights": heads.as_dict(), "holdout": per_head},
-                        "pipeline_ndcg_at_10": pipeline,
-                        "behavioural_checks": checks,
-                        "feature_contract": contract or "ok",
-                    },
-                    indent=2,
-                )
-            )
-            _review_plots(t, model, scores, slices, per_head, head_pred, head_labels, heads)
-            from training.plots import learning_curve_plot
-
-            learning_curve_plot(learning.rounds, learning.metrics, curves, t / "learning_curve.png")
-            (t / "datasets.json").write_text(json.dumps(info, indent=2))
-            ref = model_matrix(
-                train.sample(
-                    min(len(train), settings.training.reference_sample_rows), random_state=0
-                )
-            )
-            ref["prediction"] = heads.combine(
-                model.get_booster().inplace_predict(ref.to_numpy(), validate_features=False)
-            ).astype(np.float32)
-            ref.to_parquet(t / "reference.parquet", index=False)
-            mlflow.log_artifacts(tmp, artifact_path="review")
-        signature = infer_signature(x_hold.head(100), head_pred[:100])
-        info_model = mlflow.xgboost.log_model(
+        x_hold = model_matrix(fitted.hold)
+        info_model = XGBoostRanker.log_model(
             model,
             name="model",
-            signature=signature,
+            signature=infer_signature(x_hold.head(100), e.head_pred[:100]),
             input_example=x_hold.head(3),
             registered_model_name=settings.ranker_model_name,
         )
-        version = str(info_model.registered_model_version)
-    stages.finish()
+    return run.info.run_id, str(info_model.registered_model_version)
 
+
+def register_step(settings: Settings, trained: TrainingResult) -> None:
+    """Alias the new version ``challenger``, tag it for reviewers and write its model card."""
     c = client(settings)
-    name = settings.ranker_model_name
+    name, version = settings.ranker_model_name, trained.version
     c.set_registered_model_alias(name, CHALLENGER, version)
+    checks = trained.checks
+    w = trained.info["window"]
     tags = {
-        "data_window": f"{info['window']['train_start']}..{info['window']['holdout']}",
+        "data_window": f"{w['train_start']}..{w['holdout']}",
         "feature_service": settings.feature_service,
         "git_sha": git_sha(),
         "gate_verdict": "pending",
-        "ndcg_at_10": f"{metrics['challenger'].ndcg_at_10:.4f}",
-        "retrieval_version": retrieval_version or "none",
-        "objective_weights": json.dumps(heads.as_dict()),
+        "ndcg_at_10": f"{trained.metrics['challenger'].ndcg_at_10:.4f}",
+        "retrieval_version": trained.retrieval_version or "none",
+        "objective_weights": json.dumps(trained.heads.weights),
         "behavioural_checks": "passed"
         if not any(checks.values())
         else "failed: " + ", ".join(k for k, v in checks.items() if v),
-        "run_id": run.info.run_id,
+        "run_id": trained.run_id,
+        KIND_TAG: XGBoostRanker.kind,
     }
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)
-    c.update_model_version(
-        name,
-        version,
-        description=model_card(
-            settings,
-            info,
-            metrics,
-            None,
-            checks,
-            {"weights": heads.as_dict(), "holdout": per_head},
-        ),
-    )
-    return json_safe(  # type: ignore[return-value]
-        {
-            "version": version,
-            "run_id": run.info.run_id,
-            "holdout": holdout.isoformat(),
-            "champion_version": champ_version,
-            "blockers": blockers,
-            "checks": checks,
-            "metrics": {k: m.to_dict() for k, m in metrics.items()},
-            "heads": {"weights": heads.as_dict(), "holdout": per_head},
-            "pipeline_ndcg_at_10": pipeline,
-        }
-    )
+    card = model_card(settings, trained.info, trained.metrics, None, checks, trained.heads)
+    c.update_model_version(name, version, description=card)
 
 
-def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
-    """Decide on the challenger; on a pass, point ``champion`` at it."""
-    all_metrics = {k: Metrics.from_dict(d) for k, d in trained["metrics"].items()}
+def train_and_register(
+    settings: Settings, holdout: date, progress: ProgressFn | None = None
+) -> TrainingResult:
+    """Fit, evaluate, log and register a challenger (alias ``challenger``); the result is
+    also written next to the datasets (``trained.json``) for the gate's step.
+    ``progress`` hears of each stage (fit, evaluation, checks, MLflow)."""
+    stages = Stages(progress, "ranker", 4)
+    stages.next("XGBoost fit")
+    fitted = fit_step(settings, holdout)
+    stages.next("evaluation vs baselines, champion, oracle")
+    evaluation = evaluate_step(settings, fitted, holdout)
+    stages.next("behavioural checks and feature contract")
+    checks, blockers, contract = blockers_step(settings, fitted, evaluation)
+    stages.next("MLflow: metrics, learning curve, review plots, model")
+    run_id, version = log_step(settings, fitted, evaluation, checks, contract, holdout)
+    stages.finish()
+    trained = TrainingResult(
+        version=version,
+        run_id=run_id,
+        holdout=holdout.isoformat(),
+        champion_version=evaluation.champion_version,
+        retrieval_version=fitted.retrieval_version,
+        blockers=blockers,
+        checks=checks,
+        metrics=evaluation.metrics,
+        heads=HeadsSummary(evaluation.heads.as_dict(), evaluation.per_head),
+        info=fitted.info,
+    )
+    register_step(settings, trained)
+    trained.save(_dir(settings, holdout) / "trained.json")
+    return trained
+
+
+def record_pipeline_evaluation(
+    settings: Settings, trained: TrainingResult, pipeline: dict[str, float]
+) -> TrainingResult:
+    """Add the offline evaluation of the whole serving pipeline (computed by the serving
+    layer on this version) to the version's run and to the training result."""
+    if not pipeline:
+        return trained
+    log.info("NDCG@10 after ranking, by candidate source: %s", pipeline)
+    c = client(settings)
+    now = int(pd.Timestamp.now().timestamp() * 1000)
+    from mlflow.entities import Metric
+
+    c.log_batch(
+        trained.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in pipeline_metrics(pipeline).items()],
+    )
+    c.log_text(trained.run_id, json.dumps(pipeline, indent=2), "review/pipeline_ndcg.json")
+    out = replace(trained, pipeline_ndcg=pipeline)
+    out.save(_dir(settings, date.fromisoformat(trained.holdout)) / "trained.json")
+    return out
+
+
+def load_trained(settings: Settings, holdout: date) -> TrainingResult:
+    """The training result the ranker step wrote for ``holdout``."""
+    return TrainingResult.load(_dir(settings, holdout) / "trained.json")
+
+
+def gate_and_promote(
+    settings: Settings, trained: TrainingResult, inputs: GateInputs | None = None
+) -> GateResult:
+    """Decide on the challenger; on a pass, point ``champion`` at it. ``inputs`` carry what
+    other layers found (days with broken inputs in the training window)."""
+    inputs = inputs or GateInputs()
+    all_metrics = trained.metrics
     refs = {
         k: m.to_dict()
         for k, m in all_metrics.items()
@@ -562,27 +631,14 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
         refs,
         champion,
         settings.gate,
-        blockers=trained.get("blockers", []),
+        blockers=[*trained.blockers, *inputs.blockers()],
     )
     c = client(settings)
-    name, version = settings.ranker_model_name, trained["version"]
+    name, version = settings.ranker_model_name, trained.version
     c.set_model_version_tag(name, version, "gate_verdict", verdict.label)
     c.set_model_version_tag(name, version, "gate_reasons", " | ".join(verdict.reasons))
-    info = json.loads(
-        (_dir(settings, date.fromisoformat(trained["holdout"])) / "datasets.json").read_text()
-    )
-    c.update_model_version(
-        name,
-        version,
-        description=model_card(
-            settings,
-            info,
-            all_metrics,
-            verdict,
-            trained.get("checks"),
-            trained.get("heads"),
-        ),
-    )
+    card = model_card(settings, trained.info, all_metrics, verdict, trained.checks, trained.heads)
+    c.update_model_version(name, version, description=card)
     promoted = pending = False
     if verdict.promote and settings.gate.manual_approval:
         hold_for_approval(c, name, version, "; ".join(verdict.reasons))
@@ -593,31 +649,4 @@ def gate_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, A
     else:
         c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
         log.warning("gate failed for %s v%s: %s", name, version, verdict.reasons)
-    return json_safe(  # type: ignore[return-value]
-        {
-            "version": version,
-            "promoted": promoted,
-            "pending_approval": pending,
-            "verdict": verdict.to_dict(),
-        }
-    )
-
-
-def run_training(
-    settings: Settings, holdout: date, progress: ProgressFn | None = None
-) -> dict[str, Any]:
-    """All steps in one call (the CLI's path; the DAG runs them as separate tasks).
-    ``progress`` hears of each step, the two-tower's epochs and the ranker's stages."""
-    from training.retrieval import train_retrieval
-
-    steps = Stages(progress, "training", 4)
-    steps.next("point-in-time datasets (Feast)")
-    datasets = build_datasets(settings, holdout)
-    steps.next("two-tower retrieval")
-    retrieval = train_retrieval(settings, holdout, progress=progress)
-    steps.next("XGBoost ranker")
-    trained = train_and_register(settings, holdout, progress=progress)
-    steps.next("gate")
-    gated = gate_and_promote(settings, trained)
-    steps.finish()
-    return {"datasets": datasets, "retrieval": retrieval, "trained": trained, "gate": gated}
+    return GateResult(version, promoted, pending, verdict)

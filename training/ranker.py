@@ -1,6 +1,6 @@
 """The XGBoost ranker: one model with a head per short-video objective.
 
-Each impression carries five outcomes (:data:`reelrank.objectives.HEADS`): completion, watch
+Each impression carries five outcomes (:data:`models.objectives.HEADS`): completion, watch
 time debiased by duration (D2Q quantile), like, share and skip. The ranker is one XGBoost
 booster with one logistic output per head (multi-target ``reg:logistic``: every head is a
 probability, or for the watch head the expected D2Q quantile), and the feed is ordered by
@@ -24,10 +24,10 @@ import pandas as pd
 import xgboost as xgb
 
 from features.cross import model_matrix
-from reelrank.objectives import ValueHeads
+from models.metrics import D2QLabeler
+from models.objectives import ValueHeads
 from reelrank.settings import TrainingSettings
 from training.engine import fit
-from training.metrics import D2QLabeler
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -27,52 +27,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from feature_repo.columns import USER_COLUMNS, USER_CREATOR_COLUMNS
-from features.batch import FEATURE_DEFAULTS
+from feature_repo.columns import USER_COLUMNS
 from features.content import CAPTION_DIM, read_content
 from features.pipeline import load_vocabulary
 from ingest.lake import read_table
+from ingest.simulator import world_for
+from models.candidates import KS, available_rows, popularity_order, positives
+from models.champion import catch_up, champion_retriever
+from models.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
+from models.retrieval_features import user_states
+from models.two_tower import Catalog, TowerConfig, TrainData, history_rows, user_matrix
 from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
-from training.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
-from training.two_tower import Catalog, TowerConfig, TrainData, history_rows, user_matrix
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from serving.retriever import Retriever
+    from models.retriever import Retriever
 
 log = logging.getLogger(__name__)
-KS = (50, 100, 500)
-SMALL_BUDGET = 100  # a second, tighter candidate budget for the end-to-end evaluation
-USER_REFS = [f"user_engagement:{c}" for c in USER_COLUMNS] + ["user_history:hist_video_ids"]
 
 
 # -- data ---------------------------------------------------------------------------------
-def user_states(store: FeatureStore, pairs: pd.DataFrame) -> pd.DataFrame:
-    """User features and history as of the start of each (user_id, day); defaults where the
-    user has none yet (new users), none dropped."""
-    keys = pairs[["user_id", "day"]].drop_duplicates().reset_index(drop=True)
-    ent = pd.DataFrame(
-        {
-            "user_id": keys["user_id"],
-            "event_timestamp": pd.to_datetime(keys["day"]).dt.tz_localize("UTC"),
-            "key": np.arange(len(keys)),
-        }
-    )
-    got = store.get_historical_features(entity_df=ent, features=USER_REFS).to_df()
-    got = got.drop_duplicates("key")
-    out = keys.assign(key=np.arange(len(keys))).merge(
-        got.drop(columns=["user_id", "event_timestamp"]), on="key", how="left"
-    )
-    for c in USER_COLUMNS:
-        out[c] = out[c].astype("float64").fillna(FEATURE_DEFAULTS[c])
-    out["hist_video_ids"] = [
-        list(h) if isinstance(h, list | np.ndarray) else [] for h in out["hist_video_ids"]
-    ]
-    return out.drop(columns=["key"])
-
-
 def load_catalog(settings: Settings, through: date, cfg: TowerConfig) -> tuple[Catalog, int]:
     """Every video in the lake up to ``through`` with its content; count those without one."""
     videos = read_table(settings.lake_dir, "videos", end=through)
@@ -81,24 +57,6 @@ def load_catalog(settings: Settings, through: date, cfg: TowerConfig) -> tuple[C
     if missing:
         log.warning("%d videos have no content embedding yet; their content is zeros", missing)
     return Catalog.from_frames(videos, content, cfg), missing
-
-
-def positives(settings: Settings, start: date, end: date) -> pd.DataFrame:
-    imp = read_table(settings.lake_dir, "impressions", start=start, end=end)
-    pos = imp[imp["completed"] | imp["liked"] | imp["shared"]]
-    out = pos[["user_id", "video_id", "ts"]].copy()
-    out["day"] = out["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
-    return out.reset_index(drop=True)
-
-
-def available_rows(catalog: Catalog, day: date, settings: Settings, end_of_day: bool) -> np.ndarray:
-    """Catalog rows a feed could show on ``day``: uploaded before its start (or end), and
-    not older than the catalog's lifetime."""
-    start = np.datetime64(pd.Timestamp(day))
-    edge = start + np.timedelta64(1, "D") if end_of_day else start
-    oldest = start - np.timedelta64(settings.max_video_age_days, "D")
-    up = catalog.upload_ts
-    return np.flatnonzero((up < edge) & (up >= oldest))
 
 
 def _train_data(
@@ -205,30 +163,14 @@ def evaluate_static(order: np.ndarray, es: EvalSet) -> RetrievalMetrics:
     return recall([order] * len(es.relevant), es.relevant, es.cold)
 
 
-def popularity_order(
-    catalog: Catalog, pos: pd.DataFrame, available: np.ndarray, n: int = max(KS)
-) -> np.ndarray:
-    counts = pos["video_id"].value_counts()
-    ids = catalog.video_ids[available]
-    score = pd.Series(ids).map(counts).fillna(0.0).to_numpy()
-    return ids[np.argsort(-score, kind="stable")[:n]]
-
-
 def oracle_ranked(
     settings: Settings, catalog: Catalog, es: EvalSet, holdout: date, n: int = max(KS)
 ) -> list[np.ndarray] | None:
     if settings.dataset != "simulator":
         return None
-    from ingest.simulator import generate_world
-
-    world = generate_world(settings.sim)
+    world = world_for(settings.sim)
     ids = catalog.video_ids[es.available]
-    ranked = []
-    for u in es.users["user_id"]:
-        util = world.oracle_utility(np.repeat(u, len(ids)), ids, holdout)
-        top = np.argpartition(-util, min(n, len(ids) - 1))[:n]
-        ranked.append(ids[top[np.argsort(-util[top], kind="stable")]])
-    return ranked
+    return [world.oracle_top(u, ids, holdout, n)[0] for u in es.users["user_id"]]
 
 
 # -- training, registration, gate -----------------------------------------------------------
@@ -254,7 +196,7 @@ def _validator(
     catalog: Catalog, states: pd.DataFrame, pos: pd.DataFrame, avail: np.ndarray, k: int
 ):
     """Recall@k on the validation day by exact search: the early-stopping signal."""
-    from training.two_tower import all_item_vectors, user_vectors
+    from models.two_tower import all_item_vectors, user_vectors
 
     rel = pos.groupby("user_id")["video_id"].agg(set)
     users = states.drop_duplicates("user_id").set_index("user_id").loc[rel.index]
@@ -283,30 +225,6 @@ def _validator(
     return validate
 
 
-def champion_retriever(
-    settings: Settings, alias: str = CHAMPION
-) -> tuple[str | None, Retriever | None]:
-    """The registered retrieval model behind ``alias``, loaded with its index and ids."""
-    import mlflow
-
-    c = client(settings)
-    version = alias_version(c, settings.retrieval_model_name, alias)
-    if version is None:
-        return None, None
-    model = mlflow.pyfunc.load_model(f"models:/{settings.retrieval_model_name}/{version}")
-    return version, model.unwrap_python_model().retriever
-
-
-def catch_up(retriever: Retriever, settings: Settings, through: date) -> int:
-    """Add every lake video the retriever does not know yet (the fresh-items path)."""
-    videos = read_table(settings.lake_dir, "videos", end=through)
-    new = videos[~videos["video_id"].isin(retriever.catalog.index)]
-    if new.empty:
-        return 0
-    content = read_content(settings)
-    return retriever.add_videos(new, content[content["video_id"].isin(new["video_id"])])
-
-
 def train_retrieval(
     settings: Settings, holdout: date, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
@@ -318,9 +236,9 @@ def train_retrieval(
     import mlflow
 
     from features.store import feature_store
-    from serving.retriever import RetrievalModel, Retriever
+    from models.retriever import RetrievalModel, Retriever
+    from models.two_tower import fit
     from training.gate import decide
-    from training.two_tower import fit
 
     r = settings.retrieval
     store = feature_store(settings)
@@ -561,207 +479,3 @@ uploaded that day, never seen in training; random recall@100 = {random_recall[10
 **Known limits.** Positives only (no skips as negatives); exposure bias of the logging
 policy; user features are daily snapshots, so a session's own engagement is not seen.
 """
-
-
-# -- retrieval features for the ranker -------------------------------------------------------
-def add_retrieval_features(
-    store: FeatureStore, frame: pd.DataFrame, retriever: Retriever
-) -> pd.DataFrame:
-    """``x_retrieval_score`` (user . item vector) and ``x_content_similarity`` (the user's
-    recent-positive caption centroid . the video's caption) for each (user, video, time) row,
-    with the user as of the start of the row's day, exactly as serving computes them.
-    Videos the retriever does not know get NaN, which XGBoost treats as missing."""
-    from training.two_tower import user_vectors
-
-    day = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_localize(None).dt.normalize()
-    pairs = pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "day": day.to_numpy()})
-    states = user_states(store, pairs)
-    key = pd.MultiIndex.from_frame(states[["user_id", "day"]])
-    which = key.get_indexer(pd.MultiIndex.from_frame(pairs))
-    cat = retriever.catalog
-    hist = history_rows(cat, states["hist_video_ids"].tolist(), retriever.model.cfg.history_len)
-    u = user_vectors(retriever.model, cat, user_matrix(states), hist)
-    # the caption centroid of each user's history, unit length (zeros without history)
-    mask = (hist >= 0)[:, :, None]
-    centroid = (cat.caption[np.clip(hist, 0, None)] * mask).sum(axis=1)
-    norm = np.linalg.norm(centroid, axis=1, keepdims=True)
-    centroid = centroid / np.where(norm > 0, norm, 1.0)
-    rows = cat.rows(frame["video_id"].tolist())
-    ok = rows >= 0
-    score = np.full(len(frame), np.nan, np.float32)
-    sim = np.full(len(frame), np.nan, np.float32)
-    score[ok] = np.einsum("ij,ij->i", u[which[ok]], retriever.item_vectors[rows[ok]])
-    sim[ok] = np.einsum("ij,ij->i", centroid[which[ok]], cat.caption[rows[ok]])
-    out = frame.copy()
-    out["x_retrieval_score"] = score
-    out["x_content_similarity"] = sim
-    return out
-
-
-def with_retrieval_features(
-    settings: Settings, store: FeatureStore, frames: Sequence[pd.DataFrame], through: date
-) -> tuple[list[pd.DataFrame], str | None, Retriever | None]:
-    """Add the retrieval features with the retrieval champion (caught up with the catalog up
-    to ``through``) to each frame; without a champion they are missing (NaN)."""
-    version, retriever = champion_retriever(settings)
-    if retriever is None:
-        log.warning("no retrieval champion: retrieval features are missing")
-        out = [f.assign(x_retrieval_score=np.nan, x_content_similarity=np.nan) for f in frames]
-        return out, None, None
-    catch_up(retriever, settings, through)
-    return [add_retrieval_features(store, f, retriever) for f in frames], version, retriever
-
-
-# -- the whole pipeline offline: retrieve -> rank -> top 10 ---------------------------------------
-def _ndcg(ranked: Sequence[str], gains: dict[str, float], k: int = 10) -> float:
-    dcg = sum((2.0 ** gains.get(v, 0.0) - 1.0) / math.log2(i + 2) for i, v in enumerate(ranked[:k]))
-    ideal = sorted(gains.values(), reverse=True)[:k]
-    idcg = sum((2.0**g - 1.0) / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else float("nan")
-
-
-def pipeline_ndcg(
-    settings: Settings,
-    store: FeatureStore,
-    ranker: Any,
-    retriever: Retriever,
-    holdout: date,
-    max_users: int = 2000,
-) -> dict[str, float]:
-    """NDCG@10 of retrieve -> rank -> top 10 on the holdout day, per candidate source.
-
-    The serving class itself does the work (:class:`serving.pipeline.Recommender`), fed
-    with features as of the holdout's start (point-in-time). Logged: a video's gain is the
-    value the user got from it that day (completed + liked + shared); videos the user was
-    never shown count as zero, so this mostly measures overlap with the logging policy.
-    Oracle-judged (simulated data): every video is judged by the simulator's hidden utility
-    for the user, the counterfactual a real log cannot give.
-    """
-    from features.cross import MODEL_FEATURES
-    from reelrank.objectives import ValueHeads
-    from serving.pipeline import (
-        ITEM_FEATURES,
-        USER_FEATURES,
-        ItemTable,
-        RankedModel,
-        Recommender,
-        UserState,
-    )
-    from training.dataset import value_label
-    from training.metrics import coverage, creator_diversity
-
-    imp = read_table(settings.lake_dir, "impressions", start=holdout, end=holdout)
-    imp = imp.assign(value=value_label(imp))
-    imp = imp[imp["value"] > 0]
-    gains_by_user = imp.groupby(["user_id", "video_id"])["value"].max()
-    users = sorted(imp["user_id"].unique())[:max_users]
-    start = pd.Timestamp(holdout, tz="UTC")
-
-    # users and items as of the holdout's start, in the serving layout
-    from serving.loader import _view_of
-
-    u_ent = pd.DataFrame({"user_id": users, "event_timestamp": start})
-    u_refs = (
-        [f"{_view_of(c)}:{c}" for c in USER_FEATURES]
-        + ["user_history:hist_video_ids"]
-        + [f"user_creator_history:{c}" for c in USER_CREATOR_COLUMNS]
-    )
-    uf = store.get_historical_features(entity_df=u_ent, features=u_refs).to_df()
-    uf = uf.drop_duplicates("user_id").set_index("user_id").reindex(users)
-    states = {}
-    for uid, row in uf.iterrows():
-        feats = np.array(
-            [FEATURE_DEFAULTS[c] if pd.isna(row[c]) else row[c] for c in USER_FEATURES],
-            np.float32,
-        )
-        hist, uc = row["hist_video_ids"], [row[c] for c in USER_CREATOR_COLUMNS]
-        uc = [list(v) if isinstance(v, list | np.ndarray) else [] for v in uc]
-        states[uid] = UserState(
-            feats, list(hist) if isinstance(hist, list | np.ndarray) else [], *uc
-        )
-    cat = retriever.catalog
-    avail = available_rows(cat, holdout, settings, end_of_day=True)
-    videos = read_table(settings.lake_dir, "videos", end=holdout)[["video_id", "creator_id"]]
-    videos = videos[videos["video_id"].isin(set(cat.video_ids[avail]))]
-    i_ent = videos.assign(event_timestamp=start)
-    i_refs = [f"{_view_of(c)}:{c}" for c in ITEM_FEATURES]
-    itf = store.get_historical_features(entity_df=i_ent, features=i_refs).to_df()
-    itf = itf.drop_duplicates("video_id").set_index("video_id").reindex(videos["video_id"])
-    items = ItemTable.from_columns(
-        videos["video_id"].tolist(),
-        {c: [None if pd.isna(v) else v for v in itf[c]] for c in ITEM_FEATURES},
-        videos["creator_id"].tolist(),
-    )
-    model = RankedModel(
-        ranker, "challenger", "offline", MODEL_FEATURES, ValueHeads.of_booster(ranker)
-    )
-    rec = Recommender(model, items, states.get, settings.serving.n_candidates, retriever)
-
-    pos = positives(settings, holdout - timedelta(days=settings.training.train_days), holdout)
-    pos = pos[pos["day"] < pd.Timestamp(holdout)]
-    last = pos[pos["day"] == pos["day"].max()]
-    n = settings.serving.n_candidates
-    static = {
-        "popularity": popularity_order(cat, pos, avail, n).tolist(),
-        "recent_popularity": popularity_order(cat, last, avail, n).tolist(),
-    }
-    world = None
-    if settings.dataset == "simulator":
-        from ingest.simulator import generate_world
-
-        world = generate_world(settings.sim)
-    scores: dict[str, list[float]] = {"two_tower": [], **{k: [] for k in static}}
-    top_lists: dict[str, list[list[str]]] = {k: [] for k in scores}
-    judged: dict[str, list[float]] = {}
-    if world is not None:
-        scores["oracle"] = []
-        judged = {k: [] for k in scores}
-    for uid in users:
-        state = states[uid]
-        gains = gains_by_user.loc[uid].to_dict()
-        user_vec = rec._user_vec(state)
-        sources = {"two_tower": rec.candidates(state, user_vec)[0], **static}
-        p_complete: dict[str, float] = {}
-        if world is not None:
-            ids = items.video_ids
-            util = world.oracle_utility(np.repeat(uid, len(ids)), ids, holdout)
-            top = np.argpartition(-util, min(n, len(ids) - 1))[:n]
-            top = top[np.argsort(-util[top], kind="stable")]
-            sources["oracle"] = ids[top].tolist()
-            # graded by hidden utility, shifted so the user's worst available video is 0
-            p_complete = dict(zip(ids.tolist(), (util - util.min()).tolist(), strict=True))
-        for name, cands in sources.items():
-            cands = [v for v in cands if v in items.index]
-            rows = np.fromiter((items.index[v] for v in cands), np.int64, len(cands))
-            feats = rec.retrieval_features(state, user_vec, cands)
-            s = rec._score(state, rows, feats)
-            order = np.argsort(-s, kind="stable")[:10]
-            scores[name].append(_ndcg([cands[i] for i in order], gains))
-            top_lists.setdefault(name, []).append([cands[i] for i in order])
-            if p_complete:
-                judged[name].append(_judged_ndcg([cands[i] for i in order], p_complete))
-                # a tighter budget: only each source's own best 100 reach the ranker
-                small = np.argsort(-s[:SMALL_BUDGET], kind="stable")[:10]
-                judged.setdefault(f"{name}_{SMALL_BUDGET}", []).append(
-                    _judged_ndcg([cands[i] for i in small], p_complete)
-                )
-    out = {name: float(np.nanmean(v)) for name, v in scores.items()}
-    out.update({f"oracle_judged_{k}": float(np.nanmean(v)) for k, v in judged.items()})
-    # what the top-10 lists look like as a whole: how much of the catalog they reach, and
-    # how many different creators fill each list
-    creator_of = dict(zip(items.video_ids.tolist(), items.creator_ids.tolist(), strict=True))
-    for name, lists in top_lists.items():
-        out[f"coverage_{name}"] = coverage(lists, len(items.video_ids))
-        out[f"creator_diversity_{name}"] = creator_diversity(
-            [[creator_of[v] for v in lst] for lst in lists]
-        )
-    return out
-
-
-def _judged_ndcg(ranked: Sequence[str], p_complete: dict[str, float], k: int = 10) -> float:
-    """NDCG@k where every video, shown or not, is judged by the oracle (its hidden utility
-    for the user); the ideal list is the best k of the whole available catalog."""
-    dcg = sum(p_complete[v] / math.log2(i + 2) for i, v in enumerate(ranked[:k]))
-    ideal = sorted(p_complete.values(), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else float("nan")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from training.registry import CHAMPION, alias_version
+from models.registry import CHAMPION, alias_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

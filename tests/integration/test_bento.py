@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from models.registry import CHAMPION, alias_version, client
 from serving.bento import build_bento
 from serving.loader import ModelWatcher, load_ranker
-from training.registry import CHAMPION, alias_version, client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ import pytest
 from features.pipeline import run_features
 from ingest.pipeline import ingest_simulated
 from monitoring.pipeline import run_monitoring
+from reelrank.loop import run_training
 from tests.conftest import tiny_settings
-from training.pipeline import run_training
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def test_topic_surge_is_detected(tmp_path):
     ingest_simulated(s, last)
     run_features(s, last)
     trained = run_training(s, last - timedelta(days=1))
-    assert trained["gate"]["promoted"]
+    assert trained.gate.promoted
     before = run_monitoring(s, last - timedelta(days=1))
     after = run_monitoring(s, last)
     # the surge shows in what is shown (the topic mix), which a normal day leaves alone;

@@ -11,8 +11,8 @@ import pytest
 from feature_repo.columns import USER_COLUMNS, VIDEO_COLUMNS
 from features.pipeline import VIEWS, table_path
 from ingest.lake import partition_days, read_table
+from models.registry import CHALLENGER, CHAMPION, alias_version, client
 from reelrank.airflow_runner import DagRunFailed, migrate, run_dag
-from training.registry import CHALLENGER, CHAMPION, alias_version, client
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
 FEATURES = "reelrank://features/daily"
@@ -58,7 +58,7 @@ def test_features_dag_embeds_every_video_once_with_minilm(loop):
 
 
 def test_training_dag_registers_retrieval_with_its_index(loop):
-    from serving.retriever import Retriever
+    from models.retriever import Retriever
 
     s = loop.settings
     c = client(s)

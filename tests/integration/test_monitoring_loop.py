@@ -16,9 +16,9 @@ import pytest
 from features.pipeline import run_features
 from ingest.pipeline import ingest_simulated
 from monitoring.pipeline import run_monitoring
+from reelrank.loop import run_training
 from reelrank.settings import Settings
 from tests.conftest import tiny_settings
-from training.pipeline import run_training
 
 pytestmark = pytest.mark.integration
 DAYS, SCENARIO_DAY = 42, 38
@@ -55,7 +55,7 @@ def day(s: Settings, i: int) -> date:
 def surge(tmp_path_factory) -> dict[str, Any]:
     s = world(tmp_path_factory, "topic_surge")
     stale = run_training(s, day(s, STALE_HOLDOUT))
-    assert stale["gate"]["promoted"], stale["gate"]
+    assert stale.gate.promoted, stale.gate
     checks = {i: run_monitoring(s, day(s, i)) for i in range(STALE_HOLDOUT + 1, SCENARIO_DAY + 2)}
     return {"settings": s, "stale": stale, "checks": checks}
 
@@ -80,19 +80,19 @@ def test_a_topic_surge_alerts_on_its_first_day_and_retrains_once(surge):
 
 def test_the_retrained_champion_beats_the_stale_one_after_the_surge(surge):
     s = surge["settings"]
-    stale_version = surge["stale"]["gate"]["version"]
+    stale_version = surge["stale"].gate.version
     # the retraining the alert scheduled, once three post-drift days are in its window
     retrained = run_training(s, day(s, SCENARIO_DAY + 3))
-    metrics = retrained["trained"]["metrics"]
-    assert retrained["trained"]["champion_version"] == stale_version
+    metrics = retrained.trained.to_dict()["metrics"]
+    assert retrained.trained.champion_version == stale_version
     assert metrics["challenger"]["ndcg_at_10"] > metrics["champion"]["ndcg_at_10"], metrics
-    assert retrained["gate"]["promoted"], retrained["gate"]
+    assert retrained.gate.promoted, retrained.gate
 
 
 def test_a_broken_upstream_feed_is_caught_and_never_promoted(tmp_path_factory):
     s = world(tmp_path_factory, "broken_feature")
     stale = run_training(s, day(s, STALE_HOLDOUT))
-    assert stale["gate"]["promoted"]
+    assert stale.gate.promoted
     before = run_monitoring(s, day(s, SCENARIO_DAY - 1))
     assert not before["broken_columns"], before["summary"]
     broken = run_monitoring(s, day(s, SCENARIO_DAY))
@@ -101,8 +101,8 @@ def test_a_broken_upstream_feed_is_caught_and_never_promoted(tmp_path_factory):
     assert not broken["retrain"]  # retraining would learn the breakage
     # training still runs on its daily schedule: the gate must refuse the result
     retrained = run_training(s, day(s, SCENARIO_DAY + 1))
-    assert not retrained["gate"]["promoted"]
-    reasons = " ".join(retrained["gate"]["verdict"]["reasons"])
+    assert not retrained.gate.promoted
+    reasons = " ".join(retrained.gate.verdict.reasons)
     assert "broken inputs" in reasons and "watch_time_s" in reasons
 
 
@@ -112,7 +112,7 @@ def test_an_interest_shift_alerts_retrains_once_and_the_retrained_model_wins(tmp
     better than the stale one."""
     s = world(tmp_path_factory, "interest_shift")
     stale = run_training(s, day(s, STALE_HOLDOUT))
-    assert stale["gate"]["promoted"]
+    assert stale.gate.promoted
     checks = {
         i: run_monitoring(s, day(s, i)) for i in (SCENARIO_DAY - 1, SCENARIO_DAY, SCENARIO_DAY + 1)
     }
@@ -124,5 +124,5 @@ def test_an_interest_shift_alerts_retrains_once_and_the_retrained_model_wins(tmp
     assert "caption_cluster" not in first["drifted_columns"]  # tastes moved, content did not
     assert [i for i, c in checks.items() if c["retrain"]] == [SCENARIO_DAY]
     retrained = run_training(s, day(s, SCENARIO_DAY + 3))
-    metrics = retrained["trained"]["metrics"]
+    metrics = retrained.trained.to_dict()["metrics"]
     assert metrics["challenger"]["ndcg_at_10"] > metrics["champion"]["ndcg_at_10"], metrics

@@ -37,7 +37,7 @@ class Ops:
 
 def _second_version(settings: Settings) -> tuple[str, str]:
     """Register a copy of the champion as a new version and alias it ``challenger``."""
-    from training.registry import alias_version, client
+    from models.registry import alias_version, client
 
     c = client(settings)
     name = settings.ranker_model_name
@@ -141,7 +141,7 @@ def test_workers_share_what_was_served(ops):
 
 
 def test_feedback_is_validated_and_appended_to_the_lake(ops):
-    from serving.feedback import read_feedback
+    from ingest.served import read_feedback
 
     u = ops.users[2]
     served = post(ops, "/recommend", {"user_id": u, "k": 4}).json()
@@ -211,8 +211,8 @@ def test_hot_reload_under_load_drops_nothing_and_every_answer_is_logged(ops):
     """Load from 8 threads while the champion alias moves to another version and back: no
     request fails, answers switch to the new version within seconds, and after a graceful
     stop the served log holds exactly the answered requests."""
-    from serving.request_log import read_served
-    from training.registry import client
+    from ingest.served import read_served
+    from models.registry import client
 
     s = ops.settings
     c = client(s)

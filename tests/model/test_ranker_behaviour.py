@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.model, pytest.mark.integration]
 def model_and_rows(loop):
     import mlflow
 
-    from training.registry import configure_mlflow
+    from models.registry import configure_mlflow
 
     s = loop.settings
     configure_mlflow(s)
@@ -26,7 +26,7 @@ def model_and_rows(loop):
     from datetime import date
 
     from features.store import feature_store
-    from training.retrieval import with_retrieval_features
+    from models.retrieval_features import with_retrieval_features
 
     day_dir = sorted((s.home / "training").iterdir())[0]
     rows = pd.read_parquet(day_dir / "holdout.parquet").sample(400, random_state=0)
@@ -65,7 +65,7 @@ def test_serving_scores_with_exactly_the_evaluated_model(model_and_rows, recomme
     model, rows = model_and_rows
     x = model_matrix(rows).to_numpy()
     rm = recommender.model
-    served = rm.heads.combine(rm.scorer.inplace_predict(x))
+    served = rm.predict(x)
     np.testing.assert_allclose(served, score(model, rows), rtol=1e-5, atol=1e-6)
     assert rm.features == MODEL_FEATURES
     assert rm.heads.heads == ("completion", "watch", "like", "share", "skip")

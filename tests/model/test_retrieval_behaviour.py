@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.model, pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 def retriever(loop):
-    from training.registry import configure_mlflow
-    from training.retrieval import champion_retriever
+    from models.champion import champion_retriever
+    from models.registry import configure_mlflow
 
     configure_mlflow(loop.settings)
     version, ret = champion_retriever(loop.settings)

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 import redis
 
+from models.registry import CHAMPION, alias_version, client
 from reelrank.airflow_api import AirflowApi
 from reelrank.airflow_runner import migrate, run_dag
 from reelrank.cluster import database_url, redis_target
 from reelrank.settings import Settings
 from reelrank.stack import _alive, descendants, down, read_pids, up
 from tests.conftest import tiny_settings
-from training.registry import CHAMPION, alias_version, client
 
 pytestmark = [pytest.mark.services, pytest.mark.integration, pytest.mark.slow]
 

@@ -183,8 +183,8 @@ def test_run_explains_its_options_and_refuses_bad_input_in_one_line(tmp_path):
 
 
 def test_models_promote_moves_the_alias_and_refuses_unknown_versions(tmp_path):
+    from models.registry import client
     from reelrank.settings import get_settings
-    from training.registry import client
 
     s = get_settings(home=tmp_path / "h")
     c = client(s)
@@ -236,8 +236,17 @@ def test_the_dag_log_follower_reads_a_real_airflow_run():
     """A log written by ``airflow dags test`` (reelrank_training on a tiny world, absolute
     paths removed), fed in uneven chunks as if it were being written."""
     text = (DATA / "airflow_dags_test_training.log").read_text()
-    tasks = dag_task_ids("reelrank_training")
-    assert tasks == ["holdout_day", "datasets", "retrieval", "train", "gate", "announce"]
+    # the recorded run predates the evaluate_pipeline task: follow it with its own tasks
+    tasks = ["holdout_day", "datasets", "retrieval", "train", "gate", "announce"]
+    assert dag_task_ids("reelrank_training") == [
+        "holdout_day",
+        "datasets",
+        "retrieval",
+        "train",
+        "evaluate_pipeline",
+        "gate",
+        "announce",
+    ]
     seen: list[tuple[int, str | None]] = []
     follower = TaskLogFollower(
         "reelrank_training", tasks, lambda p: seen.append((p.n_done, p.running))

@@ -9,7 +9,7 @@ import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
 from features.cross import model_matrix
-from reelrank.objectives import HEADS, ValueHeads
+from models.objectives import HEADS, ValueHeads
 from reelrank.settings import Settings, TrainingSettings
 from training.engine import training_client
 from training.ranker import head_predictions, predict, train_ranker
@@ -84,7 +84,7 @@ def test_the_model_keeps_exactly_the_rounds_early_stopping_chose():
         objective="reg:logistic",
     )
     x = model_matrix(train, serve=False)
-    from training.metrics import D2QLabeler
+    from models.metrics import D2QLabeler
     from training.ranker import objective_labels
 
     heads = ValueHeads.of_booster(model.get_booster())

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.index import CandidateIndex
+from models.index import CandidateIndex
 
 pytestmark = pytest.mark.unit
 DIM = 16

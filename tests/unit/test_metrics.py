@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.metrics import (
+from models.metrics import (
     CalibrationResult,
     D2QLabeler,
     GaucResult,

@@ -12,10 +12,10 @@ import xgboost as xgb
 
 from feature_repo.columns import AFFINITY_COLUMNS
 from features.cross import MODEL_FEATURES
-from reelrank.objectives import HEADS, ValueHeads
+from models.metrics import D2QLabeler
+from models.objectives import HEADS, ValueHeads
 from reelrank.settings import TrainingSettings
 from training.evaluate import head_metrics
-from training.metrics import D2QLabeler
 from training.ranker import D2Q_ATTR, head_predictions, objective_labels, predict, train_ranker
 
 pytestmark = pytest.mark.unit

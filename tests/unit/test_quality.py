@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from ingest.schema import FEEDBACK
+from ingest.served import SCHEMA
 from monitoring.quality import online_quality, quality_report, unmatched_feedback
-from serving.request_log import SCHEMA
 
 pytestmark = pytest.mark.unit
 

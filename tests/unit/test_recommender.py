@@ -10,12 +10,12 @@ import xgboost as xgb
 from feature_repo.columns import AFFINITY_COLUMNS, USER_COLUMNS, USER_CREATOR_COLUMNS
 from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES, add_creator_affinity, creator_affinity, model_matrix
-from reelrank.objectives import ValueHeads
+from models.objectives import ValueHeads
+from models.ranker import XGBoostRanker
 from serving.pipeline import (
     ITEM_FEATURES,
     USER_FEATURES,
     ItemTable,
-    RankedModel,
     Recommender,
     UserState,
 )
@@ -55,7 +55,7 @@ def user_vector(topic: int) -> np.ndarray:
 @pytest.fixture
 def rec(booster, items) -> Recommender:
     users = {"fan-of-2": UserState(user_vector(2), [])}
-    return Recommender(RankedModel(booster, "m", "7"), items, users.get, n_candidates=20)
+    return Recommender(XGBoostRanker(booster, "m", "7"), items, users.get, n_candidates=20)
 
 
 def test_missing_item_values_get_defaults_and_are_flagged(items):
@@ -99,7 +99,9 @@ def test_a_multi_head_model_is_served_by_its_weighted_value(items):
     reloaded = ValueHeads.of_booster(model.get_booster())
     assert reloaded.heads == ("completion", "skip") and reloaded.weights.tolist() == [1.0, -2.0]
     users = {"u": UserState(user_vector(1), [])}
-    rec = Recommender(RankedModel(model.get_booster(), "m", "1", heads=reloaded), items, users.get)
+    rec = Recommender(
+        XGBoostRanker(model.get_booster(), "m", "1", heads=reloaded), items, users.get
+    )
     out = rec.rank("u", ["v1", "v2", "v3"])
     mat = rec.feature_matrix(user_vector(1), np.array([items.index[v] for v in out.video_ids]))
     per_head = model.get_booster().inplace_predict(mat)

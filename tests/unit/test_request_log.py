@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingest.served import feature_frame, read_served, served_files
 from serving import request_log
-from serving.request_log import RequestLog, feature_frame, read_served, served_files
+from serving.request_log import RequestLog
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]

@@ -3,17 +3,17 @@ three outcomes, manual approval, promotion and rollback with who/when/why on the
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import date
 
 import pytest
 
+from models.registry import CHAMPION, alias_version, client
 from reelrank.settings import get_settings
 from tests.unit.test_cli import run_cli
 from training.evaluate import Metrics
-from training.pipeline import _dir, gate_and_promote
-from training.registry import CHAMPION, alias_version, client
+from training.pipeline import gate_and_promote
+from training.results import HeadsSummary, TrainingResult
 from training.review import PENDING, ReviewError, promote, rollback
 
 pytestmark = pytest.mark.unit
@@ -30,15 +30,13 @@ def registry(tmp_path):
     return s, c
 
 
-def _trained(s, version: str, challenger: float, champion: float | None = None) -> dict:
-    """What the training step hands the gate, with datasets.json for the model card."""
+def _trained(s, version: str, challenger: float, champion: float | None = None) -> TrainingResult:
+    """What the training step hands the gate."""
     info = {
         "window": {"train_start": "2025-07-02", "train_end": "2025-07-08", "holdout": "2025-07-09"},
         "rows": {"train": 100, "holdout": 10},
         "join": {"train": {}},
     }
-    _dir(s, HOLDOUT).mkdir(parents=True, exist_ok=True)
-    (_dir(s, HOLDOUT) / "datasets.json").write_text(json.dumps(info))
     metrics = {
         "challenger": Metrics(challenger, 0.9, 10, 100),
         "popularity": Metrics(0.60, 0.6, 10, 100),
@@ -46,18 +44,24 @@ def _trained(s, version: str, challenger: float, champion: float | None = None) 
     }
     if champion is not None:
         metrics["champion"] = Metrics(champion, 0.9, 10, 100)
-    return {
-        "version": version,
-        "holdout": HOLDOUT.isoformat(),
-        "metrics": {k: m.to_dict() for k, m in metrics.items()},
-        "blockers": [],
-    }
+    return TrainingResult(
+        version=version,
+        run_id="",
+        holdout=HOLDOUT.isoformat(),
+        champion_version=None,
+        retrieval_version=None,
+        blockers=[],
+        checks={},
+        metrics=metrics,
+        heads=HeadsSummary({"value": 1.0}),
+        info=info,
+    )
 
 
 def test_the_gate_promotes_and_records_who_and_why(registry):
     s, c = registry
     out = gate_and_promote(s, _trained(s, "1", 0.80))
-    assert out["promoted"] and not out["pending_approval"]
+    assert out.promoted and not out.pending_approval
     assert alias_version(c, s.ranker_model_name, CHAMPION) == "1"
     tags = c.get_model_version(s.ranker_model_name, "1").tags
     assert tags["promoted_by"] == "gate" and tags["promoted_at"]
@@ -68,7 +72,7 @@ def test_the_gate_rejects_a_challenger_that_does_not_beat_the_champion(registry)
     s, c = registry
     gate_and_promote(s, _trained(s, "1", 0.80))
     out = gate_and_promote(s, _trained(s, "2", 0.79, champion=0.80))
-    assert not out["promoted"] and not out["pending_approval"]
+    assert not out.promoted and not out.pending_approval
     assert alias_version(c, s.ranker_model_name, CHAMPION) == "1"
     tags = c.get_model_version(s.ranker_model_name, "2").tags
     assert tags["gate_verdict"] == "failed" and tags["review_status"] == "rejected by the gate"
@@ -80,7 +84,7 @@ def test_manual_approval_holds_a_passing_challenger_until_promoted(registry):
     gate_and_promote(s, _trained(s, "1", 0.80))
     s_manual = s.model_copy(update={"gate": s.gate.model_copy(update={"manual_approval": True})})
     out = gate_and_promote(s_manual, _trained(s_manual, "2", 0.85, champion=0.80))
-    assert out["pending_approval"] and not out["promoted"]
+    assert out.pending_approval and not out.promoted
     assert alias_version(c, s.ranker_model_name, CHAMPION) == "1"  # nothing deployed yet
     assert alias_version(c, s.ranker_model_name, PENDING) == "2"
     assert c.get_model_version(s.ranker_model_name, "2").tags["review_status"] == PENDING

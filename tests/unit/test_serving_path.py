@@ -13,19 +13,19 @@ import xgboost as xgb
 from feature_repo.columns import AFFINITY_COLUMNS, USER_COLUMNS
 from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES
+from ingest.served import read_feedback
+from models.ranker import XGBoostRanker
 from serving.feedback import (
     Event,
     FeedbackRejected,
     ServedList,
     feedback_rows,
-    read_feedback,
     write_feedback,
 )
 from serving.pipeline import (
     ITEM_FEATURES,
     USER_FEATURES,
     ItemTable,
-    RankedModel,
     Recommender,
     RerankConfig,
     UserState,
@@ -46,13 +46,13 @@ def _booster(seed: int, column: str) -> xgb.Booster:
 
 
 @pytest.fixture(scope="module")
-def champion() -> RankedModel:
-    return RankedModel(_booster(0, "x_topic_affinity"), "ranker", "1")
+def champion() -> XGBoostRanker:
+    return XGBoostRanker(_booster(0, "x_topic_affinity"), "ranker", "1")
 
 
 @pytest.fixture(scope="module")
-def challenger() -> RankedModel:
-    return RankedModel(_booster(1, "v_like_rate_7d"), "ranker", "2")
+def challenger() -> XGBoostRanker:
+    return XGBoostRanker(_booster(1, "v_like_rate_7d"), "ranker", "2")
 
 
 def make_items(fresh: tuple[int, ...] = (), old: tuple[int, ...] = ()) -> ItemTable:
@@ -128,7 +128,7 @@ def test_the_served_features_are_the_rows_that_were_scored(champion):
     rows = np.array([rec.items.index[v] for v in out.video_ids])
     expected = rec.feature_matrix(user(2).features, rows)
     np.testing.assert_allclose(out.features, expected)
-    scores = rec.model.heads.combine(rec.model.scorer.inplace_predict(out.features))
+    scores = rec.model.predict(out.features)
     np.testing.assert_allclose(out.scores, scores, rtol=1e-6)
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from features.cross import MODEL_FEATURES
-from serving.pipeline import ItemTable, RankedModel, Recommender, RerankConfig
+from models.ranker import XGBoostRanker
+from serving.pipeline import ItemTable, Recommender, RerankConfig
 from tests.unit.test_serving_path import _booster, make_items, user
 from tests.unit.test_two_tower import _trained_retriever, frames
 
@@ -41,7 +42,7 @@ def _recommender(retriever, items: ItemTable) -> Recommender:
     users = {"fan": user(2)}
     users["fan"].history = [str(v) for v in retriever.catalog.video_ids[:3]]
     cfg = RerankConfig(diversity=0.0, exploration_position=None)
-    model = RankedModel(_booster(0, "x_retrieval_score"), "ranker", "1")
+    model = XGBoostRanker(_booster(0, "x_retrieval_score"), "ranker", "1")
     return Recommender(model, items, users.get, n_candidates=25, retriever=retriever, rerank=cfg)
 
 
@@ -51,7 +52,7 @@ def test_rows_path_matches_the_id_based_retriever(retriever):
     items = _items_for(in_items)
     rec = _recommender(retriever, items)
     state = rec.users("fan")
-    user_vec = rec._user_vec(state)
+    user_vec = rec.user_vector(state)
 
     got = rec.recommend("fan", 8)
 
@@ -75,7 +76,7 @@ def test_rows_path_matches_the_id_based_retriever(retriever):
         surface="spotlight",
     )
     # no creator history in this state: the default affinity, as the recommender uses
-    expected = rec.model.heads.combine(rec.model.scorer.inplace_predict(x))
+    expected = rec.model.predict(x)
     order = np.argsort(-expected, kind="stable")[:8]
     assert got.video_ids == [ids[i] for i in order]
     np.testing.assert_allclose(got.scores, expected[order], rtol=1e-6)
@@ -100,7 +101,7 @@ def test_an_unknown_user_gets_retrieval_features_for_the_popular_pool(retriever)
     rec = _recommender(retriever, items)
     got = rec.recommend("someone-new", 5)
     assert got.cold_start and len(got.video_ids) == 5
-    cold = rec._user_vec(None)
+    cold = rec.user_vector(None)
     np.testing.assert_allclose(
         got.features[:, COL["x_retrieval_score"]], retriever.scores(cold, got.video_ids), 1e-5
     )
@@ -117,7 +118,7 @@ def test_a_video_uploaded_while_serving_is_mapped_to_its_new_row(retriever):
     pets = [str(v) for v, t in zip(ret.catalog.video_ids, ret.catalog.topic, strict=True) if t == 3]
     state = rec.users("fan")
     state.history = pets[:5]
-    ids, _ = rec.candidates(state, rec._user_vec(state))
+    ids, _ = rec.candidates(state, rec.user_vector(state))
     assert "v0500" in ids
     row = items.index["v0500"]
     assert items.missing[row]  # a default row until the next materialization

@@ -14,9 +14,9 @@ import torch
 from feature_repo.columns import USER_COLUMNS
 from features.batch import FEATURE_DEFAULTS
 from features.content import HashingEncoder, content_text
-from serving.index import CandidateIndex
-from serving.retriever import BundleError, Retriever
-from training.two_tower import (
+from models.index import CandidateIndex
+from models.retriever import BundleError, Retriever
+from models.two_tower import (
     Catalog,
     TowerConfig,
     TrainData,
@@ -191,7 +191,7 @@ def test_a_video_added_after_training_is_retrieved_for_a_fan_of_its_topic():
 
 def test_the_numpy_user_tower_matches_torch():
     """Serving's numpy forward pass gives the trained torch tower's vectors."""
-    from training.two_tower import user_vectors
+    from models.two_tower import user_vectors
 
     ret = _trained_retriever()
     cat = ret.catalog

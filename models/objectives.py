@@ -16,16 +16,10 @@ from typing import Any
 
 import numpy as np
 
-# completion: watched to the end; watch: watch time as its quantile among videos of similar
-# duration (D2Q); like, share: explicit positives; skip: swiped away within seconds
-HEADS: tuple[str, ...] = ("completion", "watch", "like", "share", "skip")
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "completion": 1.0,
-    "watch": 0.5,
-    "like": 1.0,
-    "share": 1.0,
-    "skip": -0.5,
-}
+from reelrank.settings import DEFAULT_WEIGHTS, HEADS, check_objective_weights
+
+__all__ = ["DEFAULT_WEIGHTS", "HEADS", "ValueHeads"]
+
 HEADS_ATTR = "reelrank_heads"
 WEIGHTS_ATTR = "reelrank_weights"
 
@@ -39,11 +33,7 @@ class ValueHeads:
 
     @classmethod
     def from_weights(cls, weights: Mapping[str, float]) -> ValueHeads:
-        unknown = sorted(set(weights) - set(HEADS))
-        if unknown:
-            raise ValueError(f"unknown objective(s) {unknown}; known: {list(HEADS)}")
-        if not any(weights.get(h, 0.0) for h in HEADS):
-            raise ValueError("at least one objective needs a non-zero weight")
+        check_objective_weights(dict(weights))
         heads = tuple(h for h in HEADS if weights.get(h, 0.0) != 0.0)
         return cls(heads, np.array([weights[h] for h in heads], dtype=np.float64))
 

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from serving.index import CandidateIndex
-from training.two_tower import (
+from models.index import CandidateIndex
+from models.two_tower import (
     CATALOG_ARRAYS,
     Catalog,
     TowerConfig,

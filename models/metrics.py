@@ -26,7 +26,8 @@ bug upstream, not a property of the data.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -567,6 +568,26 @@ def ndcg_at_k(groups: ArrayLike, relevance: ArrayLike, scores: ArrayLike, k: int
     if not relevant.any():
         return _NAN
     return float(np.mean(dcg[relevant] / idcg[relevant]))
+
+
+def list_ndcg(
+    ranked: Sequence[str], gains: Mapping[str, float], k: int = 10, exponential: bool = True
+) -> float:
+    """NDCG@k of one ranked list judged by ``gains`` (item -> graded relevance; an item not
+    in it counts zero); the ideal is the best k of all ``gains``, listed or not. NaN when no
+    item has a gain.
+
+    ``exponential``: gains ``2**rel - 1``, as :func:`ndcg_at_k` (graded labels); otherwise
+    the relevance itself (a continuous judgement such as the simulator's hidden utility).
+    The discount is ``log2(rank + 1)`` in both, as in :func:`ndcg_at_k`."""
+
+    def gain(rel: float) -> float:
+        return 2.0**rel - 1.0 if exponential else rel
+
+    dcg = sum(gain(gains.get(v, 0.0)) / math.log2(i + 2) for i, v in enumerate(ranked[:k]))
+    ideal = sorted(gains.values(), reverse=True)[:k]
+    idcg = sum(gain(g) / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else float("nan")
 
 
 # --------------------------------------------------------------------------------------------
