@@ -44,17 +44,20 @@ def reelrank_monitoring() -> None:
         day = resolve_day(ctx["params"].get("day"), ctx.get("logical_date"))
         if not has_features(settings, day):
             raise AirflowSkipException(f"no features for {day} yet")
-        return run_monitoring(settings, day)
+        return run_monitoring(settings, day).to_dict()
 
     @task(outlets=[DRIFT_DETECTED])
-    def signal_drift(result: dict[str, Any]) -> dict[str, Any]:
+    def signal_drift(checked: dict[str, Any]) -> dict[str, Any]:
+        from monitoring.pipeline import MonitoringResult
+
+        result = MonitoringResult.from_dict(checked)
         # one retrain per drift episode; a broken input alerts but never retrains
-        if not result["retrain"]:
+        if not result.retrain:
             raise AirflowSkipException(
-                f"no retrain: severity {result['severity']}"
-                + (" (episode already retraining)" if result["drifted"] else "")
+                f"no retrain: severity {result.severity}"
+                + (" (episode already retraining)" if result.drifted else "")
             )
-        return {"day": result["day"], "drifted_columns": result["drifted_columns"]}
+        return {"day": result.day.isoformat(), "drifted_columns": result.drifted_columns}
 
     signal_drift(check())
 

@@ -556,28 +556,28 @@ def monitor(day: DayOpt = None) -> None:
     out = _out()
     with out.progress() as progress:
         result = run_monitoring(s, _day(day, lambda: latest_feature_day(s)), progress=progress)
-    verdict = "DRIFT" if result["drifted"] else "no drift"
-    line = f"{result['day']}: {verdict} (severity {result['severity']}); {result['report_html']}"
+    verdict = "DRIFT" if result.drifted else "no drift"
+    line = f"{result.day}: {verdict} (severity {result.severity}); {result.report_html}"
 
     def human(c: Console) -> None:
         c.print(
             _table(
-                f"drift check of {result['day']}",
+                f"drift check of {result.day}",
                 [
-                    ("verdict", f"{verdict} (severity {result['severity']})"),
-                    ("compared", f"{result['source']} vs champion v{result['champion_version']}"),
-                    ("share drifted", _fmt(result["share_drifted"], 3)),
-                    ("drifted columns", ", ".join(result["drifted_columns"]) or "none"),
-                    ("broken inputs", ", ".join(result["broken_columns"]) or "none"),
-                    ("retrain", "yes (a new drift episode)" if result["retrain"] else "no"),
-                    ("alerted", "yes" if result["alerted"] else "no"),
-                    ("report", str(result["report_html"])),
+                    ("verdict", f"{verdict} (severity {result.severity})"),
+                    ("compared", f"{result.source} vs champion v{result.champion_version}"),
+                    ("share drifted", _fmt(result.share_drifted, 3)),
+                    ("drifted columns", ", ".join(result.drifted_columns) or "none"),
+                    ("broken inputs", ", ".join(result.broken_columns) or "none"),
+                    ("retrain", "yes (a new drift episode)" if result.retrain else "no"),
+                    ("alerted", "yes" if result.alerted else "no"),
+                    ("report", str(result.report_html)),
                 ],
             )
         )
 
-    out.result(result, line, human)
-    if result["drifted"]:
+    out.result(result.to_dict(), line, human)
+    if result.drifted:
         raise typer.Exit(code=ExitCode.STOPPED)
 
 

@@ -32,6 +32,6 @@ def test_topic_surge_is_detected(tmp_path):
     # the surge shows in what is shown (the topic mix), which a normal day leaves alone;
     # a world this small is noisy on per-user aggregates (a few hundred users make day-to-day
     # swings larger than Evidently's default threshold), so the test asks for the column
-    assert "v_topic_slot" not in before["drifted_columns"], before["summary"]
-    assert "v_topic_slot" in after["drifted_columns"], after["summary"]
-    assert after["drifted"], after["summary"]
+    assert "v_topic_slot" not in before.drifted_columns, before.summary
+    assert "v_topic_slot" in after.drifted_columns, after.summary
+    assert after.drifted, after.summary

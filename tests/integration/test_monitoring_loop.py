@@ -63,18 +63,18 @@ def surge(tmp_path_factory) -> dict[str, Any]:
 def test_a_stationary_world_raises_no_alert_for_five_days(surge):
     for i in range(STALE_HOLDOUT + 1, SCENARIO_DAY):
         c = surge["checks"][i]
-        assert c["severity"] in ("ok", "warning"), c["summary"]
-        assert not c["alerted"] and not c["retrain"], c["summary"]
-        assert "caption_cluster" not in c["drifted_columns"], c["summary"]  # same content mix
+        assert c.severity in ("ok", "warning"), c.summary
+        assert not c.alerted and not c.retrain, c.summary
+        assert "caption_cluster" not in c.drifted_columns, c.summary  # same content mix
 
 
 def test_a_topic_surge_alerts_on_its_first_day_and_retrains_once(surge):
     first, second = surge["checks"][SCENARIO_DAY], surge["checks"][SCENARIO_DAY + 1]
-    assert first["severity"] == "critical" and first["alerted"], first["summary"]
-    assert "v_topic_slot" in first["drifted_columns"], first["summary"]
-    assert "caption_cluster" in first["drifted_columns"], first["summary"]  # what is shown
-    assert first["retrain"] and not second["retrain"]  # one retrain per episode
-    retrains = [i for i, c in surge["checks"].items() if c["retrain"]]
+    assert first.severity == "critical" and first.alerted, first.summary
+    assert "v_topic_slot" in first.drifted_columns, first.summary
+    assert "caption_cluster" in first.drifted_columns, first.summary  # what is shown
+    assert first.retrain and not second.retrain  # one retrain per episode
+    retrains = [i for i, c in surge["checks"].items() if c.retrain]
     assert retrains == [SCENARIO_DAY]
 
 
@@ -94,11 +94,11 @@ def test_a_broken_upstream_feed_is_caught_and_never_promoted(tmp_path_factory):
     stale = run_training(s, day(s, STALE_HOLDOUT))
     assert stale.gate.promoted
     before = run_monitoring(s, day(s, SCENARIO_DAY - 1))
-    assert not before["broken_columns"], before["summary"]
+    assert not before.broken_columns, before.summary
     broken = run_monitoring(s, day(s, SCENARIO_DAY))
-    assert broken["severity"] == "broken" and broken["alerted"], broken["summary"]
-    assert "watch_time_s" in broken["broken_columns"], broken["summary"]
-    assert not broken["retrain"]  # retraining would learn the breakage
+    assert broken.severity == "broken" and broken.alerted, broken.summary
+    assert "watch_time_s" in broken.broken_columns, broken.summary
+    assert not broken.retrain  # retraining would learn the breakage
     # training still runs on its daily schedule: the gate must refuse the result
     retrained = run_training(s, day(s, SCENARIO_DAY + 1))
     assert not retrained.gate.promoted
@@ -116,13 +116,13 @@ def test_an_interest_shift_alerts_retrains_once_and_the_retrained_model_wins(tmp
     checks = {
         i: run_monitoring(s, day(s, i)) for i in (SCENARIO_DAY - 1, SCENARIO_DAY, SCENARIO_DAY + 1)
     }
-    assert checks[SCENARIO_DAY - 1]["severity"] in ("ok", "warning")
+    assert checks[SCENARIO_DAY - 1].severity in ("ok", "warning")
     first = checks[SCENARIO_DAY]
-    assert first["severity"] == "critical" and first["alerted"], first["summary"]
+    assert first.severity == "critical" and first.alerted, first.summary
     # no input has to move for tastes to change: the delayed labels say the model is wrong
-    assert "online_auc" in first["drifted_columns"], first["summary"]
-    assert "caption_cluster" not in first["drifted_columns"]  # tastes moved, content did not
-    assert [i for i, c in checks.items() if c["retrain"]] == [SCENARIO_DAY]
+    assert "online_auc" in first.drifted_columns, first.summary
+    assert "caption_cluster" not in first.drifted_columns  # tastes moved, content did not
+    assert [i for i, c in checks.items() if c.retrain] == [SCENARIO_DAY]
     retrained = run_training(s, day(s, SCENARIO_DAY + 3))
     metrics = retrained.trained.to_dict()["metrics"]
     assert metrics["challenger"]["ndcg_at_10"] > metrics["champion"]["ndcg_at_10"], metrics

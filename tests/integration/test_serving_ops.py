@@ -305,8 +305,8 @@ def test_drift_is_checked_on_what_was_served(ops):
     drift = {**ops.settings.drift.model_dump(), "min_served_rows": 50, "webhook_url": None}
     settings = Settings(**{**ops.settings.model_dump(), "drift": drift})
     result = run_monitoring(settings, datetime.now(UTC).date())
-    assert result["source"] == "served_log"
-    verdict = json.loads(Path(result["verdict_json"]).read_text())
+    assert result.source == "served_log"
+    verdict = json.loads(Path(result.verdict_json).read_text())
     assert verdict["tags"]["source"] == "served_log" and verdict["current_rows"] >= 50
     checked = {c["column"] for c in verdict["columns"]}
     assert "prediction" in checked and "ctx_position" not in checked  # set at serve time
