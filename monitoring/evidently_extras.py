@@ -117,6 +117,38 @@ def _sample(arr: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
     return arr[np.sort(rng.choice(len(arr), size=rows, replace=False))]
 
 
+def _sampled_pair(
+    reference: np.ndarray, current: np.ndarray, sample_rows: int, threshold: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides validated (see :func:`embedding_drift`) and sampled to ``sample_rows``."""
+    ref = _as_matrix("reference", reference)
+    cur = _as_matrix("current", current)
+    if ref.shape[1] != cur.shape[1]:
+        raise ValueError(
+            f"embedding dimensions differ: reference has {ref.shape[1]}, current {cur.shape[1]}"
+        )
+    if sample_rows < MIN_ROWS:
+        raise ValueError(f"sample_rows must be at least {MIN_ROWS}, got {sample_rows}")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold is a ROC AUC and must lie in (0, 1), got {threshold}")
+    rng = np.random.default_rng(seed)
+    return _sample(ref, sample_rows, rng), _sample(cur, sample_rows, rng)
+
+
+def _dimension_frames(
+    ref: np.ndarray, cur: np.ndarray, column: str, standardize: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One named column per dimension (``<column>_<i>``), z-scored with the reference's
+    statistics when ``standardize`` (see :func:`embedding_drift` for why)."""
+    if standardize:
+        mean, std = ref.mean(axis=0), ref.std(axis=0)
+        std[std < 1e-12] = 1.0  # a constant dimension is only centred
+        ref, cur = (ref - mean) / std, (cur - mean) / std
+    width = len(str(ref.shape[1] - 1))
+    cols = [f"{column}_{i:0{width}d}" for i in range(ref.shape[1])]
+    return pd.DataFrame(ref, columns=cols), pd.DataFrame(cur, columns=cols)
+
+
 def embedding_drift(
     reference: np.ndarray,
     current: np.ndarray,
@@ -152,33 +184,13 @@ def embedding_drift(
     """
     from evidently.metrics.embeddings import ModelDriftMethod
 
-    ref = _as_matrix("reference", reference)
-    cur = _as_matrix("current", current)
-    if ref.shape[1] != cur.shape[1]:
-        raise ValueError(
-            f"embedding dimensions differ: reference has {ref.shape[1]}, current {cur.shape[1]}"
-        )
-    if sample_rows < MIN_ROWS:
-        raise ValueError(f"sample_rows must be at least {MIN_ROWS}, got {sample_rows}")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold is a ROC AUC and must lie in (0, 1), got {threshold}")
-
-    rng = np.random.default_rng(seed)
-    ref = _sample(ref, sample_rows, rng)
-    cur = _sample(cur, sample_rows, rng)
+    ref, cur = _sampled_pair(reference, current, sample_rows, threshold, seed)
     if out_dir is not None and len(ref) + len(cur) <= TSNE_PERPLEXITY:
         raise ValueError(
             f"an HTML report needs more than {TSNE_PERPLEXITY} rows in all (Evidently's t-SNE "
             f"plot, perplexity {TSNE_PERPLEXITY}); got {len(ref)} + {len(cur)}"
         )
-    if standardize:
-        mean, std = ref.mean(axis=0), ref.std(axis=0)
-        std[std < 1e-12] = 1.0  # a constant dimension is only centred
-        ref, cur = (ref - mean) / std, (cur - mean) / std
-    width = len(str(ref.shape[1] - 1))
-    cols = [f"{column}_{i:0{width}d}" for i in range(ref.shape[1])]
-    ref_df = pd.DataFrame(ref, columns=cols)
-    cur_df = pd.DataFrame(cur, columns=cols)
+    ref_df, cur_df = _dimension_frames(ref, cur, column, standardize)
     # bootstrap=False: drifted means ROC AUC > threshold. (bootstrap=True compares with the
     # 95th percentile of 100 random scorers instead, and reseeds numpy's global RNG doing so.)
     method = ModelDriftMethod(threshold=threshold, bootstrap=False)
@@ -340,9 +352,7 @@ def ranking_report(
     instead (they score 0). With ``out_dir``, the HTML report is saved as
     ``ranking_report.html`` there.
     """
-    from evidently import DataDefinition, Dataset, Recsys, Report
-    from evidently.metrics import MAP, MRR, NDCG, HitRate, PrecisionTopK, RecallTopK
-    from evidently.metrics.recsys import Novelty, PopularityBiasMetric
+    from evidently import Dataset, Report
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -358,8 +368,28 @@ def ranking_report(
     if not lists["relevant"].any():
         log.warning("ranking report: no served item has relevance > 0; no metric computed")
         return out
-    # Evidently raises KeyError for k beyond its longest list; a metric at k equals the metric
-    # at the list length on shorter lists, so clamping changes no value.
+    k_eval = _evaluated_k(judged, k)
+    metrics = _top_k_metrics(k, k_eval, include_no_feedback)
+    additional: dict[str, Any] | None = None
+    if train is not None:
+        popularity, additional = _popularity_metrics(train, k)
+        metrics |= popularity
+    snap = Report(list(metrics.values())).run(
+        Dataset.from_pandas(df, data_definition=_recsys_definition()),
+        None,
+        additional_data=additional,
+    )
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        snap.save_html(str(out_dir / RANKING_HTML))
+    return out | _finite_values(snap.dict(), metrics, k_eval)
+
+
+def _evaluated_k(judged: pd.DataFrame, k: int) -> int:
+    """The k the top-k metrics run at: ``k`` clamped to the longest judged list.
+
+    Evidently raises KeyError for k beyond its longest list; a metric at k equals the metric
+    at the list length on shorter lists, so clamping changes no value."""
     k_eval = int(min(k, judged["length"].max()))
     if k_eval < k:
         log.info(
@@ -373,9 +403,14 @@ def ranking_report(
             judged["length"].max(),
             k_eval,
         )
+    return k_eval
 
-    nf = include_no_feedback
-    metrics: dict[str, Any] = {
+
+def _top_k_metrics(k: int, k_eval: int, nf: bool) -> dict[str, Any]:
+    """Evidently's top-k relevance metrics at ``k_eval``, keyed by their names at ``k``."""
+    from evidently.metrics import MAP, MRR, NDCG, HitRate, PrecisionTopK, RecallTopK
+
+    return {
         f"evidently_ndcg_at_{k}": NDCG(k=k_eval, no_feedback_users=nf),
         f"evidently_map_at_{k}": MAP(k=k_eval, no_feedback_users=nf),
         f"evidently_mrr_at_{k}": MRR(k=k_eval, no_feedback_users=nf),
@@ -383,28 +418,43 @@ def ranking_report(
         f"evidently_precision_at_{k}": PrecisionTopK(k=k_eval, no_feedback_users=nf),
         f"evidently_recall_at_{k}": RecallTopK(k=k_eval, no_feedback_users=nf),
     }
-    additional: dict[str, Any] | None = None
-    if train is not None:
-        interactions = _train_interactions(train)
-        if interactions is not None:
-            # Evidently counts training users per item by grouping the training frame on the
-            # column declared as Recsys.user_id (here request_id), so the training user ids
-            # are put under that name.
-            additional = {
-                "current_train_data": Dataset.from_pandas(
-                    interactions.rename(columns={"user_id": "request_id"})
-                )
-            }
-            # These only filter rank <= k (no KeyError beyond the longest list), and look at
-            # every served list, engaged or not: what was exposed, not how it was received.
-            metrics |= {
-                f"evidently_popularity_arp_at_{k}": PopularityBiasMetric(k=k, metric="arp"),
-                f"evidently_coverage_at_{k}": PopularityBiasMetric(k=k, metric="coverage"),
-                f"evidently_gini_at_{k}": PopularityBiasMetric(k=k, metric="gini"),
-                f"evidently_novelty_at_{k}": Novelty(k=k),
-            }
 
-    definition = DataDefinition(
+
+def _popularity_metrics(
+    train: pd.DataFrame, k: int
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Popularity bias and novelty against the training interactions, and the additional
+    data Evidently needs for them (none without any interaction)."""
+    from evidently import Dataset
+    from evidently.metrics.recsys import Novelty, PopularityBiasMetric
+
+    interactions = _train_interactions(train)
+    if interactions is None:
+        return {}, None
+    # Evidently counts training users per item by grouping the training frame on the
+    # column declared as Recsys.user_id (here request_id), so the training user ids
+    # are put under that name.
+    additional = {
+        "current_train_data": Dataset.from_pandas(
+            interactions.rename(columns={"user_id": "request_id"})
+        )
+    }
+    # These only filter rank <= k (no KeyError beyond the longest list), and look at
+    # every served list, engaged or not: what was exposed, not how it was received.
+    metrics = {
+        f"evidently_popularity_arp_at_{k}": PopularityBiasMetric(k=k, metric="arp"),
+        f"evidently_coverage_at_{k}": PopularityBiasMetric(k=k, metric="coverage"),
+        f"evidently_gini_at_{k}": PopularityBiasMetric(k=k, metric="gini"),
+        f"evidently_novelty_at_{k}": Novelty(k=k),
+    }
+    return metrics, additional
+
+
+def _recsys_definition() -> Any:
+    """The served lists as Evidently sees them: one list per request, in served order."""
+    from evidently import DataDefinition, Recsys
+
+    return DataDefinition(
         numerical_columns=["rank", "score", "relevance"],
         categorical_columns=["request_id", "user_id", "video_id"],
         ranking=[
@@ -417,15 +467,15 @@ def ranking_report(
             )
         ],
     )
-    snap = Report(list(metrics.values())).run(
-        Dataset.from_pandas(df, data_definition=definition), None, additional_data=additional
-    )
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        snap.save_html(str(out_dir / RANKING_HTML))
 
-    # Metrics are matched to their results by fingerprint (the snapshot's metric "id").
-    by_id = {m.get("id"): m.get("value") for m in snap.dict()["metrics"]}
+
+def _finite_values(
+    snapshot: dict[str, Any], metrics: dict[str, Any], k_eval: int
+) -> dict[str, float]:
+    """Each metric's value at ``k_eval`` from the snapshot, matched by fingerprint (the
+    snapshot's metric "id"); a metric without a finite value is left out and logged."""
+    by_id = {m.get("id"): m.get("value") for m in snapshot["metrics"]}
+    out: dict[str, float] = {}
     for key, metric in metrics.items():
         value = _value_at(by_id.get(metric.get_fingerprint()), k_eval)
         if value is None or not math.isfinite(value):
