@@ -17,13 +17,17 @@ an image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from reelrank.airflow_runner import PROJECT_ROOT
 from reelrank.settings import Settings
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "serving.service:RecommenderService"
-PACKAGES = ("reelrank", "serving", "features", "feature_repo", "training", "ingest", "monitoring")
+# what the service imports (serving never imports training, monitoring or the app shell:
+# the import-linter contracts in pyproject.toml hold it to that)
+PACKAGES = ("serving", "models", "features", "feature_repo", "ingest")
+SHELL_MODULES = ("reelrank/__init__.py", "reelrank/settings.py", "reelrank/progress.py")
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
         name="reelrank",
         labels=labels,
         description=(PROJECT_ROOT / "README.md").read_text()[:4000],
-        include=[f"{p}/**/*.py" for p in PACKAGES] + ["pyproject.toml"],
+        include=[f"{p}/**/*.py" for p in PACKAGES] + list(SHELL_MODULES) + ["pyproject.toml"],
         exclude=["tests/", "var/", ".venv/", "**/__pycache__/"],
         envs=[BentoEnvSchema(name="REELRANK_SERVING__PINNED_VERSION", value=str(mv.version))],
         python={"requirements_txt": "requirements.in", "lock_packages": False},
