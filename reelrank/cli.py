@@ -211,8 +211,8 @@ def _out() -> Output:
 def _expected_failure(err: BaseException) -> tuple[int, str, dict[str, Any]] | None:
     """(exit code, message, details) of a failure a user can act on, else None (a bug,
     which keeps its stack trace)."""
-    from ingest.adapters import AdapterError
     from ingest.lake import BatchRejected
+    from ingest.sources.common import AdapterError
     from reelrank.airflow_runner import DagRunFailed
 
     if isinstance(err, DagRunFailed):
