@@ -10,27 +10,30 @@ one JSON document on stdout, errors included). Exit codes mean the same for ever
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, Literal, TextIO
 
 import typer
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from reelrank.progress import ProgressFn
-from reelrank.settings import Settings, get_settings
+from reelrank.settings import DataSettings, Settings, SourceOptions, get_settings
 
 
 class ExitCode(IntEnum):
@@ -211,8 +214,8 @@ def _out() -> Output:
 def _expected_failure(err: BaseException) -> tuple[int, str, dict[str, Any]] | None:
     """(exit code, message, details) of a failure a user can act on, else None (a bug,
     which keeps its stack trace)."""
-    from ingest.adapters import AdapterError
     from ingest.lake import BatchRejected
+    from ingest.sources.common import AdapterError
     from reelrank.airflow_runner import DagRunFailed
 
     if isinstance(err, DagRunFailed):
@@ -306,9 +309,14 @@ JsonOpt = Annotated[
 ]
 
 
-def _settings() -> Settings:
-    """The settings, with logging set up for the output mode (see :func:`_quiet_libraries`)."""
-    s = get_settings()
+def _settings(default_home: str | None = None, **overrides: Any) -> Settings:
+    """The settings: the environment's, with ``overrides`` (a command's options) winning, and
+    ``default_home`` as the home unless the environment names one. Logging is set up for the
+    output mode (see :func:`_quiet_libraries`). Nothing is written to ``os.environ``: child
+    processes get these settings from :meth:`Settings.to_env`."""
+    s = get_settings(**overrides)
+    if default_home is not None and "home" not in s.model_fields_set:
+        s = get_settings(**overrides, home=Path(default_home))
     _quiet_libraries(s, _out())
     return s
 
@@ -807,19 +815,15 @@ def demo(
     the first model back (nothing to deploy)."""
     from reelrank.demo import run_demo
 
-    if scenario is not Scenario.none:
-        os.environ["REELRANK_SIM__SCENARIO"] = scenario.setting
+    if scenario is Scenario.none:
+        s = _settings()
+    else:
         # a drifted world is another world: keep it apart from the stationary one
-        os.environ.setdefault("REELRANK_HOME", f"var/scenario-{scenario.value}")
-    s = _settings()
+        home = f"var/scenario-{scenario.value}"
+        s = _settings(home, sim={"scenario": scenario.setting})
     out = _out()
     summary = run_demo(s, out.console, out.live)
     _loop_result(summary, s.home / "demo_summary.json")
-
-
-class DatasetKind(StrEnum):
-    kuairand = "kuairand"
-    interactions = "interactions"
 
 
 class Objective(StrEnum):
@@ -827,9 +831,68 @@ class Objective(StrEnum):
     heads = "heads"
 
 
+# the options models of the real sources: DataSettings is made of them
+LOG_SOURCE_OPTIONS: tuple[type[SourceOptions], ...] = tuple(
+    b for b in DataSettings.__bases__ if issubclass(b, SourceOptions)
+)
+LogDataset = Literal[tuple(m.source for m in LOG_SOURCE_OPTIONS)]  # type: ignore[valid-type]
+
+
+def _source_fields() -> dict[str, tuple[FieldInfo, list[str]]]:
+    """Every real source's own options (the files aside: ``run`` names them itself), each
+    with the sources that have it, in the order the options models declare them."""
+    fields: dict[str, tuple[FieldInfo, list[str]]] = {}
+    for model in LOG_SOURCE_OPTIONS:
+        for name, info in model.model_fields.items():
+            if name not in SourceOptions.model_fields:
+                fields.setdefault(name, (info, []))[1].append(model.source)
+    return fields
+
+
+def _with_source_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One ``--option`` per real source's option, in place of the command's
+    ``source_options`` parameter, which receives them as a dict (option name -> value).
+
+    The options are generated from the sources' options models, so an option is added to
+    the model alone: its type, default and description become the option's, and its
+    environment variable (``REELRANK_DATA__...``) is the same field.
+    """
+    fields = _source_fields()
+    signature = inspect.signature(command, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        if param.name != "source_options":
+            params.append(param)
+            continue
+        for name, (info, sources) in fields.items():
+            option = typer.Option(
+                help=info.description,
+                rich_help_panel=f"Options of --dataset {' or '.join(sources)}",
+            )
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=info.get_default(call_default_factory=True),
+                    annotation=Annotated[info.annotation, option],
+                )
+            )
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        chosen = {name: kwargs.pop(name) for name in fields}
+        command(**kwargs, source_options=chosen)
+
+    with_options.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return with_options
+
+
 @app.command()
+@_with_source_options
 def run(
-    dataset: Annotated[DatasetKind, typer.Option(help="the log's format")],
+    *,
+    dataset: Annotated[LogDataset, typer.Option(help="the log's format")],
     path: Annotated[
         Path, typer.Option(help="the interaction log: a file, or a folder of KuaiRand logs")
     ],
@@ -840,23 +903,7 @@ def run(
             "an id column and text columns (title, genres, tags)"
         ),
     ] = None,
-    user_col: Annotated[str, typer.Option(help="interactions: user id column")] = "user_id",
-    item_col: Annotated[str, typer.Option(help="interactions: item id column")] = "item_id",
-    ts_col: Annotated[str, typer.Option(help="interactions: timestamp column")] = "timestamp",
-    ts_unit: Annotated[str, typer.Option(help="interactions: auto, s, ms (epoch) or iso")] = "auto",
-    rating_col: Annotated[str | None, typer.Option(help="interactions: rating column")] = None,
-    like_threshold: Annotated[float, typer.Option(help="a rating at least this is a like")] = 4.0,
-    label_col: Annotated[
-        str | None, typer.Option(help="interactions: binary label column (1 = liked)")
-    ] = None,
-    watch_col: Annotated[str | None, typer.Option(help="interactions: watch time column")] = None,
-    watch_unit: Annotated[str, typer.Option(help="watch time unit: s or ms")] = "s",
-    duration_col: Annotated[
-        str | None, typer.Option(help="interactions: item duration column")
-    ] = None,
-    duration_unit: Annotated[str, typer.Option(help="duration unit: s or ms")] = "s",
-    item_id_col: Annotated[str, typer.Option(help="items file: id column")] = "item_id",
-    creator_col: Annotated[str | None, typer.Option(help="items file: creator column")] = None,
+    source_options: Mapping[str, Any],  # one option each: see _with_source_options
     objective: Annotated[
         Objective,
         typer.Option(
@@ -873,36 +920,22 @@ def run(
     for drift). Exit codes: 0 the loop ran; 1 the data or a stage failed (with a message);
     3 the first model did not pass the gate, so nothing was deployed (the evaluation is
     still shown)."""
+    from ingest.sources import get_log_source
     from reelrank.demo import run_dataset
 
-    env = {
-        "REELRANK_DATASET": dataset.value,
-        "REELRANK_DATA__PATH": str(path.resolve()),
-        "REELRANK_TRAINING__OBJECTIVE": objective.value,
-    }
+    # only the chosen source's options: another source's do not apply to this log
+    own = get_log_source(dataset).options_type.model_fields
+    data: dict[str, Any] = {k: v for k, v in source_options.items() if k in own and v is not None}
+    data["path"] = path.resolve()
     if items is not None:
-        env["REELRANK_DATA__ITEMS"] = str(items.resolve())
-    if dataset is DatasetKind.interactions:
-        options: dict[str, object] = {
-            "user_col": user_col,
-            "item_col": item_col,
-            "ts_col": ts_col,
-            "ts_unit": ts_unit,
-            "rating_col": rating_col,
-            "like_threshold": like_threshold,
-            "label_col": label_col,
-            "watch_col": watch_col,
-            "watch_unit": watch_unit,
-            "duration_col": duration_col,
-            "duration_unit": duration_unit,
-            "item_id_col": item_id_col,
-            "creator_col": creator_col,
-        }
-        env.update({f"REELRANK_DATA__{k.upper()}": str(v) for k, v in options.items() if v})
-    os.environ.update(env)
-    # every dataset gets a home of its own: a lake holds one source
-    os.environ.setdefault("REELRANK_HOME", f"var/{dataset.value}-{path.stem or 'data'}")
-    s = _settings()
+        data["items"] = items.resolve()
+    s = _settings(
+        # every dataset gets a home of its own: a lake holds one source
+        f"var/{dataset}-{path.stem or 'data'}",
+        dataset=dataset,
+        data=data,
+        training={"objective": objective.value},
+    )
     out = _out()
     summary = run_dataset(s, out.console, out.live)
     _loop_result(summary, s.home / "run_summary.json")
