@@ -36,6 +36,7 @@ NOISE := '^ - (leaked |\.\.\. skipped remainder)|^nanobind: |nanobind\.readthedo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	set -o pipefail; $(BIN)/python -m pytest 2>&1 | { grep -v -E $(NOISE) || true; }
 
 test-fast: $(STAMP)
@@ -43,6 +44,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check .
 
 format: $(STAMP)

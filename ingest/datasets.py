@@ -174,4 +174,7 @@ def ingest_dataset(settings: Settings, through: date, force: bool = False) -> In
 
 def ingest(settings: Settings, through: date, force: bool = False) -> IngestResult:
     """Ingest the configured source (simulator or real dataset) through ``through``."""
-    return get_source(settings.dataset).ingest(settings, through, force=force)
+    source = get_source(settings.dataset)
+    if isinstance(source, LogSource):
+        return ingest_dataset(settings, through, force=force)
+    return source.ingest(settings, through, force=force)

@@ -39,9 +39,11 @@ class Source(ABC):
     def options(self, settings: Settings) -> BaseModel:
         """This source's options, taken from ``settings``."""
 
-    @abstractmethod
     def ingest(self, settings: Settings, through: date, force: bool = False) -> IngestResult:
-        """Write every missing lake partition up to and including ``through``."""
+        """Write every missing lake partition up to and including ``through``. A source that
+        generates its data (the simulator) does it itself; a :class:`LogSource` is staged and
+        written by :mod:`ingest.datasets`, the same for every log."""
+        raise NotImplementedError(f"source {self.name!r} is written by ingest.datasets")
 
 
 class LogSource(Source, Generic[OptionsT]):
@@ -61,12 +63,6 @@ class LogSource(Source, Generic[OptionsT]):
     @abstractmethod
     def load(self, options: OptionsT) -> AdaptedDataset:
         """The whole log as the three contract frames and the adapter's report."""
-
-    def ingest(self, settings: Settings, through: date, force: bool = False) -> IngestResult:
-        # imported here: ingest.datasets looks sources up in this registry
-        from ingest.datasets import ingest_dataset
-
-        return ingest_dataset(settings, through, force=force)
 
 
 SOURCES: dict[str, Source] = {}
