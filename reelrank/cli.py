@@ -491,9 +491,9 @@ def train(holdout: DayOpt = None) -> None:
         "metrics": trained.to_dict()["metrics"],
         "gate": gate.to_dict()["verdict"],
         "retrieval": {
-            "version": retrieval["version"],
-            "promoted": retrieval["promoted"],
-            "verdict": retrieval["verdict"],
+            "version": retrieval.version,
+            "promoted": retrieval.promoted,
+            "verdict": retrieval.to_dict()["verdict"],
         },
         "run_id": trained.run_id,
     }
@@ -514,7 +514,7 @@ def train(holdout: DayOpt = None) -> None:
             for k in ("champion", "popularity", "recent_popularity", "oracle")
             if k in m
         )
-        rm = retrieval["metrics"]
+        rm = retrieval.to_dict()["metrics"]
         w = r.datasets.window
         reasons = "; ".join(gate.verdict.reasons)
         c.print(
@@ -532,10 +532,10 @@ def train(holdout: DayOpt = None) -> None:
                     ),
                     (
                         "retrieval",
-                        f"v{retrieval['version']}: R@100 "
+                        f"v{retrieval.version}: R@100 "
                         f"{_fmt(rm.get('challenger', {}).get('recall_at_100'), 3)} vs popularity "
                         f"{_fmt(rm.get('popularity', {}).get('recall_at_100'), 3)}; gate "
-                        + ("passed" if retrieval["verdict"].get("promote") else "failed"),
+                        + ("passed" if retrieval.verdict.promote else "failed"),
                     ),
                     (
                         "ranker NDCG@10",
