@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from reelrank.errors import ServiceUnavailable
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 PURPOSES = ("feast", "mlflow", "airflow")
 
 
-class ServerUnavailable(RuntimeError):
+class ServerUnavailable(ServiceUnavailable, RuntimeError):
     """A server the cluster profile needs does not answer (the message says which)."""
 
 

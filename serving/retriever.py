@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from reelrank.errors import DataError
 from serving.index import CandidateIndex
 from training.two_tower import (
     CATALOG_ARRAYS,
@@ -47,7 +48,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class BundleError(ValueError):
+class BundleError(DataError, ValueError):
     """The files of a retrieval bundle do not belong together."""
 
 
