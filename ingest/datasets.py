@@ -28,6 +28,7 @@ from ingest.adapters import AdaptedDataset, AdapterReport, load_interactions, lo
 from ingest.lake import atomic_write, partition_days, read_table, write_partition
 from ingest.pipeline import IngestResult, WorldMismatch, write_by_day
 from ingest.schema import IMPRESSIONS, USERS, VIDEOS, to_arrow
+from reelrank.errors import ConfigError, InvalidDataError, MissingDataError
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,11 @@ def manifest(settings: Settings) -> dict[str, Any]:
     """What identifies the staged data: the source, its files, and the mapping options."""
     d = settings.data
     if d.path is None:
-        raise ValueError(
+        raise ConfigError(
             f"dataset {settings.dataset!r} needs a path: REELRANK_DATA__PATH or --path"
         )
     if not d.path.exists():
-        raise FileNotFoundError(f"dataset path {d.path} does not exist")
+        raise MissingDataError(f"dataset path {d.path} does not exist")
     options = d.model_dump(mode="json", exclude={"path", "items", "max_video_age_days"})
     if settings.dataset == "kuairand":
         options = {}  # the KuaiRand format fixes its columns
@@ -95,7 +96,7 @@ def adapt(settings: Settings) -> AdaptedDataset:
             creator_col=d.creator_col,
             sep=d.sep,
         )
-    raise ValueError(f"dataset {settings.dataset!r} is not a real dataset")
+    raise ConfigError(f"dataset {settings.dataset!r} is not a real dataset")
 
 
 def staged(settings: Settings) -> AdaptedDataset:
@@ -167,7 +168,7 @@ def ingest_dataset(settings: Settings, through: date, force: bool = False) -> In
     days = data.days
     through = min(through, days[-1])
     if through < days[0]:
-        raise ValueError(f"{through} is before the dataset starts ({days[0]})")
+        raise InvalidDataError(f"{through} is before the dataset starts ({days[0]})")
     result = IngestResult(through=through)
     for table in ("users", "videos"):
         df: pd.DataFrame = getattr(data, table)

@@ -15,6 +15,7 @@ import pandas as pd
 from features.cross import model_matrix
 from ingest.lake import atomic_write, read_table
 from monitoring.drift import DriftVerdict, check_drift
+from reelrank.errors import MissingDataError
 from reelrank.progress import ProgressFn, Stages
 from reelrank.settings import Settings
 
@@ -45,7 +46,7 @@ def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.nd
 
     imp = read_table(settings.lake_dir, "impressions", start=day, end=day)
     if imp.empty:
-        raise FileNotFoundError(f"no impressions for {day} in the lake")
+        raise MissingDataError(f"no impressions for {day} in the lake")
     videos = read_table(settings.lake_dir, "videos", end=day)
     ents = entity_frame(imp, videos)
     sample = ents.sample(min(len(ents), settings.drift.sample_rows), random_state=0)

@@ -15,6 +15,7 @@ from feature_repo.columns import USER_CREATOR_COLUMNS, VIEW_COLUMNS
 from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES
 from ingest.lake import read_table
+from reelrank.errors import ModelNotFound
 from reelrank.objectives import ValueHeads
 from reelrank.settings import Settings
 from serving.pipeline import (
@@ -152,7 +153,7 @@ def load_ranker(settings: Settings, alias: str = "champion") -> RankedModel | No
 def load_champion(settings: Settings, alias: str = "champion") -> RankedModel:
     model = load_ranker(settings, alias)
     if model is None:
-        raise LookupError(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
+        raise ModelNotFound(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
     return model
 
 
