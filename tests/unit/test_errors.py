@@ -203,3 +203,20 @@ def test_a_bad_setting_is_bad_usage_in_one_line(tmp_path):
     assert out.exit_code == ExitCode.USAGE, out.output
     assert "error:" in out.stderr and "REELRANK_SIM__DAYS" in out.stderr
     assert not isinstance(out.exception, ValueError)
+
+
+@pytest.mark.parametrize(
+    "cls", [errors.MissingDataError, errors.ModelNotFound, errors.ServiceTimeout]
+)
+def test_a_dag_run_failure_names_a_family_member_from_its_traceback(cls):
+    """A task's traceback ends with the member's qualified name; the brief shows it."""
+    import traceback
+
+    from reelrank.airflow_runner import _failure_details
+
+    last = traceback.format_exception_only(cls("no feature tables"))[-1].strip()
+    log = "[DAG TEST] starting task_id=holdout_day map_index=-1\nTraceback ...\n" + last
+    assert _failure_details(log) == (
+        "holdout_day",
+        f"reelrank.errors.{cls.__name__}: no feature tables",
+    )
