@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -279,8 +280,6 @@ def _settings() -> Settings:
 
     A bad ``REELRANK_*`` value is bad usage (exit 2) in one message naming the variable, not
     pydantic's stack trace."""
-    from pydantic import ValidationError
-
     try:
         s = get_settings()
     except ValidationError as err:
@@ -289,9 +288,9 @@ def _settings() -> Settings:
     return s
 
 
-def _bad_settings(err: Any) -> str:
-    """One line per bad setting of a pydantic ``ValidationError``, named as the environment
-    variable that sets it."""
+def _bad_settings(err: ValidationError) -> str:
+    """Every bad setting of ``err`` in one line, each named as the environment variable that
+    sets it (what a user edits), with pydantic's reason."""
     lines = []
     for e in err.errors():
         var = "REELRANK_" + "__".join(str(part) for part in e["loc"]).upper()
