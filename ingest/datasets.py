@@ -29,6 +29,7 @@ from ingest.pipeline import IngestResult, WorldMismatch, write_by_day
 from ingest.schema import IMPRESSIONS, USERS, VIDEOS, to_arrow
 from ingest.sources import LogSource, get_log_source, get_source
 from ingest.sources.common import AdaptedDataset, AdapterReport
+from reelrank.errors import ConfigError, InvalidDataError, MissingDataError
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,11 @@ def manifest(settings: Settings) -> dict[str, Any]:
     its own: another source's options in ``settings.data`` change nothing here)."""
     options = get_log_source(settings.dataset).options(settings)
     if options.path is None:
-        raise ValueError(
+        raise ConfigError(
             f"dataset {settings.dataset!r} needs a path: REELRANK_DATA__PATH or --path"
         )
     if not options.path.exists():
-        raise FileNotFoundError(f"dataset path {options.path} does not exist")
+        raise MissingDataError(f"dataset path {options.path} does not exist")
     return {
         "dataset": settings.dataset,
         "files": _fingerprint(options.path),
@@ -143,7 +144,7 @@ def ingest_dataset(settings: Settings, through: date, force: bool = False) -> In
     days = data.days
     through = min(through, days[-1])
     if through < days[0]:
-        raise ValueError(f"{through} is before the dataset starts ({days[0]})")
+        raise InvalidDataError(f"{through} is before the dataset starts ({days[0]})")
     result = IngestResult(through=through)
     for table in ("users", "videos"):
         df: pd.DataFrame = getattr(data, table)

@@ -34,6 +34,7 @@ from models.two_tower import (
     compress_user_features,
     history_rows,
 )
+from reelrank.errors import DataError
 
 log = logging.getLogger(__name__)
 FILES = ("model.pt", "config.json", "catalog.npz", "item_vectors.npy")
@@ -47,7 +48,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class BundleError(ValueError):
+class BundleError(DataError, ValueError):
     """The files of a retrieval bundle do not belong together."""
 
 

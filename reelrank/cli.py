@@ -4,7 +4,9 @@ Every command speaks in one of three modes, chosen once on the root command so t
 and people get the same commands: human (tables on stdout, progress bars on stderr),
 ``--quiet`` (nothing but errors on stderr and at most one final line) and ``--json`` (exactly
 one JSON document on stdout, errors included). Exit codes mean the same for every command
-(:class:`ExitCode`).
+(:class:`~reelrank.errors.ExitCode`): an expected failure is a
+:class:`~reelrank.errors.ReelrankError` and exits with its code and one message; anything else
+is a bug and keeps its stack trace.
 """
 
 from __future__ import annotations
@@ -21,30 +23,21 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
 import typer
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from reelrank.errors import ConfigError, ExitCode, ModelNotFound, ReelrankError
 from reelrank.progress import ProgressFn
 from reelrank.settings import DataSettings, Settings, SourceOptions, get_settings
-
-
-class ExitCode(IntEnum):
-    """What a ``reelrank`` exit status means, for every command."""
-
-    OK = 0
-    FAILED = 1  # a stage or the data failed (one message, no stack trace)
-    USAGE = 2  # bad usage (click's own)
-    STOPPED = 3  # the loop stopped on purpose: the gate kept the first model back, or drift
-    UNAVAILABLE = 4  # a started service (or, in the cluster profile, a server) does not answer
-
 
 EPILOG = """[bold]Output modes[/] (before the command): [cyan]--json[/] prints exactly one JSON
 document on stdout (errors as {"error": ...}); [cyan]-q/--quiet[/] prints only errors and at
@@ -60,10 +53,6 @@ most one final line. Otherwise tables go to stdout and progress bars to stderr.
   4  a started service does not answer (status, up, serve), or a server the cluster
      profile needs (PostgreSQL, Redis) does not
 """
-
-
-class ServiceDown(Exception):
-    """A service that was started does not answer (exit 4)."""
 
 
 class Mode(StrEnum):
@@ -211,29 +200,12 @@ def _out() -> Output:
     return _current
 
 
-def _expected_failure(err: BaseException) -> tuple[int, str, dict[str, Any]] | None:
-    """(exit code, message, details) of a failure a user can act on, else None (a bug,
-    which keeps its stack trace)."""
-    from ingest.lake import BatchRejected
-    from ingest.sources.common import AdapterError
-    from reelrank.airflow_runner import DagRunFailed
-
-    if isinstance(err, DagRunFailed):
-        return ExitCode.FAILED, err.brief, {"dag_id": err.dag_id, "log": err.log_path}
-    from reelrank.cluster import ServerUnavailable
-
-    if isinstance(err, ServiceDown | ServerUnavailable):
-        return ExitCode.UNAVAILABLE, str(err), {}
-    if isinstance(err, FileNotFoundError | AdapterError | BatchRejected | ValueError | LookupError):
-        return ExitCode.FAILED, str(err), {}
-    if type(err).__name__ == "MlflowException" and "not found" in str(err).lower():
-        return ExitCode.FAILED, str(err), {}  # e.g. a model version that does not exist
-    return None
-
-
 class ReelrankGroup(TyperGroup):
-    """The root command: maps expected failures to their exit code and one message (a JSON
-    object in JSON mode), whichever command raised them."""
+    """The root command: maps expected failures (:class:`~reelrank.errors.ReelrankError`,
+    and usage errors) to their exit code and one message (a JSON object in JSON mode),
+    whichever command raised them. Nothing else is expected: a ``ValueError`` or any other
+    exception is a bug, so it leaves with its stack trace instead of posing as a failure of
+    the data."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         global _current
@@ -246,13 +218,10 @@ class ReelrankGroup(TyperGroup):
             if _out().mode is Mode.json and err.exit_code == ExitCode.USAGE:
                 _out().error(err.format_message(), ExitCode.USAGE)
             raise
-        except Exception as err:
-            failure = _expected_failure(err)
-            if failure is None:
-                raise
-            code, message, details = failure
-            _out().error(message, code, **{k: v for k, v in details.items() if v})
-            raise typer.Exit(code=code) from None
+        except ReelrankError as err:
+            details = {k: v for k, v in err.details().items() if v}
+            _out().error(err.brief, err.exit_code, **details)
+            raise typer.Exit(code=err.exit_code) from None
 
 
 app = typer.Typer(
@@ -313,12 +282,28 @@ def _settings(default_home: str | None = None, **overrides: Any) -> Settings:
     """The settings: the environment's, with ``overrides`` (a command's options) winning, and
     ``default_home`` as the home unless the environment names one. Logging is set up for the
     output mode (see :func:`_quiet_libraries`). Nothing is written to ``os.environ``: child
-    processes get these settings from :meth:`Settings.to_env`."""
-    s = get_settings(**overrides)
-    if default_home is not None and "home" not in s.model_fields_set:
-        s = get_settings(**overrides, home=Path(default_home))
+    processes get these settings from :meth:`Settings.to_env`.
+
+    A bad ``REELRANK_*`` value is bad usage (exit 2) in one message naming the variable, not
+    pydantic's stack trace."""
+    try:
+        s = get_settings(**overrides)
+        if default_home is not None and "home" not in s.model_fields_set:
+            s = get_settings(**overrides, home=Path(default_home))
+    except ValidationError as err:
+        raise ConfigError(_bad_settings(err)) from err
     _quiet_libraries(s, _out())
     return s
+
+
+def _bad_settings(err: ValidationError) -> str:
+    """Every bad setting of ``err`` in one line, each named as the environment variable that
+    sets it (what a user edits), with pydantic's reason."""
+    lines = []
+    for e in err.errors():
+        var = "REELRANK_" + "__".join(str(part) for part in e["loc"]).upper()
+        lines.append(f"{var}: {e['msg']}")
+    return "bad setting: " + "; ".join(lines)
 
 
 def _quiet_libraries(s: Settings, out: Output) -> None:
@@ -598,11 +583,8 @@ def serve(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = 
 
     s = _settings()
     out = _out()
-    try:
-        with out.status("starting the BentoML server"):
-            server = start_server(s, port=port)
-    except (RuntimeError, TimeoutError) as err:
-        raise ServiceDown(str(err)) from err
+    with out.status("starting the BentoML server"):
+        server = start_server(s, port=port)  # ServiceUnavailable (exit 4) if it does not
     line = f"serving {s.ranker_model_name}@champion at {server.url} (pid {server.pid})"
     out.result(
         {"url": server.url, "pid": server.pid, "log": server.log_path},
@@ -702,7 +684,7 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
     name = _model_name(s, model)
     metric = "ndcg_at_10" if model is ModelKind.ranker else "recall_at_100"
     by_version: dict[str, list[str]] = {}
-    for alias, v in c.get_registered_model(name).aliases.items():
+    for alias, v in _registered_model(c, name).aliases.items():
         by_version.setdefault(str(v), []).append(alias)
     versions = [
         {
@@ -735,6 +717,19 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
         console.print(table)
 
     out.result({"model": name, "aliases": aliases, "versions": versions}, None, human)
+
+
+def _registered_model(c: Any, name: str) -> Any:
+    """The registered model ``name``; :class:`ModelNotFound` when the registry has none (the
+    model a person named with ``--model``), any other MLflow error as it is."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ModelNotFound(f"{name} is not registered: train first") from err
 
 
 WhyOpt = Annotated[str, typer.Option("--why", help="the reason, recorded on the version")]
@@ -958,11 +953,8 @@ def up(
     if as_json:
         out.switch(Mode.json)
     s = _settings()
-    try:
-        with out.status("starting Airflow, MLflow and BentoML on 127.0.0.1"):
-            result = stack_up(s, serve=serve)
-    except (RuntimeError, TimeoutError) as err:
-        raise ServiceDown(str(err)) from err
+    with out.status("starting Airflow, MLflow and BentoML on 127.0.0.1"):
+        result = stack_up(s, serve=serve)  # ServiceUnavailable (exit 4) if one does not answer
     line = "up: " + ", ".join(f"{k} {v}" for k, v in result.urls.items())
 
     def human(c: Console) -> None:
@@ -1038,8 +1030,9 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def main() -> None:
-    """Entry point (``reelrank``): expected failures exit with their code and one message
-    (see :class:`ReelrankGroup`); usage errors exit 2."""
+    """Entry point (``reelrank``): expected failures (:mod:`reelrank.errors`) exit with their
+    code and one message (see :class:`ReelrankGroup`); usage errors exit 2; anything else
+    keeps its stack trace."""
     app()
 
 

@@ -20,6 +20,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from reelrank.errors import InvalidDataError
 from reelrank.settings import Settings
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def run_dataset(
     console.print(str(data.report))
     days = data.days
     if len(days) < 3:
-        raise ValueError(
+        raise InvalidDataError(
             f"the data covers {len(days)} day(s); the loop needs at least 3 "
             "(training days, a holdout day, a day to check for drift)"
         )

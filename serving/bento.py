@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reelrank.errors import ModelNotFound
 from reelrank.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
     """Build the Bento with ranker ``version`` (default: the current champion) pinned."""
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema
+    from mlflow.exceptions import MlflowException
 
     from models.registry import CHAMPION, alias_version, client
 
@@ -53,8 +55,15 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
     if version is None:
         version = alias_version(c, name, CHAMPION)
         if version is None:
-            raise LookupError(f"{name} has no champion to build a Bento of: train first")
-    mv = c.get_model_version(name, str(version))  # raises if the version does not exist
+            raise ModelNotFound(f"{name} has no champion to build a Bento of: train first")
+    try:
+        mv = c.get_model_version(name, str(version))
+    except MlflowException as err:  # a version a person named: one message, not a trace
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ModelNotFound(
+            f"{name} has no version {version!r} (not found in the registry)"
+        ) from err
     labels = {
         "ranker_model": name,
         "ranker_version": str(mv.version),

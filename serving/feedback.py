@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from ingest.lake import atomic_write
 from ingest.schema import FEEDBACK, to_arrow, validate
 from ingest.served import feedback_dir
+from reelrank.errors import DataError
 from serving.schemas import FeedbackEvent as Event
 
 _SEQ = count()
@@ -55,7 +56,7 @@ class ServedLookup(Protocol):
     def get(self, request_id: str) -> ServedList | None: ...
 
 
-class FeedbackRejected(ValueError):
+class FeedbackRejected(DataError, ValueError):
     """A feedback batch that cannot be accepted; ``problems`` lists every reason."""
 
     def __init__(self, problems: list[str]) -> None:

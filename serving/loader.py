@@ -18,6 +18,7 @@ from ingest.lake import read_table
 from models import ranker as models_ranker
 from models.champion import catch_up, champion_retriever
 from models.ranker import Ranker
+from reelrank.errors import ModelNotFound
 from reelrank.settings import Settings
 from serving.pipeline import (
     ITEM_FEATURES,
@@ -132,7 +133,7 @@ def load_ranker(settings: Settings, alias: str = "champion") -> Ranker | None:
 def load_champion(settings: Settings, alias: str = "champion") -> Ranker:
     model = load_ranker(settings, alias)
     if model is None:
-        raise LookupError(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
+        raise ModelNotFound(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
     return model
 
 

@@ -50,6 +50,7 @@ from models.two_tower import (
     history_rows,
     user_matrix,
 )
+from reelrank.errors import InvalidDataError, MissingDataError
 from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
 from training.evaluate import json_safe
@@ -147,7 +148,7 @@ class EvalSet:
 def eval_set(settings: Settings, store: FeatureStore, catalog: Catalog, holdout: date) -> EvalSet:
     pos = positives(settings, holdout, holdout)
     if pos.empty:
-        raise ValueError(f"no positive engagements on the holdout day {holdout}")
+        raise InvalidDataError(f"no positive engagements on the holdout day {holdout}")
     states = user_states(store, pos)
     start = np.datetime64(pd.Timestamp(holdout))
     new_rows = np.flatnonzero(
@@ -297,12 +298,12 @@ def _window(settings: Settings, store: FeatureStore, holdout: date) -> _Window:
     catalog = Catalog.from_frames(videos, content, cfg)
     pos = positives(settings, first, valid_day)
     if pos.empty:
-        raise FileNotFoundError(f"no positive engagements between {first} and {valid_day}")
+        raise MissingDataError(f"no positive engagements between {first} and {valid_day}")
     states = user_states(store, pos)
     val_day = pd.Timestamp(valid_day)
     train_pos, val_pos = pos[pos["day"] < val_day], pos[pos["day"] >= val_day]
     if train_pos.empty or val_pos.empty:
-        raise ValueError(f"retrieval needs >= 2 days of positives before {holdout}")
+        raise InvalidDataError(f"retrieval needs >= 2 days of positives before {holdout}")
     data = _train_data(catalog, train_pos, states, cfg.history_len)
     return _Window(first, valid_day, cfg, catalog, pos, val_pos, states, data)
 

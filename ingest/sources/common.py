@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.schema import IMPRESSIONS, USERS, VIDEOS, Contract, validate
+from reelrank.errors import DataError
 
 SESSION_GAP_S = 60.0  # events of one user closer than this form one request (session)
 MAX_POSITION = 1000  # the contract's largest feed position
@@ -48,7 +49,7 @@ _SEPARATORS = ("\t", ",", ";", "|")
 OUTCOMES = ("watch_time_s", "completed", "liked", "shared", "commented", "followed", "skipped")
 
 
-class AdapterError(ValueError):
+class AdapterError(DataError, ValueError):
     """The input cannot be adapted: unreadable file, a named column missing, nothing left."""
 
 
