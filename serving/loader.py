@@ -18,7 +18,7 @@ from ingest.lake import read_table
 from models import ranker as models_ranker
 from models.champion import catch_up, champion_retriever
 from models.ranker import Ranker
-from reelrank.errors import ModelNotFound
+from reelrank.errors import ModelNotFound, StageFailed
 from reelrank.settings import Settings
 from serving.pipeline import (
     ITEM_FEATURES,
@@ -31,6 +31,10 @@ from serving.pipeline import (
 from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
+
+
+class IncompatibleModel(StageFailed, ValueError):
+    """A registered ranker whose inputs are not the ones serving builds."""
 
 
 class FeastUserReader:
@@ -123,7 +127,7 @@ def load_ranker(settings: Settings, alias: str = "champion") -> Ranker | None:
         return None
     if model.features != MODEL_FEATURES:
         # numpy input is positional: a model trained on other columns would score garbage
-        raise ValueError(
+        raise IncompatibleModel(
             f"{model.name} v{model.version} expects features {model.features}, "
             f"serving builds {MODEL_FEATURES}"
         )

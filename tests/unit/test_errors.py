@@ -23,11 +23,10 @@ WIDE = {"COLUMNS": "200"}
 
 def _family() -> list[type[errors.ReelrankError]]:
     """Every expected failure: the module's classes and the stage packages' own members."""
-    from ingest.sources.common import AdapterError
-    from models.retriever import BundleError
-
     from ingest.lake import BatchRejected
     from ingest.pipeline import WorldMismatch
+    from ingest.sources.common import AdapterError
+    from models.retriever import BundleError
     from reelrank.airflow_api import DagRunError
     from reelrank.airflow_runner import DagRunFailed
     from reelrank.cluster import ServerUnavailable
@@ -93,11 +92,10 @@ def test_every_expected_failure_is_a_family_member_with_a_known_exit_code(cls):
 
 
 def test_members_keep_the_builtin_their_callers_catch():
-    from ingest.sources.common import AdapterError
-    from models.retriever import BundleError
-
     from ingest.lake import BatchRejected
     from ingest.pipeline import WorldMismatch
+    from ingest.sources.common import AdapterError
+    from models.retriever import BundleError
     from reelrank.airflow_runner import DagRunFailed
     from reelrank.cluster import ServerUnavailable
     from serving.feedback import FeedbackRejected
