@@ -15,6 +15,7 @@ same one with another mapping) into a lake that already has data stops with a me
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import date
@@ -94,7 +95,7 @@ def staged(settings: Settings) -> AdaptedDataset:
     out.mkdir(parents=True, exist_ok=True)
     for table, contract in FRAMES.items():
         arrow = to_arrow(contract, getattr(data, table))
-        atomic_write(out / f"{table}.parquet", lambda tmp, a=arrow: pq.write_table(a, tmp))
+        atomic_write(out / f"{table}.parquet", functools.partial(pq.write_table, arrow))
     text = json.dumps(data.report.to_dict(), indent=2, default=str)
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     # the manifest last: a crash before it leaves a staging that is redone, never trusted

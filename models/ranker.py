@@ -120,7 +120,7 @@ class XGBoostRanker(Ranker):
         self.booster = booster
 
     def predict_heads(self, x: np.ndarray) -> np.ndarray:
-        return self.booster.inplace_predict(x, validate_features=False)  # type: ignore[no-any-return]
+        return np.asarray(self.booster.inplace_predict(x, validate_features=False))
 
     def for_serving(self) -> XGBoostRanker:
         self.booster.set_param({"nthread": 1})

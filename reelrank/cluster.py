@@ -25,6 +25,7 @@ from reelrank.settings import (
 
 log = logging.getLogger(__name__)
 
+
 class ServerUnavailable(ServiceUnavailable, RuntimeError):
     """A server the cluster profile needs does not answer (the message says which)."""
 

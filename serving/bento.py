@@ -67,7 +67,7 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
     labels = {
         "ranker_model": name,
         "ranker_version": str(mv.version),
-        "ranker_run_id": mv.run_id,
+        "ranker_run_id": mv.run_id or "",
         "retrieval_champion": str(
             alias_version(c, settings.retrieval_model_name, CHAMPION) or "none"
         ),

@@ -15,6 +15,7 @@ and the next training day can use them like impressions.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Sequence
@@ -129,5 +130,5 @@ def write_feedback(lake_dir: Path, rows: pd.DataFrame) -> list[Path]:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         path = feedback_dir(lake_dir, day) / f"part-{stamp}-{os.getpid()}-{next(_SEQ)}.parquet"
         table = to_arrow(FEEDBACK, part.reset_index(drop=True))
-        paths.append(atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp)))
+        paths.append(atomic_write(path, functools.partial(pq.write_table, table)))
     return paths

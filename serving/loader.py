@@ -282,10 +282,11 @@ def build_recommender(
     if challenger and other is None:
         log.warning("experiment configured but no challenger alias: champion serves all")
     items = load_item_table(settings, store)
+    users = FeastUserReader(store, settings.serving.user_cache_size)
     rec = Recommender(
         model,
         items,
-        FeastUserReader(store, settings.serving.user_cache_size),
+        users,
         settings.serving.n_candidates,
         retriever=load_retriever(settings),
         rerank=rerank_config(settings),
@@ -294,7 +295,7 @@ def build_recommender(
     # warm up: the first predictions and online reads are slow (lazy init, caches)
     for _ in range(3):
         rec.recommend("__warmup__", 10, shadow=other is not None)
-    rec.users.clear()
+    users.clear()
     rec.seen = seen if seen is not None else MemoryRecent()  # warm-up leaves no trace
     rec.stats = dict.fromkeys(rec.stats, 0)
     log.info(

@@ -61,8 +61,14 @@ class UserFeatureReader(Protocol):
         """The user's state, or None for an unknown user."""
 
 
+class CachedUserReader(UserFeatureReader, Protocol):
+    def clear(self) -> None:
+        """Forget cached states (a new materialization landed)."""
+
+
 class RetrievalCatalog(Protocol):
-    video_ids: np.ndarray
+    @property
+    def video_ids(self) -> np.ndarray: ...
 
     def rows(self, video_ids: Sequence[str]) -> np.ndarray: ...
 
@@ -74,7 +80,8 @@ class CandidateRetriever(Protocol):
     the request path carries integers from the index to the feed and maps ids only at its
     ends."""
 
-    catalog: RetrievalCatalog
+    @property
+    def catalog(self) -> RetrievalCatalog: ...
 
     def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> Any: ...
     def retrieve_rows(
@@ -506,13 +513,11 @@ class Recommender:
         none of the catalog rows in ``exclude`` (``n``: how many, ``n_candidates`` unless
         given). Else the recent-popular + fresh pool."""
         if retriever is not None and state is not None:
-            catalog_rows, scores = retriever.retrieve_rows(
-                user_vec, n or self.n_candidates, exclude
-            )
-            rows = self._catalog_to_items(retriever, items)[catalog_rows]
+            found, scores = retriever.retrieve_rows(user_vec, n or self.n_candidates, exclude)
+            rows = self._catalog_to_items(retriever, items)[found]
             keep = rows >= 0
             self.stats["retrieved"] += int(keep.sum())
-            return rows[keep], catalog_rows[keep], np.asarray(scores)[keep]
+            return rows[keep], found[keep], np.asarray(scores)[keep]
         pool = self._candidates if items is self.items else items.popular(self.n_candidates)
         catalog_rows = None if retriever is None else retriever.catalog.rows(items.video_ids[pool])
         return pool, catalog_rows, None
@@ -593,7 +598,8 @@ class Recommender:
                 rows, catalog_rows, retrieved = self._candidate_rows(
                     state, user_vec, items, retriever, n=wider
                 )
-                seen_mask = np.isin(catalog_rows, seen_catalog)
+                # seen_catalog is only set with a retriever, so catalog_rows is too
+                seen_mask = np.isin(catalog_rows, seen_catalog)  # type: ignore[arg-type]
                 keep, filtered = self._filter(items, rows, seen_mask, blocked, k)
         else:
             index = items.index

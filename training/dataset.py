@@ -107,7 +107,7 @@ def read_table_rows(settings: Settings, day: date) -> int:
 
 def build_sets(
     settings: Settings, store: FeatureStore, window: DataWindow
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, JoinReport]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, JoinReport | SampleReport]]:
     """Training rows (train window) and holdout rows (the next day), features joined."""
     videos = read_table(settings.lake_dir, "videos", end=window.holdout)
     train_imp, hold_imp, sample = sampled_impressions(settings, window)
