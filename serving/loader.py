@@ -258,13 +258,7 @@ class FeatureWatcher:
 
 
 def rerank_config(settings: Settings) -> RerankConfig:
-    sv = settings.serving
-    return RerankConfig(
-        diversity=sv.diversity,
-        exploration_position=sv.exploration_position,
-        fresh_hours=sv.fresh_hours,
-        max_age_hours=sv.max_age_hours,
-    )
+    return RerankConfig.of(settings.serving)
 
 
 def build_recommender(

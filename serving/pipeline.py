@@ -36,10 +36,12 @@ from features.cross import (
     topic_affinity,
 )
 from models.ranker import Ranker
+from reelrank.settings import ServingSettings
 from serving.rerank import exploration_slot, mmr_rerank, removals
 from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
+_SERVING = ServingSettings.model_fields
 USER_FEATURES: tuple[str, ...] = (*USER_COLUMNS, *AFFINITY_COLUMNS)
 ITEM_FEATURES: tuple[str, ...] = (*VIDEO_COLUMNS, *CREATOR_COLUMNS)
 
@@ -197,13 +199,23 @@ class Scored:
 
 @dataclass(frozen=True)
 class RerankConfig:
-    """How the scored list becomes the feed."""
+    """How the scored list becomes the feed. The defaults are the settings' own
+    (``ServingSettings``: diversity, exploration_position, fresh_hours, max_age_hours)."""
 
-    diversity: float = 0.2  # MMR weight of creator/topic redundancy (0: pure score order)
+    diversity: float = _SERVING["diversity"].default  # MMR weight (0: pure score order)
     pool: int = 50  # top-scored candidates the MMR pass chooses from (at least k)
-    exploration_position: int | None = 3  # 0-based slot guaranteed to a fresh video
-    fresh_hours: float = 24.0  # "fresh": uploaded less than this long ago
-    max_age_hours: float | None = None  # older videos are retired (unavailable)
+    exploration_position: int | None = _SERVING["exploration_position"].default
+    fresh_hours: float = _SERVING["fresh_hours"].default  # "fresh": younger than this
+    max_age_hours: float | None = _SERVING["max_age_hours"].default  # older: retired
+
+    @classmethod
+    def of(cls, serving: ServingSettings) -> RerankConfig:
+        return cls(
+            diversity=serving.diversity,
+            exploration_position=serving.exploration_position,
+            fresh_hours=serving.fresh_hours,
+            max_age_hours=serving.max_age_hours,
+        )
 
 
 class Recommender:

@@ -303,6 +303,16 @@ class Evaluation:
     champion_blocker: str | None
 
 
+@dataclass(frozen=True)
+class Review:
+    """What a reviewer needs beyond metrics: the behavioural checks (name -> failure, None =
+    passed), the feature contract's failure (None = kept) and every blocker found."""
+
+    checks: dict[str, str | None]
+    contract: str | None
+    blockers: list[str]
+
+
 def fit_step(settings: Settings, holdout: date) -> FittedRanker:
     """Read the point-in-time sets, add the retrieval champion's features (the model serving
     will pair this ranker with) and fit on all but the last training day, which early
@@ -362,11 +372,9 @@ def evaluate_step(settings: Settings, fitted: FittedRanker, holdout: date) -> Ev
     )
 
 
-def blockers_step(
-    settings: Settings, fitted: FittedRanker, evaluation: Evaluation
-) -> tuple[dict[str, str | None], list[str], str | None]:
-    """What a reviewer needs beyond metrics: the behavioural checks (name -> failure), the
-    blockers they and the rest raise, and the feature contract's failure (None = kept)."""
+def blockers_step(settings: Settings, fitted: FittedRanker, evaluation: Evaluation) -> Review:
+    """Run the behavioural checks and the feature contract; collect what blocks promotion
+    (those failures, and a champion that cannot be compared)."""
     hold = fitted.hold
     checks = behavioural_checks(
         lambda df: predict(fitted.model, df), hold.sample(min(len(hold), 400), random_state=0)
@@ -378,7 +386,7 @@ def blockers_step(
     )
     if contract:
         blockers.append(contract)
-    return checks, blockers, contract
+    return Review(checks, contract, blockers)
 
 
 def _flat_metrics(evaluation: Evaluation, checks: dict[str, str | None]) -> dict[str, float]:
@@ -426,8 +434,7 @@ def _review_artifacts(
     settings: Settings,
     fitted: FittedRanker,
     evaluation: Evaluation,
-    checks: dict[str, str | None],
-    contract: str | None,
+    review: Review,
     holdout: date,
 ) -> Any:
     """Write the reviewer's files (evaluation.json, plots, the drift reference) into
@@ -447,8 +454,8 @@ def _review_artifacts(
         "metrics": {k: m.to_dict() for k, m in e.metrics.items()},
         "surface_ndcg_at_10": e.slices,
         "heads": {"weights": e.heads.as_dict(), "holdout": e.per_head},
-        "behavioural_checks": checks,
-        "feature_contract": contract or "ok",
+        "behavioural_checks": review.checks,
+        "feature_contract": review.contract or "ok",
     }
     (directory / "evaluation.json").write_text(json.dumps(evaluation_json, indent=2))
     _review_plots(
@@ -473,8 +480,7 @@ def log_step(
     settings: Settings,
     fitted: FittedRanker,
     evaluation: Evaluation,
-    checks: dict[str, str | None],
-    contract: str | None,
+    review: Review,
     holdout: date,
 ) -> tuple[str, str]:
     """One MLflow run with params, metrics, curves, the review files and the model,
@@ -500,9 +506,9 @@ def log_step(
                 **{f"window_{k}": v for k, v in fitted.info["window"].items()},
             }
         )
-        mlflow.log_metrics(_flat_metrics(e, checks))
+        mlflow.log_metrics(_flat_metrics(e, review.checks))
         with tempfile.TemporaryDirectory() as tmp:
-            learning = _review_artifacts(Path(tmp), settings, fitted, e, checks, contract, holdout)
+            learning = _review_artifacts(Path(tmp), settings, fitted, e, review, holdout)
             mlflow.log_artifacts(tmp, artifact_path="review")
         now = int(pd.Timestamp.now().timestamp() * 1000)
         mlflow.MlflowClient().log_batch(
@@ -565,9 +571,9 @@ def train_and_register(
     stages.next("evaluation vs baselines, champion, oracle")
     evaluation = evaluate_step(settings, fitted, holdout)
     stages.next("behavioural checks and feature contract")
-    checks, blockers, contract = blockers_step(settings, fitted, evaluation)
+    review = blockers_step(settings, fitted, evaluation)
     stages.next("MLflow: metrics, learning curve, review plots, model")
-    run_id, version = log_step(settings, fitted, evaluation, checks, contract, holdout)
+    run_id, version = log_step(settings, fitted, evaluation, review, holdout)
     stages.finish()
     trained = TrainingResult(
         version=version,
@@ -575,8 +581,8 @@ def train_and_register(
         holdout=holdout.isoformat(),
         champion_version=evaluation.champion_version,
         retrieval_version=fitted.retrieval_version,
-        blockers=blockers,
-        checks=checks,
+        blockers=review.blockers,
+        checks=review.checks,
         metrics=evaluation.metrics,
         heads=HeadsSummary(evaluation.heads.as_dict(), evaluation.per_head),
         info=fitted.info,
