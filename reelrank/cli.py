@@ -38,6 +38,7 @@ from typer.core import TyperGroup
 from reelrank.errors import ConfigError, ExitCode, ModelNotFound, ReelrankError
 from reelrank.progress import ProgressFn
 from reelrank.settings import DataSettings, Settings, SourceOptions, get_settings
+from reelrank.summary import LoopSummary
 
 EPILOG = """[bold]Output modes[/] (before the command): [cyan]--json[/] prints exactly one JSON
 document on stdout (errors as {"error": ...}); [cyan]-q/--quiet[/] prints only errors and at
@@ -786,11 +787,12 @@ def models_rollback(
     _move_result(move, "rolled back by ")
 
 
-def _loop_result(summary: dict[str, Any], path: Path) -> None:
+def _loop_result(result: LoopSummary, path: Path) -> None:
     """The end of ``demo`` and ``run``: the summary is written to ``path``; exit 3 when the
     loop stopped because the gate kept the first model back."""
+    summary = result.to_dict()
     path.write_text(json.dumps(summary, indent=2, default=str))
-    stopped = summary.get("stopped")
+    stopped = result.stopped
     line = f"stopped: {stopped}; summary in {path}" if stopped else f"summary written to {path}"
     _out().result({**summary, "summary_path": path}, line, lambda c: c.print(f"\n{line}"))
     if stopped:

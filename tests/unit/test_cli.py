@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from reelrank.airflow_runner import TaskLogFollower, _failure_details, dag_task_ids
 from reelrank.cli import EPILOG, ExitCode, app
+from reelrank.summary import DataSummary, LoopSummary, RegistrySummary
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
@@ -197,7 +198,14 @@ def loop_settings(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     def loop(settings, console, live=None):
         seen["settings"], seen["env"] = settings, _reelrank_env()
         settings.home.mkdir(parents=True, exist_ok=True)
-        return {}
+        return LoopSummary(
+            data=DataSummary(impressions=0, users=0, videos=0, source="test", days="-"),
+            metrics={},
+            registry=RegistrySummary(
+                model="m", challenger=None, champion=None, gate=None, tracking_uri=""
+            ),
+            dag_seconds={},
+        )
 
     monkeypatch.setattr(reelrank.demo, "run_dataset", loop)
     monkeypatch.setattr(reelrank.demo, "run_demo", loop)
