@@ -579,7 +579,6 @@ class Recommender:
 
         Candidates travel as integer rows of the item table from the index to the feed;
         ids appear only where they enter (what the user has seen) and leave (the feed)."""
-        cfg = self.rerank_config
         t0 = time.perf_counter()
         # one snapshot of each swappable part for the whole request
         items, model, retriever = self.items, self._arm_model(arm), self.retriever
@@ -590,38 +589,9 @@ class Recommender:
         if state is not None:
             seen.update(state.history)
         user_vec = self.user_vector(state, retriever)
-        # a known user's seen videos, as catalog rows: the index search skips them
-        seen_catalog = None
-        if retriever is not None and state is not None and seen:
-            seen_catalog = retriever.catalog.rows(list(seen))
-            seen_catalog = seen_catalog[seen_catalog >= 0]
-        rows, catalog_rows, retrieved = self._candidate_rows(
-            state, user_vec, items, retriever, seen_catalog
+        rows, catalog_rows, retrieved, filtered, t2 = self._unseen_candidates(
+            state, user_vec, items, retriever, seen, set(blocked_creators), k
         )
-        t2 = time.perf_counter()
-
-        # filter: retired videos, blocked creators, seen lately
-        blocked = set(blocked_creators)
-        if seen_catalog is not None:
-            keep, filtered = self._filter(items, rows, np.zeros(len(rows), bool), blocked, k)
-            filtered["seen"] = len(seen_catalog)  # skipped by the search
-            if keep.sum() < k:  # the index has too few unseen videos: some come back
-                wider = self.n_candidates + min(len(seen_catalog), 3 * self.n_candidates)
-                rows, catalog_rows, retrieved = self._candidate_rows(
-                    state, user_vec, items, retriever, n=wider
-                )
-                # seen_catalog is only set with a retriever, so catalog_rows is too
-                seen_mask = np.isin(catalog_rows, seen_catalog)  # type: ignore[arg-type]
-                keep, filtered = self._filter(items, rows, seen_mask, blocked, k)
-        else:
-            index = items.index
-            seen_rows = np.fromiter((index.get(v, -1) for v in seen), np.int64, len(seen))
-            keep, filtered = self._filter(items, rows, np.isin(rows, seen_rows), blocked, k)
-        keep &= np.cumsum(keep) <= self.n_candidates  # at most n_candidates are ranked
-        if not keep.all():
-            rows = rows[keep]
-            catalog_rows = None if catalog_rows is None else catalog_rows[keep]
-            retrieved = None if retrieved is None else retrieved[keep]
         if not len(rows):
             return Scored(
                 [],
@@ -642,15 +612,7 @@ class Recommender:
         shadow_scores = self.challenger.predict(x) if shadow and self.challenger else None
         t5 = time.perf_counter()
 
-        # re-rank: diversity among the best, then one slot for a fresh upload
-        pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
-        topics = items.features[rows[pool], self._slot]
-        chosen = pool[
-            mmr_rerank(scores[pool], items.creator_codes[rows[pool]], topics, k, cfg.diversity)
-        ]
-        if cfg.exploration_position is not None:
-            fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)
-            chosen = exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores)
+        chosen = self._rerank(items, rows, scores, k)
         served_rows = rows[chosen]
         served = items.video_ids[served_rows].tolist()
         self.seen.add(user_id, served)
@@ -677,6 +639,64 @@ class Recommender:
             durations=items.features[served_rows, self._duration].tolist(),
             ranked=len(rows),
         )
+
+    def _unseen_candidates(
+        self,
+        state: UserState | None,
+        user_vec: Any,
+        items: ItemTable,
+        retriever: CandidateRetriever | None,
+        seen: set[str],
+        blocked: set[str],
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, int], float]:
+        """Retrieve, then filter retired videos, blocked creators and what the user saw
+        lately; at most ``n_candidates`` remain. Returns (item rows, catalog rows, retrieval
+        scores, what was filtered and why, the time retrieval ended)."""
+        # a known user's seen videos, as catalog rows: the index search skips them
+        seen_catalog = None
+        if retriever is not None and state is not None and seen:
+            seen_catalog = retriever.catalog.rows(list(seen))
+            seen_catalog = seen_catalog[seen_catalog >= 0]
+        rows, catalog_rows, retrieved = self._candidate_rows(
+            state, user_vec, items, retriever, seen_catalog
+        )
+        t2 = time.perf_counter()
+        if seen_catalog is not None:
+            keep, filtered = self._filter(items, rows, np.zeros(len(rows), bool), blocked, k)
+            filtered["seen"] = len(seen_catalog)  # skipped by the search
+            if keep.sum() < k:  # the index has too few unseen videos: some come back
+                wider = self.n_candidates + min(len(seen_catalog), 3 * self.n_candidates)
+                rows, catalog_rows, retrieved = self._candidate_rows(
+                    state, user_vec, items, retriever, n=wider
+                )
+                # seen_catalog is only set with a retriever, so catalog_rows is too
+                seen_mask = np.isin(catalog_rows, seen_catalog)  # type: ignore[arg-type]
+                keep, filtered = self._filter(items, rows, seen_mask, blocked, k)
+        else:
+            index = items.index
+            seen_rows = np.fromiter((index.get(v, -1) for v in seen), np.int64, len(seen))
+            keep, filtered = self._filter(items, rows, np.isin(rows, seen_rows), blocked, k)
+        keep &= np.cumsum(keep) <= self.n_candidates  # at most n_candidates are ranked
+        if not keep.all():
+            rows = rows[keep]
+            catalog_rows = None if catalog_rows is None else catalog_rows[keep]
+            retrieved = None if retrieved is None else retrieved[keep]
+        return rows, catalog_rows, retrieved, filtered, t2
+
+    def _rerank(self, items: ItemTable, rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Positions in ``rows`` of the feed: diversity (MMR) among the best scored, then one
+        slot kept for a fresh upload."""
+        cfg = self.rerank_config
+        pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
+        topics = items.features[rows[pool], self._slot]
+        chosen = pool[
+            mmr_rerank(scores[pool], items.creator_codes[rows[pool]], topics, k, cfg.diversity)
+        ]
+        if cfg.exploration_position is not None:
+            fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)
+            chosen = exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores)
+        return chosen
 
     def add_videos(self, videos: Any, content: Any) -> int:
         """New uploads: embedded into the retriever's fresh index, default feature rows."""

@@ -118,6 +118,46 @@ def _champion_metrics(
     return version, evaluate_scores(hold, scores, probabilities=single), None, scores
 
 
+def _fmt(v: float | None) -> str:  # undefined metrics arrive as NaN, or None after JSON
+    return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
+
+
+def _objective_text(weights: dict[str, float]) -> tuple[str, str]:
+    """What the model does and what kind of model it is, for the card."""
+    if list(weights) == ["value"]:
+        what = (
+            "Scores (user, video) pairs by the probability that the impression creates value "
+            "(completed, liked or shared)."
+        )
+        return what, "XGBoost binary classifier on the value label"
+    formula = " + ".join(f"{v:g} x P({k})" for k, v in weights.items()).replace("+ -", "- ")
+    what = (
+        "Predicts each short-video objective of an impression (completion; watch time as "
+        "its quantile among videos of similar duration, after Kuaishou's D2Q; like; share; "
+        f"skip) and orders the feed by the value score = {formula}."
+    )
+    kind = (
+        f"One XGBoost booster with {len(weights)} logistic heads (multi-target "
+        "`reg:logistic`); the heads, weights and D2Q labeller are stored in the model file"
+    )
+    return what, kind
+
+
+def _head_table(weights: dict[str, float], per_head: dict[str, dict[str, float]]) -> str:
+    head_rows = "\n".join(
+        f"| {h} | {weights.get(h, 0):g} | {_fmt(m['auc'])} | {_fmt(m['ece'])} "
+        f"| {_fmt(m['mean_prediction'])} | {_fmt(m['mean_label'])} |"
+        for h, m in per_head.items()
+    )
+    if not head_rows:
+        return ""
+    return (
+        "\n**Heads on the holdout** (watch: AUC against watching above the bucket median):\n\n"
+        "| head | weight | AUC | ECE | mean prediction | mean label |\n|---|---|---|---|---|---|\n"
+        f"{head_rows}\n"
+    )
+
+
 def model_card(
     settings: Settings,
     info: dict[str, Any],
@@ -130,14 +170,9 @@ def model_card(
     beside every reference, its heads, checks and the gate's verdict."""
     w = info["window"]
     weights: dict[str, float] = (heads.weights if heads else None) or {"value": 1.0}
-    per_head: dict[str, dict[str, float]] = heads.holdout if heads else {}
-
-    def fmt(v: float | None) -> str:  # undefined metrics arrive as NaN, or None after JSON
-        return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
-
     rows = "\n".join(
-        f"| {name} | {fmt(m.ndcg_at_10)} | {fmt(m.auc)} | {fmt(m.gauc)} | {fmt(m.xauc_watch)} "
-        f"| {fmt(m.ece)} |"
+        f"| {name} | {_fmt(m.ndcg_at_10)} | {_fmt(m.auc)} | {_fmt(m.gauc)} "
+        f"| {_fmt(m.xauc_watch)} | {_fmt(m.ece)} |"
         for name, m in metrics.items()
     )
     oracle = metrics.get("oracle")
@@ -153,35 +188,8 @@ def model_card(
         or "not run"
     )
     gate = (f"**{verdict.label}**: " + "; ".join(verdict.reasons)) if verdict else "pending"
-    if list(weights) == ["value"]:
-        what = (
-            "Scores (user, video) pairs by the probability that the impression creates value "
-            "(completed, liked or shared)."
-        )
-        model_kind = "XGBoost binary classifier on the value label"
-    else:
-        formula = " + ".join(f"{v:g} x P({k})" for k, v in weights.items()).replace("+ -", "- ")
-        what = (
-            "Predicts each short-video objective of an impression (completion; watch time as "
-            "its quantile among videos of similar duration, after Kuaishou's D2Q; like; share; "
-            f"skip) and orders the feed by the value score = {formula}."
-        )
-        model_kind = (
-            f"One XGBoost booster with {len(weights)} logistic heads (multi-target "
-            "`reg:logistic`); the heads, weights and D2Q labeller are stored in the model file"
-        )
-    head_rows = "\n".join(
-        f"| {h} | {weights.get(h, 0):g} | {fmt(m['auc'])} | {fmt(m['ece'])} "
-        f"| {fmt(m['mean_prediction'])} | {fmt(m['mean_label'])} |"
-        for h, m in per_head.items()
-    )
-    head_table = (
-        "\n**Heads on the holdout** (watch: AUC against watching above the bucket median):\n\n"
-        "| head | weight | AUC | ECE | mean prediction | mean label |\n|---|---|---|---|---|---|\n"
-        f"{head_rows}\n"
-        if head_rows
-        else ""
-    )
+    what, model_kind = _objective_text(weights)
+    head_table = _head_table(weights, heads.holdout if heads else {})
     return f"""# reelrank ranker: model card
 
 **What it does.** {what} `/rank` and `/recommend` sort candidates by this score.
