@@ -36,6 +36,8 @@ NOISE := '^ - (leaked |\.\.\. skipped remainder)|^nanobind: |nanobind\.readthedo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	set -o pipefail; $(BIN)/python -m pytest 2>&1 | { grep -v -E $(NOISE) || true; }
 
 test-fast: $(STAMP)
@@ -43,6 +45,8 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/ruff format --check .
 
 format: $(STAMP)

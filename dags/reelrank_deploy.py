@@ -30,7 +30,7 @@ def reelrank_deploy() -> None:
         from reelrank.settings import get_settings
         from serving.deploy import deploy_champion
 
-        return deploy_champion(get_settings())
+        return deploy_champion(get_settings()).to_dict()
 
     deploy()
 

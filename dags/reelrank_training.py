@@ -57,7 +57,7 @@ def reelrank_training() -> None:
         from reelrank.settings import get_settings
         from training.retrieval import train_retrieval
 
-        out = train_retrieval(get_settings(), date.fromisoformat(day))
+        out = train_retrieval(get_settings(), date.fromisoformat(day)).to_dict()
         return {k: out[k] for k in ("version", "promoted", "holdout", "metrics")}
 
     @task

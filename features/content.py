@@ -12,6 +12,7 @@ encoder with the same output size exists for tests that must not load a language
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import zlib
@@ -209,7 +210,7 @@ def embed_catalog(
             report(progress, f"{step}: {d}", done, total)
         table = pd.concat(parts, ignore_index=True)
         path = content_path(settings, d)
-        atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+        atomic_write(path, functools.partial(table.to_parquet, index=False))
         result.days_embedded.append(d.isoformat())
         result.videos_embedded += len(table)
     log.info("embedded %d videos over %d days", result.videos_embedded, len(result.days_embedded))

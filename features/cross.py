@@ -13,6 +13,7 @@ ranker from learning the old policy's ordering.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,7 @@ def add_creator_affinity(df: pd.DataFrame) -> pd.DataFrame:
     ``x_creator_imp_28d`` and ``x_creator_pos_rate``.
     """
 
-    def lists(col: str) -> list[Sequence[object]]:
+    def lists(col: str) -> list[Any]:
         return [v if isinstance(v, list | np.ndarray) else [] for v in df[col]]
 
     ids, imps, poss = lists("uc_creator_ids"), lists("uc_imp_28d"), lists("uc_pos_28d")

@@ -11,6 +11,7 @@ from pathlib import Path
 from features.batch import as_of_timestamp, topic_vocabulary
 from features.batch_sql import FeatureSQL
 from ingest.lake import atomic_write, partition_days, read_table
+from reelrank.errors import MissingDataError
 from reelrank.progress import ProgressFn, Stages, report
 from reelrank.settings import Settings
 
@@ -72,7 +73,7 @@ def compute_features(
     result = FeatureResult(through=through)
     days = [d for d in partition_days(settings.lake_dir, "impressions") if d <= through]
     if not days:
-        raise FileNotFoundError(f"no impressions in the lake up to {through}")
+        raise MissingDataError(f"no impressions in the lake up to {through}")
     todo = [d for d in days if force or not all(table_path(settings, v, d).exists() for v in VIEWS)]
     if not todo:
         return result
@@ -141,7 +142,7 @@ def latest_feature_day(settings: Settings) -> date:
         day = date.fromisoformat(d)
         if all(table_path(settings, v, day).exists() for v in VIEWS):
             return day
-    raise FileNotFoundError(f"no feature tables under {settings.features_dir}")
+    raise MissingDataError(f"no feature tables under {settings.features_dir}")
 
 
 def embed_with_progress(

@@ -57,6 +57,8 @@ def feature_store(settings: Settings) -> FeatureStore:
 def repo_objects(settings: Settings) -> list[Any]:
     """Every object the repository declares, imported explicitly (no module scanning),
     with file sources re-rooted at the configured home."""
+    from feast import FileSource
+
     from feature_repo import entities, feature_services, features
 
     views = [
@@ -69,7 +71,9 @@ def repo_objects(settings: Settings) -> list[Any]:
         features.video_content,
     ]
     for view in views:  # each view reads the table of its own name
-        view.batch_source.file_options.uri = str(settings.features_dir / view.name / "*.parquet")
+        source = view.batch_source
+        assert isinstance(source, FileSource), f"{view.name} is not file-backed"
+        source.file_options.uri = str(settings.features_dir / view.name / "*.parquet")
     return [
         entities.user,
         entities.video,

@@ -1,9 +1,9 @@
 """Real datasets into the raw lake: adapt once, stage, then write day partitions like the
 simulator does.
 
-``settings.dataset`` names the source (``kuairand`` or ``interactions``) and
-``settings.data`` its path and column mapping. The adapter (:mod:`ingest.adapters`) runs once
-per source: its three contract frames and its report are staged under ``<home>/dataset/``
+``settings.dataset`` names the source (a log source of :mod:`ingest.sources`, found in its
+registry) and ``settings.data`` its options: path and column mapping. The source's adapter
+runs once: its three contract frames and its report are staged under ``<home>/dataset/``
 with a manifest of what was read (paths, sizes, modification times, options), and later runs
 (every Airflow task is its own process) read the staged frames instead of parsing the source
 again. Day boundaries are the data's own: an impression belongs to the UTC day of its
@@ -15,6 +15,7 @@ same one with another mapping) into a lake that already has data stops with a me
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import date
@@ -24,10 +25,12 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ingest.adapters import AdaptedDataset, AdapterReport, load_interactions, load_kuairand
 from ingest.lake import atomic_write, partition_days, read_table, write_partition
 from ingest.pipeline import IngestResult, WorldMismatch, write_by_day
 from ingest.schema import IMPRESSIONS, USERS, VIDEOS, to_arrow
+from ingest.sources import LogSource, get_log_source, get_source
+from ingest.sources.common import AdaptedDataset, AdapterReport
+from reelrank.errors import ConfigError, InvalidDataError, MissingDataError
 from reelrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,52 +53,27 @@ def _fingerprint(path: Path | None) -> list[dict[str, Any]]:
 
 
 def manifest(settings: Settings) -> dict[str, Any]:
-    """What identifies the staged data: the source, its files, and the mapping options."""
-    d = settings.data
-    if d.path is None:
-        raise ValueError(
+    """What identifies the staged data: the source, its files, and its other options (only
+    its own: another source's options in ``settings.data`` change nothing here)."""
+    options = get_log_source(settings.dataset).options(settings)
+    if options.path is None:
+        raise ConfigError(
             f"dataset {settings.dataset!r} needs a path: REELRANK_DATA__PATH or --path"
         )
-    if not d.path.exists():
-        raise FileNotFoundError(f"dataset path {d.path} does not exist")
-    options = d.model_dump(mode="json", exclude={"path", "items", "max_video_age_days"})
-    if settings.dataset == "kuairand":
-        options = {}  # the KuaiRand format fixes its columns
+    if not options.path.exists():
+        raise MissingDataError(f"dataset path {options.path} does not exist")
     return {
         "dataset": settings.dataset,
-        "files": _fingerprint(d.path),
-        "items": _fingerprint(d.items),
-        "options": options,
+        "files": _fingerprint(options.path),
+        "items": _fingerprint(options.items),
+        "options": options.model_dump(mode="json", exclude={"path", "items"}),
     }
 
 
 def adapt(settings: Settings) -> AdaptedDataset:
-    """Run the configured adapter on the source (no staging)."""
-    d = settings.data
-    assert d.path is not None
-    if settings.dataset == "kuairand":
-        return load_kuairand(d.path, catalog=d.items)
-    if settings.dataset == "interactions":
-        return load_interactions(
-            d.path,
-            d.items,
-            user_col=d.user_col,
-            item_col=d.item_col,
-            ts_col=d.ts_col,
-            ts_unit=d.ts_unit,
-            rating_col=d.rating_col,
-            like_threshold=d.like_threshold,
-            label_col=d.label_col,
-            watch_col=d.watch_col,
-            watch_unit=d.watch_unit,
-            duration_col=d.duration_col,
-            duration_unit=d.duration_unit,
-            item_id_col=d.item_id_col,
-            text_cols=tuple(d.text_cols),
-            creator_col=d.creator_col,
-            sep=d.sep,
-        )
-    raise ValueError(f"dataset {settings.dataset!r} is not a real dataset")
+    """Run the configured source's adapter on its log (no staging)."""
+    source = get_log_source(settings.dataset)
+    return source.load(source.options(settings))
 
 
 def staged(settings: Settings) -> AdaptedDataset:
@@ -117,7 +95,7 @@ def staged(settings: Settings) -> AdaptedDataset:
     out.mkdir(parents=True, exist_ok=True)
     for table, contract in FRAMES.items():
         arrow = to_arrow(contract, getattr(data, table))
-        atomic_write(out / f"{table}.parquet", lambda tmp, a=arrow: pq.write_table(a, tmp))
+        atomic_write(out / f"{table}.parquet", functools.partial(pq.write_table, arrow))
     text = json.dumps(data.report.to_dict(), indent=2, default=str)
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     # the manifest last: a crash before it leaves a staging that is redone, never trusted
@@ -129,7 +107,7 @@ def staged(settings: Settings) -> AdaptedDataset:
 def staged_report(settings: Settings) -> dict[str, Any] | None:
     """The staged adapter report (None for the simulator or before the first ingestion)."""
     path = staging_dir(settings) / "report.json"
-    if settings.dataset == "simulator" or not path.exists():
+    if not isinstance(get_source(settings.dataset), LogSource) or not path.exists():
         return None
     return dict(json.loads(path.read_text()))
 
@@ -167,7 +145,7 @@ def ingest_dataset(settings: Settings, through: date, force: bool = False) -> In
     days = data.days
     through = min(through, days[-1])
     if through < days[0]:
-        raise ValueError(f"{through} is before the dataset starts ({days[0]})")
+        raise InvalidDataError(f"{through} is before the dataset starts ({days[0]})")
     result = IngestResult(through=through)
     for table in ("users", "videos"):
         df: pd.DataFrame = getattr(data, table)
@@ -198,8 +176,7 @@ def ingest_dataset(settings: Settings, through: date, force: bool = False) -> In
 
 def ingest(settings: Settings, through: date, force: bool = False) -> IngestResult:
     """Ingest the configured source (simulator or real dataset) through ``through``."""
-    if settings.dataset == "simulator":
-        from ingest.pipeline import ingest_simulated
-
-        return ingest_simulated(settings, through, force=force)
-    return ingest_dataset(settings, through, force=force)
+    source = get_source(settings.dataset)
+    if isinstance(source, LogSource):
+        return ingest_dataset(settings, through, force=force)
+    return source.ingest(settings, through, force=force)

@@ -18,11 +18,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ingest.schema import CONTRACTS, ValidationReport, to_arrow, validate
+from reelrank.errors import DataError
 
 PART = "part-0.parquet"
 
 
-class BatchRejected(ValueError):
+class BatchRejected(DataError, ValueError):
     """A batch broke its contract; it was quarantined, not written."""
 
     def __init__(self, report: ValidationReport, quarantine_path: Path) -> None:

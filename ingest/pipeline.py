@@ -11,6 +11,7 @@ import pandas as pd
 
 from ingest.lake import partition_days, read_table, write_partition
 from ingest.simulator import SIMULATOR_VERSION, generate_world
+from reelrank.errors import DataError, InvalidDataError
 from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
 
@@ -51,7 +52,7 @@ def write_by_day(
         result.written.setdefault(table, []).append(day.isoformat())
 
 
-class WorldMismatch(ValueError):
+class WorldMismatch(DataError, ValueError):
     """The lake holds another simulated world than the settings describe."""
 
 
@@ -95,7 +96,7 @@ def ingest_simulated(
     sim = settings.sim
     through = min(through, sim.end_date)
     if through < sim.start_date:
-        raise ValueError(f"{through} is before the simulation starts ({sim.start_date})")
+        raise InvalidDataError(f"{through} is before the simulation starts ({sim.start_date})")
     check_world_manifest(settings)
     world = generate_world(sim)
     result = IngestResult(through=through)

@@ -209,6 +209,8 @@ def world_for(sim: SimulationSettings) -> World:
     return _world_of(sim.model_dump_json())
 
 
+# Long on purpose: the order of the seeded draws below is the world's identity (the same seed
+# must give the same world); splitting it is a change of world, left to the simulator's v2.
 def generate_world(sim: SimulationSettings) -> World:
     rng = np.random.default_rng([sim.seed, 0])
     k = len(TOPICS)
@@ -316,6 +318,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+# Long on purpose, like generate_world: one day's draws in one seeded order.
 def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     """Draw the impression log of day ``day_idx`` (0-based) from the hidden utility."""
     sim = world.sim

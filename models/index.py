@@ -78,7 +78,7 @@ def _as_ids(video_ids: Sequence[str], n_rows: int) -> list[str]:
     return ids
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temp file in the same directory, then rename over the target.
 
     A reader (or a crash mid-save) then sees either the old file or the new one, never a
@@ -348,7 +348,8 @@ class CandidateIndex:
         if k_main > 0:
             params: Any
             if self._kind == "hnsw":
-                params = faiss.SearchParametersHNSW(efSearch=max(ef_search, k_main))
+                # faiss ships no type stubs for its SWIG classes
+                params = faiss.SearchParametersHNSW(efSearch=max(ef_search, k_main))  # type: ignore[attr-defined]
             else:
                 params = faiss.SearchParameters()
             if main_sel is not None:
@@ -452,7 +453,7 @@ class CandidateIndex:
 
         params = {k: int(v) for k, v in manifest["params"].items()}
         if is_hnsw:
-            main.hnsw.efSearch = params["ef_search"]
+            main.hnsw.efSearch = params["ef_search"]  # type: ignore[attr-defined]  # an IndexHNSW
         return cls(main, main_ids, kind=kind, params=params, fresh=fresh, fresh_ids=fresh_ids)
 
     def __repr__(self) -> str:

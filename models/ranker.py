@@ -20,6 +20,7 @@ import numpy as np
 
 from models.objectives import ValueHeads
 from models.registry import CHAMPION, alias_version, client
+from reelrank.errors import ModelNotFound
 from reelrank.settings import Settings
 
 #: The model-version tag naming the kind of a registered ranker.
@@ -91,7 +92,9 @@ def ranker_kind(kind: str) -> type[Ranker]:
     try:
         return RANKER_KINDS[kind]
     except KeyError:
-        raise LookupError(f"unknown ranker kind {kind!r}; known: {sorted(RANKER_KINDS)}") from None
+        raise ModelNotFound(
+            f"unknown ranker kind {kind!r}; known: {sorted(RANKER_KINDS)}"
+        ) from None
 
 
 @register_ranker
@@ -117,7 +120,7 @@ class XGBoostRanker(Ranker):
         self.booster = booster
 
     def predict_heads(self, x: np.ndarray) -> np.ndarray:
-        return self.booster.inplace_predict(x, validate_features=False)  # type: ignore[no-any-return]
+        return np.asarray(self.booster.inplace_predict(x, validate_features=False))
 
     def for_serving(self) -> XGBoostRanker:
         self.booster.set_param({"nthread": 1})

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc import PythonModel
 
 from models.index import CandidateIndex
 from models.two_tower import (
@@ -34,6 +35,7 @@ from models.two_tower import (
     compress_user_features,
     history_rows,
 )
+from reelrank.errors import DataError
 
 log = logging.getLogger(__name__)
 FILES = ("model.pt", "config.json", "catalog.npz", "item_vectors.npy")
@@ -47,7 +49,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class BundleError(ValueError):
+class BundleError(DataError, ValueError):
     """The files of a retrieval bundle do not belong together."""
 
 
@@ -113,6 +115,7 @@ class Retriever:
         if len(item_vectors) != len(catalog):
             raise BundleError(f"{len(item_vectors)} item vectors for {len(catalog)} videos")
         self.model = model.eval()
+        self.version: str | None = None  # the registry's version, set by whoever loads it
         self._user_tower = NumpyUserTower(self.model)
         self.catalog = catalog
         self.item_vectors = item_vectors
@@ -384,29 +387,23 @@ def all_item_vectors_rows(model: TwoTower, catalog: Catalog, rows: np.ndarray) -
     return model.item_vectors(items, torch.from_numpy(rows)).numpy().astype(np.float32)
 
 
-try:  # the MLflow flavour is optional at import time (serving tests load bundles directly)
-    import mlflow.pyfunc
+class RetrievalModel(PythonModel):
+    """``reelrank-retrieval`` in MLflow: the bundle is its one artifact.
 
-    class RetrievalModel(mlflow.pyfunc.PythonModel):
-        """``reelrank-retrieval`` in MLflow: the bundle is its one artifact.
+    ``predict`` takes rows of user features (``USER_COLUMNS``) and ``hist_video_ids``
+    and returns each row's top ``n`` video ids (``params={"n": ...}``).
+    """
 
-        ``predict`` takes rows of user features (``USER_COLUMNS``) and ``hist_video_ids``
-        and returns each row's top ``n`` video ids (``params={"n": ...}``).
-        """
+    def load_context(self, context: Any) -> None:
+        self.retriever = Retriever.load(Path(context.artifacts["bundle"]))
 
-        def load_context(self, context: Any) -> None:
-            self.retriever = Retriever.load(Path(context.artifacts["bundle"]))
-
-        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
-            n = int((params or {}).get("n", 100))
-            out = []
-            for _, row in model_input.iterrows():
-                feats = row[_user_columns()].to_numpy(np.float32)
-                hist = row.get("hist_video_ids")
-                hist_list = list(hist) if hist is not None else []
-                ids, _ = self.retriever.retrieve(self.retriever.user_vector(feats, hist_list), n)
-                out.append(list(ids))
-            return pd.Series(out, name="video_ids")
-
-except ImportError:  # pragma: no cover
-    pass
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        n = int((params or {}).get("n", 100))
+        out = []
+        for _, row in model_input.iterrows():
+            feats = row[_user_columns()].to_numpy(np.float32)
+            hist = row.get("hist_video_ids")
+            hist_list = list(hist) if hist is not None else []
+            ids, _ = self.retriever.retrieve(self.retriever.user_vector(feats, hist_list), n)
+            out.append(list(ids))
+        return pd.Series(out, name="video_ids")

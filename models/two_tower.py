@@ -130,7 +130,7 @@ class Catalog:
             upload_ts=upload,
         )
 
-    def rows(self, video_ids: Sequence[str]) -> np.ndarray:
+    def rows(self, video_ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Catalog rows of ids; -1 where unknown."""
         return np.fromiter((self.index.get(v, -1) for v in video_ids), np.int64, len(video_ids))
 
@@ -203,6 +203,8 @@ class TwoTower(nn.Module):
         n_user = len(USER_COLUMNS)
         mean = torch.tensor(cfg.user_mean or [0.0] * n_user, dtype=torch.float32)
         std = torch.tensor(cfg.user_std or [1.0] * n_user, dtype=torch.float32)
+        self.user_mean: torch.Tensor
+        self.user_std: torch.Tensor
         self.register_buffer("user_mean", mean)
         self.register_buffer("user_std", std)
 

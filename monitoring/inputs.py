@@ -17,6 +17,7 @@ import pandas as pd
 from features.cross import model_matrix
 from ingest.lake import read_table
 from monitoring.checks import CheckContext
+from reelrank.errors import MissingDataError, ModelNotFound
 from reelrank.progress import Stages
 from reelrank.settings import Settings
 
@@ -31,10 +32,14 @@ def champion_reference(settings: Settings) -> tuple[str, pd.DataFrame]:
     """The training-reference sample stored with the champion version."""
     import mlflow
 
-    from models.registry import CHAMPION, client
+    from models.registry import CHAMPION, alias_version, client
 
     c = client(settings)
-    mv = c.get_model_version_by_alias(settings.ranker_model_name, CHAMPION)
+    name = settings.ranker_model_name
+    version = alias_version(c, name, CHAMPION)
+    if version is None:  # monitoring before any model was promoted: one message, exit 1
+        raise ModelNotFound(f"{name} has no champion to check drift against: train first")
+    mv = c.get_model_version(name, version)
     local = mlflow.artifacts.download_artifacts(
         run_id=mv.run_id,
         artifact_path="review/reference.parquet",
@@ -51,7 +56,7 @@ def current_features(settings: Settings, day: date) -> tuple[pd.DataFrame, np.nd
 
     imp = read_table(settings.lake_dir, "impressions", start=day, end=day)
     if imp.empty:
-        raise FileNotFoundError(f"no impressions for {day} in the lake")
+        raise MissingDataError(f"no impressions for {day} in the lake")
     videos = read_table(settings.lake_dir, "videos", end=day)
     ents = entity_frame(imp, videos)
     sample = ents.sample(min(len(ents), settings.drift.sample_rows), random_state=0)

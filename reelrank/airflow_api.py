@@ -16,12 +16,13 @@ from typing import Any
 
 import httpx
 
+from reelrank.errors import StageFailed
 from reelrank.settings import Settings
 
 TERMINAL = {"success", "failed"}
 
 
-class DagRunError(RuntimeError):
+class DagRunError(StageFailed, RuntimeError):
     """A run failed or did not finish in time; the message names the failed tasks."""
 
 

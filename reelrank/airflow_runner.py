@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from reelrank.errors import StageFailed
 from reelrank.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,13 +35,15 @@ POLL_S = 0.25
 _STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
 _ENDED = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
 _NEW_STATE = re.compile(r"Task instance state updated .*\bnew_state=(\w+)")
+# the last line of a traceback: builtin names and the reelrank.errors family's endings
 _EXCEPTION = re.compile(
-    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Failed|Rejected|Mismatch)): (.+)$"
+    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Failed|Rejected|Mismatch|NotFound|Unavailable"
+    r"|Exited|Timeout)): (.+)$"
 )
 FINISHED_STATES = frozenset({"success", "skipped", "failed", "upstream_failed", "removed"})
 
 
-class DagRunFailed(RuntimeError):
+class DagRunFailed(StageFailed, RuntimeError):
     """A DAG run that did not succeed; ``str()`` holds the log's tail, :attr:`brief` one line
     (the failed task and its exception) for people."""
 
@@ -62,6 +66,10 @@ class DagRunFailed(RuntimeError):
         what = f"task {self.task}" if self.task else "the run"
         why = f": {self.error}" if self.error else ""
         return f"DAG {self.dag_id} failed in {what}{why} (log: {self.log_path})"
+
+    def details(self) -> dict[str, Any]:
+        """The DAG and its log, for the ``--json`` error document."""
+        return {"dag_id": self.dag_id, "log": self.log_path}
 
 
 @dataclass

@@ -4,44 +4,41 @@ Every command speaks in one of three modes, chosen once on the root command so t
 and people get the same commands: human (tables on stdout, progress bars on stderr),
 ``--quiet`` (nothing but errors on stderr and at most one final line) and ``--json`` (exactly
 one JSON document on stdout, errors included). Exit codes mean the same for every command
-(:class:`ExitCode`).
+(:class:`~reelrank.errors.ExitCode`): an expected failure is a
+:class:`~reelrank.errors.ReelrankError` and exits with its code and one message; anything else
+is a bug and keeps its stack trace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, Literal, TextIO
 
 import typer
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from reelrank.errors import ConfigError, ExitCode, ModelNotFound, ReelrankError
 from reelrank.progress import ProgressFn
-from reelrank.settings import Settings, get_settings
-
-
-class ExitCode(IntEnum):
-    """What a ``reelrank`` exit status means, for every command."""
-
-    OK = 0
-    FAILED = 1  # a stage or the data failed (one message, no stack trace)
-    USAGE = 2  # bad usage (click's own)
-    STOPPED = 3  # the loop stopped on purpose: the gate kept the first model back, or drift
-    UNAVAILABLE = 4  # a started service (or, in the cluster profile, a server) does not answer
-
+from reelrank.settings import DataSettings, Settings, SourceOptions, get_settings
+from reelrank.summary import LoopSummary
 
 EPILOG = """[bold]Output modes[/] (before the command): [cyan]--json[/] prints exactly one JSON
 document on stdout (errors as {"error": ...}); [cyan]-q/--quiet[/] prints only errors and at
@@ -57,10 +54,6 @@ most one final line. Otherwise tables go to stdout and progress bars to stderr.
   4  a started service does not answer (status, up, serve), or a server the cluster
      profile needs (PostgreSQL, Redis) does not
 """
-
-
-class ServiceDown(Exception):
-    """A service that was started does not answer (exit 4)."""
 
 
 class Mode(StrEnum):
@@ -208,29 +201,12 @@ def _out() -> Output:
     return _current
 
 
-def _expected_failure(err: BaseException) -> tuple[int, str, dict[str, Any]] | None:
-    """(exit code, message, details) of a failure a user can act on, else None (a bug,
-    which keeps its stack trace)."""
-    from ingest.adapters import AdapterError
-    from ingest.lake import BatchRejected
-    from reelrank.airflow_runner import DagRunFailed
-
-    if isinstance(err, DagRunFailed):
-        return ExitCode.FAILED, err.brief, {"dag_id": err.dag_id, "log": err.log_path}
-    from reelrank.cluster import ServerUnavailable
-
-    if isinstance(err, ServiceDown | ServerUnavailable):
-        return ExitCode.UNAVAILABLE, str(err), {}
-    if isinstance(err, FileNotFoundError | AdapterError | BatchRejected | ValueError | LookupError):
-        return ExitCode.FAILED, str(err), {}
-    if type(err).__name__ == "MlflowException" and "not found" in str(err).lower():
-        return ExitCode.FAILED, str(err), {}  # e.g. a model version that does not exist
-    return None
-
-
 class ReelrankGroup(TyperGroup):
-    """The root command: maps expected failures to their exit code and one message (a JSON
-    object in JSON mode), whichever command raised them."""
+    """The root command: maps expected failures (:class:`~reelrank.errors.ReelrankError`,
+    and usage errors) to their exit code and one message (a JSON object in JSON mode),
+    whichever command raised them. Nothing else is expected: a ``ValueError`` or any other
+    exception is a bug, so it leaves with its stack trace instead of posing as a failure of
+    the data."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         global _current
@@ -243,13 +219,10 @@ class ReelrankGroup(TyperGroup):
             if _out().mode is Mode.json and err.exit_code == ExitCode.USAGE:
                 _out().error(err.format_message(), ExitCode.USAGE)
             raise
-        except Exception as err:
-            failure = _expected_failure(err)
-            if failure is None:
-                raise
-            code, message, details = failure
-            _out().error(message, code, **{k: v for k, v in details.items() if v})
-            raise typer.Exit(code=code) from None
+        except ReelrankError as err:
+            details = {k: v for k, v in err.details().items() if v}
+            _out().error(err.brief, err.exit_code, **details)
+            raise typer.Exit(code=err.exit_code) from None
 
 
 app = typer.Typer(
@@ -306,11 +279,32 @@ JsonOpt = Annotated[
 ]
 
 
-def _settings() -> Settings:
-    """The settings, with logging set up for the output mode (see :func:`_quiet_libraries`)."""
-    s = get_settings()
+def _settings(default_home: str | None = None, **overrides: Any) -> Settings:
+    """The settings: the environment's, with ``overrides`` (a command's options) winning, and
+    ``default_home`` as the home unless the environment names one. Logging is set up for the
+    output mode (see :func:`_quiet_libraries`). Nothing is written to ``os.environ``: child
+    processes get these settings from :meth:`Settings.to_env`.
+
+    A bad ``REELRANK_*`` value is bad usage (exit 2) in one message naming the variable, not
+    pydantic's stack trace."""
+    try:
+        s = get_settings(**overrides)
+        if default_home is not None and "home" not in s.model_fields_set:
+            s = get_settings(**overrides, home=Path(default_home))
+    except ValidationError as err:
+        raise ConfigError(_bad_settings(err)) from err
     _quiet_libraries(s, _out())
     return s
+
+
+def _bad_settings(err: ValidationError) -> str:
+    """Every bad setting of ``err`` in one line, each named as the environment variable that
+    sets it (what a user edits), with pydantic's reason."""
+    lines = []
+    for e in err.errors():
+        var = "REELRANK_" + "__".join(str(part) for part in e["loc"]).upper()
+        lines.append(f"{var}: {e['msg']}")
+    return "bad setting: " + "; ".join(lines)
 
 
 def _quiet_libraries(s: Settings, out: Output) -> None:
@@ -483,9 +477,9 @@ def train(holdout: DayOpt = None) -> None:
         "metrics": trained.to_dict()["metrics"],
         "gate": gate.to_dict()["verdict"],
         "retrieval": {
-            "version": retrieval["version"],
-            "promoted": retrieval["promoted"],
-            "verdict": retrieval["verdict"],
+            "version": retrieval.version,
+            "promoted": retrieval.promoted,
+            "verdict": retrieval.to_dict()["verdict"],
         },
         "run_id": trained.run_id,
     }
@@ -506,7 +500,7 @@ def train(holdout: DayOpt = None) -> None:
             for k in ("champion", "popularity", "recent_popularity", "oracle")
             if k in m
         )
-        rm = retrieval["metrics"]
+        rm = retrieval.to_dict()["metrics"]
         w = r.datasets.window
         reasons = "; ".join(gate.verdict.reasons)
         c.print(
@@ -524,10 +518,10 @@ def train(holdout: DayOpt = None) -> None:
                     ),
                     (
                         "retrieval",
-                        f"v{retrieval['version']}: R@100 "
+                        f"v{retrieval.version}: R@100 "
                         f"{_fmt(rm.get('challenger', {}).get('recall_at_100'), 3)} vs popularity "
                         f"{_fmt(rm.get('popularity', {}).get('recall_at_100'), 3)}; gate "
-                        + ("passed" if retrieval["verdict"].get("promote") else "failed"),
+                        + ("passed" if retrieval.verdict.promote else "failed"),
                     ),
                     (
                         "ranker NDCG@10",
@@ -590,11 +584,8 @@ def serve(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = 
 
     s = _settings()
     out = _out()
-    try:
-        with out.status("starting the BentoML server"):
-            server = start_server(s, port=port)
-    except (RuntimeError, TimeoutError) as err:
-        raise ServiceDown(str(err)) from err
+    with out.status("starting the BentoML server"):
+        server = start_server(s, port=port)  # ServiceUnavailable (exit 4) if it does not
     line = f"serving {s.ranker_model_name}@champion at {server.url} (pid {server.pid})"
     out.result(
         {"url": server.url, "pid": server.pid, "log": server.log_path},
@@ -694,7 +685,7 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
     name = _model_name(s, model)
     metric = "ndcg_at_10" if model is ModelKind.ranker else "recall_at_100"
     by_version: dict[str, list[str]] = {}
-    for alias, v in c.get_registered_model(name).aliases.items():
+    for alias, v in _registered_model(c, name).aliases.items():
         by_version.setdefault(str(v), []).append(alias)
     versions = [
         {
@@ -727,6 +718,19 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
         console.print(table)
 
     out.result({"model": name, "aliases": aliases, "versions": versions}, None, human)
+
+
+def _registered_model(c: Any, name: str) -> Any:
+    """The registered model ``name``; :class:`ModelNotFound` when the registry has none (the
+    model a person named with ``--model``), any other MLflow error as it is."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ModelNotFound(f"{name} is not registered: train first") from err
 
 
 WhyOpt = Annotated[str, typer.Option("--why", help="the reason, recorded on the version")]
@@ -783,11 +787,12 @@ def models_rollback(
     _move_result(move, "rolled back by ")
 
 
-def _loop_result(summary: dict[str, Any], path: Path) -> None:
+def _loop_result(result: LoopSummary, path: Path) -> None:
     """The end of ``demo`` and ``run``: the summary is written to ``path``; exit 3 when the
     loop stopped because the gate kept the first model back."""
+    summary = result.to_dict()
     path.write_text(json.dumps(summary, indent=2, default=str))
-    stopped = summary.get("stopped")
+    stopped = result.stopped
     line = f"stopped: {stopped}; summary in {path}" if stopped else f"summary written to {path}"
     _out().result({**summary, "summary_path": path}, line, lambda c: c.print(f"\n{line}"))
     if stopped:
@@ -807,19 +812,15 @@ def demo(
     the first model back (nothing to deploy)."""
     from reelrank.demo import run_demo
 
-    if scenario is not Scenario.none:
-        os.environ["REELRANK_SIM__SCENARIO"] = scenario.setting
+    if scenario is Scenario.none:
+        s = _settings()
+    else:
         # a drifted world is another world: keep it apart from the stationary one
-        os.environ.setdefault("REELRANK_HOME", f"var/scenario-{scenario.value}")
-    s = _settings()
+        home = f"var/scenario-{scenario.value}"
+        s = _settings(home, sim={"scenario": scenario.setting})
     out = _out()
     summary = run_demo(s, out.console, out.live)
     _loop_result(summary, s.home / "demo_summary.json")
-
-
-class DatasetKind(StrEnum):
-    kuairand = "kuairand"
-    interactions = "interactions"
 
 
 class Objective(StrEnum):
@@ -827,9 +828,68 @@ class Objective(StrEnum):
     heads = "heads"
 
 
+# the options models of the real sources: DataSettings is made of them
+LOG_SOURCE_OPTIONS: tuple[type[SourceOptions], ...] = tuple(
+    b for b in DataSettings.__bases__ if issubclass(b, SourceOptions)
+)
+LogDataset = Literal[tuple(m.source for m in LOG_SOURCE_OPTIONS)]  # type: ignore[valid-type]
+
+
+def _source_fields() -> dict[str, tuple[FieldInfo, list[str]]]:
+    """Every real source's own options (the files aside: ``run`` names them itself), each
+    with the sources that have it, in the order the options models declare them."""
+    fields: dict[str, tuple[FieldInfo, list[str]]] = {}
+    for model in LOG_SOURCE_OPTIONS:
+        for name, info in model.model_fields.items():
+            if name not in SourceOptions.model_fields:
+                fields.setdefault(name, (info, []))[1].append(model.source)
+    return fields
+
+
+def _with_source_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One ``--option`` per real source's option, in place of the command's
+    ``source_options`` parameter, which receives them as a dict (option name -> value).
+
+    The options are generated from the sources' options models, so an option is added to
+    the model alone: its type, default and description become the option's, and its
+    environment variable (``REELRANK_DATA__...``) is the same field.
+    """
+    fields = _source_fields()
+    signature = inspect.signature(command, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        if param.name != "source_options":
+            params.append(param)
+            continue
+        for name, (info, sources) in fields.items():
+            option = typer.Option(
+                help=info.description,
+                rich_help_panel=f"Options of --dataset {' or '.join(sources)}",
+            )
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=info.get_default(call_default_factory=True),
+                    annotation=Annotated[info.annotation, option],
+                )
+            )
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        chosen = {name: kwargs.pop(name) for name in fields}
+        command(**kwargs, source_options=chosen)
+
+    with_options.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return with_options
+
+
 @app.command()
+@_with_source_options
 def run(
-    dataset: Annotated[DatasetKind, typer.Option(help="the log's format")],
+    *,
+    dataset: Annotated[LogDataset, typer.Option(help="the log's format")],
     path: Annotated[
         Path, typer.Option(help="the interaction log: a file, or a folder of KuaiRand logs")
     ],
@@ -840,23 +900,7 @@ def run(
             "an id column and text columns (title, genres, tags)"
         ),
     ] = None,
-    user_col: Annotated[str, typer.Option(help="interactions: user id column")] = "user_id",
-    item_col: Annotated[str, typer.Option(help="interactions: item id column")] = "item_id",
-    ts_col: Annotated[str, typer.Option(help="interactions: timestamp column")] = "timestamp",
-    ts_unit: Annotated[str, typer.Option(help="interactions: auto, s, ms (epoch) or iso")] = "auto",
-    rating_col: Annotated[str | None, typer.Option(help="interactions: rating column")] = None,
-    like_threshold: Annotated[float, typer.Option(help="a rating at least this is a like")] = 4.0,
-    label_col: Annotated[
-        str | None, typer.Option(help="interactions: binary label column (1 = liked)")
-    ] = None,
-    watch_col: Annotated[str | None, typer.Option(help="interactions: watch time column")] = None,
-    watch_unit: Annotated[str, typer.Option(help="watch time unit: s or ms")] = "s",
-    duration_col: Annotated[
-        str | None, typer.Option(help="interactions: item duration column")
-    ] = None,
-    duration_unit: Annotated[str, typer.Option(help="duration unit: s or ms")] = "s",
-    item_id_col: Annotated[str, typer.Option(help="items file: id column")] = "item_id",
-    creator_col: Annotated[str | None, typer.Option(help="items file: creator column")] = None,
+    source_options: Mapping[str, Any],  # one option each: see _with_source_options
     objective: Annotated[
         Objective,
         typer.Option(
@@ -873,36 +917,22 @@ def run(
     for drift). Exit codes: 0 the loop ran; 1 the data or a stage failed (with a message);
     3 the first model did not pass the gate, so nothing was deployed (the evaluation is
     still shown)."""
+    from ingest.sources import get_log_source
     from reelrank.demo import run_dataset
 
-    env = {
-        "REELRANK_DATASET": dataset.value,
-        "REELRANK_DATA__PATH": str(path.resolve()),
-        "REELRANK_TRAINING__OBJECTIVE": objective.value,
-    }
+    # only the chosen source's options: another source's do not apply to this log
+    own = get_log_source(dataset).options_type.model_fields
+    data: dict[str, Any] = {k: v for k, v in source_options.items() if k in own and v is not None}
+    data["path"] = path.resolve()
     if items is not None:
-        env["REELRANK_DATA__ITEMS"] = str(items.resolve())
-    if dataset is DatasetKind.interactions:
-        options: dict[str, object] = {
-            "user_col": user_col,
-            "item_col": item_col,
-            "ts_col": ts_col,
-            "ts_unit": ts_unit,
-            "rating_col": rating_col,
-            "like_threshold": like_threshold,
-            "label_col": label_col,
-            "watch_col": watch_col,
-            "watch_unit": watch_unit,
-            "duration_col": duration_col,
-            "duration_unit": duration_unit,
-            "item_id_col": item_id_col,
-            "creator_col": creator_col,
-        }
-        env.update({f"REELRANK_DATA__{k.upper()}": str(v) for k, v in options.items() if v})
-    os.environ.update(env)
-    # every dataset gets a home of its own: a lake holds one source
-    os.environ.setdefault("REELRANK_HOME", f"var/{dataset.value}-{path.stem or 'data'}")
-    s = _settings()
+        data["items"] = items.resolve()
+    s = _settings(
+        # every dataset gets a home of its own: a lake holds one source
+        f"var/{dataset}-{path.stem or 'data'}",
+        dataset=dataset,
+        data=data,
+        training={"objective": objective.value},
+    )
     out = _out()
     summary = run_dataset(s, out.console, out.live)
     _loop_result(summary, s.home / "run_summary.json")
@@ -925,11 +955,8 @@ def up(
     if as_json:
         out.switch(Mode.json)
     s = _settings()
-    try:
-        with out.status("starting Airflow, MLflow and BentoML on 127.0.0.1"):
-            result = stack_up(s, serve=serve)
-    except (RuntimeError, TimeoutError) as err:
-        raise ServiceDown(str(err)) from err
+    with out.status("starting Airflow, MLflow and BentoML on 127.0.0.1"):
+        result = stack_up(s, serve=serve)  # ServiceUnavailable (exit 4) if one does not answer
     line = "up: " + ", ".join(f"{k} {v}" for k, v in result.urls.items())
 
     def human(c: Console) -> None:
@@ -1005,8 +1032,9 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def main() -> None:
-    """Entry point (``reelrank``): expected failures exit with their code and one message
-    (see :class:`ReelrankGroup`); usage errors exit 2."""
+    """Entry point (``reelrank``): expected failures (:mod:`reelrank.errors`) exit with their
+    code and one message (see :class:`ReelrankGroup`); usage errors exit 2; anything else
+    keeps its stack trace."""
     app()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
+from reelrank.errors import ServiceUnavailable
 from reelrank.settings import (
     PURPOSES,
     Settings,
@@ -24,7 +25,8 @@ from reelrank.settings import (
 
 log = logging.getLogger(__name__)
 
-class ServerUnavailable(RuntimeError):
+
+class ServerUnavailable(ServiceUnavailable, RuntimeError):
     """A server the cluster profile needs does not answer (the message says which)."""
 
 

@@ -20,7 +20,18 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from reelrank.errors import InvalidDataError
 from reelrank.settings import Settings
+from reelrank.summary import (
+    DataSummary,
+    DriftSummary,
+    FeaturesSummary,
+    LoopSummary,
+    RegistrySummary,
+    RetrainSummary,
+    RetrievalSummary,
+    TrainingSummary,
+)
 
 if TYPE_CHECKING:
     from reelrank.airflow_runner import DagProgress, DagRunResult
@@ -97,7 +108,7 @@ def _pick_user(settings: Settings, day: date) -> str:
     return str(imp["user_id"].value_counts().index[0])
 
 
-def run_demo(settings: Settings, console: Console, live: Console | None = None) -> dict[str, Any]:
+def run_demo(settings: Settings, console: Console, live: Console | None = None) -> LoopSummary:
     """The loop on the simulated world: train through the day before the last, then the
     last day arrives and is checked for drift. Results go to ``console``; spinners and the
     DAG runs' progress bars to ``live`` (none when it is None)."""
@@ -130,9 +141,7 @@ def undefined_metrics(settings: Settings, report: dict[str, Any] | None) -> list
     return notes
 
 
-def run_dataset(
-    settings: Settings, console: Console, live: Console | None = None
-) -> dict[str, Any]:
+def run_dataset(settings: Settings, console: Console, live: Console | None = None) -> LoopSummary:
     """The loop on a real dataset: adapt and stage it, then hold out the day before its
     last day and check its last day for drift."""
     from ingest.datasets import staged
@@ -142,12 +151,12 @@ def run_dataset(
     console.print(str(data.report))
     days = data.days
     if len(days) < 3:
-        raise ValueError(
+        raise InvalidDataError(
             f"the data covers {len(days)} day(s); the loop needs at least 3 "
             "(training days, a holdout day, a day to check for drift)"
         )
     summary = run_loop(settings, console, days[0], days[-2], days[-1], live)
-    summary["adapter"] = data.report.to_dict()
+    summary.adapter = data.report.to_dict()
     return summary
 
 
@@ -158,7 +167,7 @@ def _gate_stop(
     first_day: date,
     last: date,
     timings: dict[str, float],
-) -> dict[str, Any]:
+) -> LoopSummary:
     """The first ranker did not pass the gate: there is no champion to deploy, serve or
     check for drift. Say why, show the evaluation, and stop there."""
     from ingest.datasets import staged_report
@@ -178,22 +187,24 @@ def _gate_stop(
     undefined = undefined_metrics(settings, staged_report(settings))
     for note in undefined:
         console.print(f"  [dim]note:[/] {note}")
-    return {
-        "data": {**_lake_counts(settings), "source": settings.dataset, "days": f"{start}..{last}"},
-        "holdout": first_day.isoformat(),
-        "metrics": {k: round(v, 4) for k, v in sorted(metrics.items())},
-        "registry": {
-            "model": name,
-            "challenger": version,
-            "champion": None,
-            "gate": "failed",
-            "gate_reasons": reasons,
-            "tracking_uri": settings.tracking_uri,
-        },
-        "stopped": "no champion: the first model did not pass the gate",
-        "undefined": undefined,
-        "dag_seconds": timings,
-    }
+    return LoopSummary(
+        data=DataSummary(
+            **_lake_counts(settings), source=settings.dataset, days=f"{start}..{last}"
+        ),
+        holdout=first_day.isoformat(),
+        metrics={k: round(v, 4) for k, v in sorted(metrics.items())},
+        registry=RegistrySummary(
+            model=name,
+            challenger=version,
+            champion=None,
+            gate="failed",
+            gate_reasons=reasons,
+            tracking_uri=settings.tracking_uri,
+        ),
+        stopped="no champion: the first model did not pass the gate",
+        undefined=undefined,
+        dag_seconds=timings,
+    )
 
 
 def run_loop(
@@ -203,7 +214,7 @@ def run_loop(
     first_day: date,
     last: date,
     live: Console | None = None,
-) -> dict[str, Any]:
+) -> LoopSummary:
     """Features and training through ``first_day`` (its holdout), deploy, one HTTP
     request, then ``last`` arrives and is checked for drift (retraining if it drifted)."""
     from models.registry import CHALLENGER, CHAMPION, alias_version, client
@@ -269,7 +280,7 @@ def run_loop(
     # reelrank_deploy on "model promoted"); `airflow dags test` does not follow Assets, so the
     # demo runs what they would schedule.
     drift_file = settings.reports_dir / "drift" / last.isoformat() / "verdict.json"
-    retrain: dict[str, Any] | None = None
+    retrain: RetrainSummary | None = None
     # drift retrains (once per episode); a broken input alerts and never retrains
     if json.loads(drift_file.read_text())["severity"] == "critical":
         before = alias_version(c, name, CHAMPION)
@@ -278,13 +289,13 @@ def run_loop(
         after = alias_version(c, name, CHAMPION)
         new = alias_version(c, name, CHALLENGER)
         tags = c.get_model_version(name, new).tags if new else {}
-        retrain = {
-            "champion_before": before,
-            "champion_after": after,
-            "challenger": new,
-            "gate": tags.get("gate_verdict"),
-            "gate_reasons": tags.get("gate_reasons", ""),
-        }
+        retrain = RetrainSummary(
+            champion_before=before,
+            champion_after=after,
+            challenger=new,
+            gate=tags.get("gate_verdict"),
+            gate_reasons=tags.get("gate_reasons", ""),
+        )
         console.print(f"[green]✓[/] reelrank_training (retrain on drift) in {r.seconds:.1f}s")
         if after != before:
             r = run_dag_shown(settings, "reelrank_deploy", None, f"deploying v{after}", live)
@@ -298,94 +309,96 @@ def run_loop(
     )
     feature_days = len(list((settings.features_dir / "user_engagement").glob("*.parquet")))
 
-    summary = {
-        "data": {
+    summary = LoopSummary(
+        data=DataSummary(
             **counts,
-            "source": settings.dataset,
-            "days": f"{start}..{last}",
-            "scenario": settings.sim.scenario if settings.dataset == "simulator" else None,
-        },
-        "features": {
-            "days": feature_days,
-            "feature_service": settings.feature_service,
-            "online_store": settings.feast_dir / "online_store.db",
-        },
-        "training": {"window": datasets["window"], "rows": datasets["rows"]},
-        "objective_weights": mv.tags.get("objective_weights", "") if mv else "",
-        "metrics": {
+            source=settings.dataset,
+            days=f"{start}..{last}",
+            scenario=settings.sim.scenario if settings.dataset == "simulator" else None,
+        ),
+        features=FeaturesSummary(
+            days=feature_days,
+            feature_service=settings.feature_service,
+            online_store=settings.feast_dir / "online_store.db",
+        ),
+        training=TrainingSummary(window=datasets["window"], rows=datasets["rows"]),
+        objective_weights=mv.tags.get("objective_weights", "") if mv else "",
+        metrics={
             k: round(v, 4)
             for k, v in sorted(metrics.items())
             if not k.endswith(("n_rows", "n_requests")) and "logloss" not in k and k != "valid_auc"
         },
-        "retrieval": {
-            "model": rname,
-            "version": rv,
-            "gate": rmv.tags.get("gate_verdict") if rmv else None,
-            "index_kind": rmv.tags.get("index_kind") if rmv else None,
-            "metrics": {k: round(v, 4) for k, v in sorted(rmetrics.items())},
-        },
-        "registry": {
-            "model": name,
-            "challenger": challenger,
-            "champion": champion,
-            "gate": mv.tags.get("gate_verdict") if mv else None,
-            "tracking_uri": settings.tracking_uri,
-        },
-        "recommendation": recommendation,
-        "cold_start_recommendation": cold,
-        "drift": {
-            "drifted": verdict["drifted"],
-            "severity": verdict["severity"],
-            "drifted_columns": verdict["drifted_columns"],
-            "broken_columns": verdict.get("broken_columns", []),
-            "index": str(settings.reports_dir / "drift" / "index.html"),
-            "share_drifted": round(verdict["share_drifted"], 3),
-            "report_html": verdict["report_html"],
-        },
-        "retrain_on_drift": retrain,
-        "dag_seconds": timings,
-    }
+        retrieval=RetrievalSummary(
+            model=rname,
+            version=rv,
+            gate=rmv.tags.get("gate_verdict") if rmv else None,
+            index_kind=rmv.tags.get("index_kind") if rmv else None,
+            metrics={k: round(v, 4) for k, v in sorted(rmetrics.items())},
+        ),
+        registry=RegistrySummary(
+            model=name,
+            challenger=challenger,
+            champion=champion,
+            gate=mv.tags.get("gate_verdict") if mv else None,
+            tracking_uri=settings.tracking_uri,
+        ),
+        recommendation=recommendation,
+        cold_start_recommendation=cold,
+        drift=DriftSummary(
+            drifted=verdict["drifted"],
+            severity=verdict["severity"],
+            drifted_columns=verdict["drifted_columns"],
+            broken_columns=verdict.get("broken_columns", []),
+            index=str(settings.reports_dir / "drift" / "index.html"),
+            share_drifted=round(verdict["share_drifted"], 3),
+            report_html=verdict["report_html"],
+        ),
+        retrain_on_drift=retrain,
+        dag_seconds=timings,
+    )
     from ingest.datasets import staged_report
 
-    summary["undefined"] = undefined_metrics(settings, staged_report(settings))
+    summary.undefined = undefined_metrics(settings, staged_report(settings))
     _print_summary(console, summary)
     return summary
 
 
-def _print_summary(console: Console, s: dict[str, Any]) -> None:
-    m = s["metrics"]
-    source = s["data"].get("source", "simulator")
+def _print_summary(console: Console, s: LoopSummary) -> None:
+    assert s.features and s.training and s.retrieval and s.drift  # the loop ran through
+    assert s.recommendation is not None and s.cold_start_recommendation is not None
+    m = s.metrics
+    source = s.data.source
     title = "reelrank demo: the whole loop" + (f" on {source}" if source != "simulator" else "")
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold cyan")
     t.add_column()
-    d = s["data"]
-    if d.get("source", "simulator") == "simulator":
+    d = s.data
+    if d.source == "simulator":
         t.add_row(
             "data generated",
-            f"{d['impressions']:,} impressions, {d['users']:,} users, "
-            f"{d['videos']:,} videos ({d['days']}, scenario {d['scenario']})",
+            f"{d.impressions:,} impressions, {d.users:,} users, "
+            f"{d.videos:,} videos ({d.days}, scenario {d.scenario})",
         )
     else:
         t.add_row(
-            f"data ({d['source']})",
-            f"{d['impressions']:,} impressions, {d['users']:,} users, "
-            f"{d['videos']:,} videos ({d['days']}, UTC days from the data's timestamps)",
+            f"data ({d.source})",
+            f"{d.impressions:,} impressions, {d.users:,} users, "
+            f"{d.videos:,} videos ({d.days}, UTC days from the data's timestamps)",
         )
-    f = s["features"]
+    f = s.features
     t.add_row(
         "features",
-        f"{f['days']} days x 6 views (incl. MiniLM caption embeddings), FeatureServices "
-        f"{f['feature_service']} + retrieval_v1, materialized to SQLite online store",
+        f"{f.days} days x 6 views (incl. MiniLM caption embeddings), FeatureServices "
+        f"{f.feature_service} + retrieval_v1, materialized to SQLite online store",
     )
-    w = s["training"]["window"]
+    w = s.training.window
     t.add_row(
         "training set",
         f"{w['train_start']}..{w['train_end']} "
-        f"({s['training']['rows']['train']:,} rows), holdout {w['holdout']} "
-        f"({s['training']['rows']['holdout']:,} rows)",
+        f"({s.training.rows['train']:,} rows), holdout {w['holdout']} "
+        f"({s.training.rows['holdout']:,} rows)",
     )
-    rm = s["retrieval"]["metrics"]
+    rm = s.retrieval.metrics
     if rm:
 
         def recall(prefix: str) -> str:
@@ -398,7 +411,7 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
             "retrieval R@50/100/500",
             f"two-tower {recall('')}  vs popularity {recall('popularity_')}, recent "
             f"{recall('recent_popularity_')}{oracle_recall} "
-            f"({int(rm.get('index_size', 0)):,} videos, {s['retrieval']['index_kind']} index)",
+            f"({int(rm.get('index_size', 0)):,} videos, {s.retrieval.index_kind} index)",
         )
         t.add_row(
             "cold-start R@100",
@@ -439,8 +452,8 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
             )
         t.add_row(
             "retrieval registry",
-            f"{s['retrieval']['model']} v{s['retrieval']['version']} "
-            f"(gate {s['retrieval']['gate']}, model + index + ids in one bundle)",
+            f"{s.retrieval.model} v{s.retrieval.version} "
+            f"(gate {s.retrieval.gate}, model + index + ids in one bundle)",
         )
     oracle = (
         f", oracle {m['oracle_ndcg_at_10']:.4f} ({m.get('pct_of_oracle_ndcg', float('nan')):.1f}% "
@@ -460,15 +473,14 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
             "ranker heads",
             "AUC / ECE per objective: "
             + ", ".join(f"{h} {m[f'head_{h}_auc']:.3f} / {m[f'head_{h}_ece']:.3f}" for h in heads)
-            + f"; value = {s.get('objective_weights', '')}",
+            + f"; value = {s.objective_weights}",
         )
-    r = s["registry"]
+    r = s.registry
     t.add_row(
         "registry",
-        f"{r['model']} v{r['challenger']} (challenger, gate {r['gate']}); "
-        f"champion -> v{r['champion']}",
+        f"{r.model} v{r.challenger} (challenger, gate {r.gate}); champion -> v{r.champion}",
     )
-    rec = s["recommendation"]
+    rec = s.recommendation
     items = ", ".join(f"{i['video_id']} ({i['score']:.3f})" for i in rec["items"])
     rv = rec.get("retrieval_version")
     retrieval = f"v{rv}" if rv else "none (no retrieval champion: popular + fresh candidates)"
@@ -479,36 +491,36 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     )
     t.add_row(
         "cold start",
-        f"unknown user -> {len(s['cold_start_recommendation']['items'])} "
-        f"items, cold_start={s['cold_start_recommendation']['cold_start']}",
+        f"unknown user -> {len(s.cold_start_recommendation['items'])} "
+        f"items, cold_start={s.cold_start_recommendation['cold_start']}",
     )
-    dr = s["drift"]
-    cols = ", ".join(dr["drifted_columns"][:6]) or "none"
-    broken = ", ".join(dr.get("broken_columns", [])) or "none"
+    dr = s.drift
+    cols = ", ".join(dr.drifted_columns[:6]) or "none"
+    broken = ", ".join(dr.broken_columns) or "none"
     t.add_row(
         "drift verdict",
-        f"{'DRIFT' if dr['drifted'] else 'no drift'} (severity "
-        f"{dr['severity']}, share {dr['share_drifted']}, drifted: {cols}; broken inputs: "
-        f"{broken}); reports: {dr.get('index', '')}",
+        f"{'DRIFT' if dr.drifted else 'no drift'} (severity "
+        f"{dr.severity}, share {dr.share_drifted}, drifted: {cols}; broken inputs: "
+        f"{broken}); reports: {dr.index}",
     )
-    if s["retrain_on_drift"]:
-        rt = s["retrain_on_drift"]
-        moved = rt["champion_after"] != rt["champion_before"]
+    if s.retrain_on_drift:
+        rt = s.retrain_on_drift
+        moved = rt.champion_after != rt.champion_before
         t.add_row(
             "retrain on drift",
-            f"challenger v{rt['challenger']}: "
+            f"challenger v{rt.challenger}: "
             + (
-                f"promoted, champion v{rt['champion_before']} -> v{rt['champion_after']}"
+                f"promoted, champion v{rt.champion_before} -> v{rt.champion_after}"
                 if moved
-                else f"gate failed, champion stays v{rt['champion_before']}"
+                else f"gate failed, champion stays v{rt.champion_before}"
             )
-            + f" (gate: {rt.get('gate_reasons', '')[:300]})",
+            + f" (gate: {rt.gate_reasons[:300]})",
         )
     console.print(t)
     console.print(_metric_table(m))
-    for note in s.get("undefined", []):
+    for note in s.undefined:
         console.print(f"  [dim]note:[/] {note}")
-    console.print(f"drift report: {dr['report_html']}")
+    console.print(f"drift report: {dr.report_html}")
 
 
 def _metric_table(m: dict[str, float]) -> Table:

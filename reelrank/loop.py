@@ -24,7 +24,7 @@ from training.pipeline import (
     train_and_register,
 )
 from training.results import DatasetsResult, GateInputs, GateResult, TrainingResult
-from training.retrieval import train_retrieval
+from training.retrieval import RetrievalResult, train_retrieval
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,14 @@ class TrainingRun:
     """One holdout day's training: datasets, retrieval, ranker and the gate's decision."""
 
     datasets: DatasetsResult
-    retrieval: dict[str, Any]
+    retrieval: RetrievalResult
     trained: TrainingResult
     gate: GateResult
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "datasets": self.datasets.to_dict(),
-            "retrieval": self.retrieval,
+            "retrieval": self.retrieval.to_dict(),
             "trained": self.trained.to_dict(),
             "gate": self.gate.to_dict(),
         }

@@ -30,7 +30,7 @@ def tracked(progress: ProgressFn | None, step: str, items: Iterable[T]) -> Itera
     seq = list(items) if not isinstance(items, Sized) else items
     total = len(seq)
     report(progress, step, 0, total)
-    for i, item in enumerate(seq, start=1):  # type: ignore[arg-type]
+    for i, item in enumerate(seq, start=1):
         yield item
         report(progress, step, i, total)
 

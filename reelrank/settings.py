@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The ranker's objectives ("heads"). completion: watched to the end; watch: watch time as its
@@ -77,28 +77,73 @@ class SimulationSettings(BaseModel):
         return self.start_date + timedelta(days=self.days - 1)
 
 
-class DataSettings(BaseModel):
-    """A real dataset's location and column mapping (``dataset`` kuairand or interactions)."""
+class SourceOptions(BaseModel):
+    """The files every real source reads; a source's options model adds its own fields.
+
+    Each source's options are defined once, here, because the settings must not depend on
+    the code that reads the sources (``ingest.sources`` imports these models, never the
+    reverse). :class:`DataSettings` is the union of them all, so every option is also a
+    ``REELRANK_DATA__*`` variable and a ``reelrank run`` option. ``source`` names the
+    ``settings.dataset`` the options belong to. A source's options refuse unknown names (a
+    misspelt column option must not pass silently).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    source: ClassVar[str]
 
     path: Path | None = Field(None, description="the interaction log: a file or a folder")
     items: Path | None = Field(
         None, description="item metadata: KuaiRand's video_features_basic csv, or a file with text"
     )
-    user_col: str = "user_id"
-    item_col: str = "item_id"
-    ts_col: str = "timestamp"
-    ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
-    rating_col: str | None = None
+
+
+class KuaiRandOptions(SourceOptions):
+    """A KuaiRand log: the format fixes its columns, so only the files are options."""
+
+    source: ClassVar[str] = "kuairand"
+
+
+class InteractionsOptions(SourceOptions):
+    """The column mapping of a generic (user, item, timestamp) interactions file."""
+
+    source: ClassVar[str] = "interactions"
+
+    user_col: str = Field("user_id", description="user id column")
+    item_col: str = Field("item_id", description="item id column")
+    ts_col: str = Field("timestamp", description="timestamp column")
+    ts_unit: Literal["auto", "s", "ms", "iso"] = Field(
+        "auto", description="timestamp unit: auto, s, ms (epoch) or iso"
+    )
+    rating_col: str | None = Field(None, description="rating column")
     like_threshold: float = Field(4.0, description="a rating at least this is a like")
-    label_col: str | None = None
-    watch_col: str | None = None
-    watch_unit: Literal["s", "ms"] = "s"
-    duration_col: str | None = None
-    duration_unit: Literal["s", "ms"] = "s"
-    item_id_col: str = "item_id"
-    text_cols: list[str] = Field(default_factory=lambda: ["title", "genres", "tags"])
-    creator_col: str | None = None
-    sep: str | None = None
+    label_col: str | None = Field(None, description="binary label column (1 = liked)")
+    watch_col: str | None = Field(None, description="watch time column")
+    watch_unit: Literal["s", "ms"] = Field("s", description="watch time unit: s or ms")
+    duration_col: str | None = Field(
+        None, description="item duration column (interactions or items file)"
+    )
+    duration_unit: Literal["s", "ms"] = Field("s", description="duration unit: s or ms")
+    item_id_col: str = Field("item_id", description="id column of the items file")
+    text_cols: list[str] = Field(
+        default_factory=lambda: ["title", "genres", "tags"],
+        description="text columns of the items file (list-like ones, e.g. genres, give "
+        "hashtags and the topic)",
+    )
+    creator_col: str | None = Field(None, description="creator column (interactions or items file)")
+    sep: str | None = Field(
+        None, description="separator of the interactions file; unset: sniffed from its header"
+    )
+
+
+class DataSettings(KuaiRandOptions, InteractionsOptions):
+    """A real dataset's location and column mapping (``dataset`` kuairand or interactions):
+    every source's options (a new source's options model joins the bases), plus what no
+    single source owns."""
+
+    # like every group of settings: a REELRANK_DATA__* variable no option has is ignored
+    model_config = ConfigDict(extra="ignore")
+    source: ClassVar[str] = ""  # every real source's
+
     max_video_age_days: int = Field(
         3650, ge=1, description="videos older than this are not recommended (real data)"
     )

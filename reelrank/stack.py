@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from reelrank.airflow_runner import PROJECT_ROOT, airflow_env, migrate
+from reelrank.errors import ServiceExited, ServiceTimeout
 from reelrank.settings import Settings
 
 DAG_IDS = ("reelrank_features", "reelrank_training", "reelrank_deploy", "reelrank_monitoring")
@@ -293,7 +294,7 @@ def unpause_dags(settings: Settings, timeout_s: float = 180.0) -> dict[str, bool
         time.sleep(2.0)
     missing = [d for d in DAG_IDS if d not in dags]
     if missing:
-        raise TimeoutError(f"Airflow did not register {missing} within {timeout_s:.0f}s")
+        raise ServiceTimeout(f"Airflow did not register {missing} within {timeout_s:.0f}s")
     headers = {"Authorization": f"Bearer {airflow_token(settings)}"}
     for dag_id in DAG_IDS:
         if dags[dag_id].get("is_paused"):
@@ -352,14 +353,14 @@ def up(settings: Settings, serve: bool = True, timeout_s: float = 300.0) -> UpRe
         for name, svc in list(pending.items()):
             pid = started.get(name) or running.get(name)
             if pid is not None and not _alive(pid):
-                raise RuntimeError(
+                raise ServiceExited(
                     f"{name} exited at start; see {log_dir(settings) / (name + '.log')}"
                 )
             if _answers(svc.health):
                 pending.pop(name)
         time.sleep(0.5)
     if pending:
-        raise TimeoutError(f"not answering after {timeout_s:.0f}s: {sorted(pending)}")
+        raise ServiceTimeout(f"not answering after {timeout_s:.0f}s: {sorted(pending)}")
     unpaused = unpause_dags(settings, timeout_s=max(30.0, deadline - time.monotonic()))
     password = airflow_password(settings) or "(see the api-server log)"
     return UpResult(

@@ -17,13 +17,18 @@ an image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from reelrank.airflow_runner import PROJECT_ROOT
+from reelrank.errors import ModelNotFound
 from reelrank.settings import Settings
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "serving.service:RecommenderService"
-PACKAGES = ("reelrank", "serving", "features", "feature_repo", "training", "ingest", "monitoring")
+# what the service imports (serving never imports training, monitoring or the app shell:
+# the import-linter contracts in pyproject.toml hold it to that)
+PACKAGES = ("serving", "models", "features", "feature_repo", "ingest")
+SHELL_MODULES = ("reelrank/__init__.py", "reelrank/settings.py", "reelrank/progress.py")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
     """Build the Bento with ranker ``version`` (default: the current champion) pinned."""
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema
+    from mlflow.exceptions import MlflowException
 
     from models.registry import CHAMPION, alias_version, client
 
@@ -49,12 +55,19 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
     if version is None:
         version = alias_version(c, name, CHAMPION)
         if version is None:
-            raise LookupError(f"{name} has no champion to build a Bento of: train first")
-    mv = c.get_model_version(name, str(version))  # raises if the version does not exist
+            raise ModelNotFound(f"{name} has no champion to build a Bento of: train first")
+    try:
+        mv = c.get_model_version(name, str(version))
+    except MlflowException as err:  # a version a person named: one message, not a trace
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ModelNotFound(
+            f"{name} has no version {version!r} (not found in the registry)"
+        ) from err
     labels = {
         "ranker_model": name,
         "ranker_version": str(mv.version),
-        "ranker_run_id": mv.run_id,
+        "ranker_run_id": mv.run_id or "",
         "retrieval_champion": str(
             alias_version(c, settings.retrieval_model_name, CHAMPION) or "none"
         ),
@@ -65,7 +78,7 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
         name="reelrank",
         labels=labels,
         description=(PROJECT_ROOT / "README.md").read_text()[:4000],
-        include=[f"{p}/**/*.py" for p in PACKAGES] + ["pyproject.toml"],
+        include=[f"{p}/**/*.py" for p in PACKAGES] + list(SHELL_MODULES) + ["pyproject.toml"],
         exclude=["tests/", "var/", ".venv/", "**/__pycache__/"],
         envs=[BentoEnvSchema(name="REELRANK_SERVING__PINNED_VERSION", value=str(mv.version))],
         python={"requirements_txt": "requirements.in", "lock_packages": False},

@@ -15,6 +15,7 @@ and the next training day can use them like impressions.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from ingest.lake import atomic_write
 from ingest.schema import FEEDBACK, to_arrow, validate
 from ingest.served import feedback_dir
+from reelrank.errors import DataError
 from serving.schemas import FeedbackEvent as Event
 
 _SEQ = count()
@@ -55,7 +57,7 @@ class ServedLookup(Protocol):
     def get(self, request_id: str) -> ServedList | None: ...
 
 
-class FeedbackRejected(ValueError):
+class FeedbackRejected(DataError, ValueError):
     """A feedback batch that cannot be accepted; ``problems`` lists every reason."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -128,5 +130,5 @@ def write_feedback(lake_dir: Path, rows: pd.DataFrame) -> list[Path]:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         path = feedback_dir(lake_dir, day) / f"part-{stamp}-{os.getpid()}-{next(_SEQ)}.parquet"
         table = to_arrow(FEEDBACK, part.reset_index(drop=True))
-        paths.append(atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp)))
+        paths.append(atomic_write(path, functools.partial(pq.write_table, table)))
     return paths

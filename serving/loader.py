@@ -18,6 +18,7 @@ from ingest.lake import read_table
 from models import ranker as models_ranker
 from models.champion import catch_up, champion_retriever
 from models.ranker import Ranker
+from reelrank.errors import ModelNotFound, StageFailed
 from reelrank.settings import Settings
 from serving.pipeline import (
     ITEM_FEATURES,
@@ -30,6 +31,10 @@ from serving.pipeline import (
 from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
+
+
+class IncompatibleModel(StageFailed, ValueError):
+    """A registered ranker whose inputs are not the ones serving builds."""
 
 
 class FeastUserReader:
@@ -122,7 +127,7 @@ def load_ranker(settings: Settings, alias: str = "champion") -> Ranker | None:
         return None
     if model.features != MODEL_FEATURES:
         # numpy input is positional: a model trained on other columns would score garbage
-        raise ValueError(
+        raise IncompatibleModel(
             f"{model.name} v{model.version} expects features {model.features}, "
             f"serving builds {MODEL_FEATURES}"
         )
@@ -132,7 +137,7 @@ def load_ranker(settings: Settings, alias: str = "champion") -> Ranker | None:
 def load_champion(settings: Settings, alias: str = "champion") -> Ranker:
     model = load_ranker(settings, alias)
     if model is None:
-        raise LookupError(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
+        raise ModelNotFound(f"{settings.ranker_model_name} has no {alias!r} alias: train first")
     return model
 
 
@@ -253,13 +258,7 @@ class FeatureWatcher:
 
 
 def rerank_config(settings: Settings) -> RerankConfig:
-    sv = settings.serving
-    return RerankConfig(
-        diversity=sv.diversity,
-        exploration_position=sv.exploration_position,
-        fresh_hours=sv.fresh_hours,
-        max_age_hours=sv.max_age_hours,
-    )
+    return RerankConfig.of(settings.serving)
 
 
 def build_recommender(
@@ -277,10 +276,11 @@ def build_recommender(
     if challenger and other is None:
         log.warning("experiment configured but no challenger alias: champion serves all")
     items = load_item_table(settings, store)
+    users = FeastUserReader(store, settings.serving.user_cache_size)
     rec = Recommender(
         model,
         items,
-        FeastUserReader(store, settings.serving.user_cache_size),
+        users,
         settings.serving.n_candidates,
         retriever=load_retriever(settings),
         rerank=rerank_config(settings),
@@ -289,7 +289,7 @@ def build_recommender(
     # warm up: the first predictions and online reads are slow (lazy init, caches)
     for _ in range(3):
         rec.recommend("__warmup__", 10, shadow=other is not None)
-    rec.users.clear()
+    users.clear()
     rec.seen = seen if seen is not None else MemoryRecent()  # warm-up leaves no trace
     rec.stats = dict.fromkeys(rec.stats, 0)
     log.info(

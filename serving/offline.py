@@ -49,12 +49,14 @@ def _list_or_empty(value: object) -> list:
     return list(value) if isinstance(value, list | np.ndarray) else []
 
 
-def user_states_at(store: FeatureStore, users: list[str], start: pd.Timestamp) -> dict:
+def user_states_at(
+    store: FeatureStore, users: list[str], start: pd.Timestamp
+) -> dict[str, UserState]:
     """Each user's serving state (:class:`UserState`) as of ``start``, defaults filled in."""
     ent = pd.DataFrame({"user_id": users, "event_timestamp": start})
     uf = store.get_historical_features(entity_df=ent, features=list(USER_STATE_REFS)).to_df()
     uf = uf.drop_duplicates("user_id").set_index("user_id").reindex(users)
-    states = {}
+    states: dict[str, UserState] = {}
     for uid, row in uf.iterrows():
         feats = np.array(
             [FEATURE_DEFAULTS[c] if pd.isna(row[c]) else row[c] for c in USER_FEATURES],
@@ -139,7 +141,7 @@ def pipeline_ndcg(
     avail = available_rows(retriever.catalog, holdout, settings, end_of_day=True)
     items = item_table_at(settings, store, avail, retriever, holdout)
     n = settings.serving.n_candidates
-    rec = Recommender(ranker, items, states.get, n, retriever)
+    rec = Recommender(ranker, items, lambda uid: states.get(uid), n, retriever)
     static = _static_sources(settings, retriever, avail, holdout)
     world = world_for(settings.sim) if settings.dataset == "simulator" else None
     tally = _Tally()

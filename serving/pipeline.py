@@ -36,10 +36,12 @@ from features.cross import (
     topic_affinity,
 )
 from models.ranker import Ranker
+from reelrank.settings import ServingSettings
 from serving.rerank import exploration_slot, mmr_rerank, removals
 from serving.served_state import MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
+_SERVING = ServingSettings.model_fields
 USER_FEATURES: tuple[str, ...] = (*USER_COLUMNS, *AFFINITY_COLUMNS)
 ITEM_FEATURES: tuple[str, ...] = (*VIDEO_COLUMNS, *CREATOR_COLUMNS)
 
@@ -61,8 +63,14 @@ class UserFeatureReader(Protocol):
         """The user's state, or None for an unknown user."""
 
 
+class CachedUserReader(UserFeatureReader, Protocol):
+    def clear(self) -> None:
+        """Forget cached states (a new materialization landed)."""
+
+
 class RetrievalCatalog(Protocol):
-    video_ids: np.ndarray
+    @property
+    def video_ids(self) -> np.ndarray: ...
 
     def rows(self, video_ids: Sequence[str]) -> np.ndarray: ...
 
@@ -74,7 +82,8 @@ class CandidateRetriever(Protocol):
     the request path carries integers from the index to the feed and maps ids only at its
     ends."""
 
-    catalog: RetrievalCatalog
+    @property
+    def catalog(self) -> RetrievalCatalog: ...
 
     def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> Any: ...
     def retrieve_rows(
@@ -190,13 +199,23 @@ class Scored:
 
 @dataclass(frozen=True)
 class RerankConfig:
-    """How the scored list becomes the feed."""
+    """How the scored list becomes the feed. The defaults are the settings' own
+    (``ServingSettings``: diversity, exploration_position, fresh_hours, max_age_hours)."""
 
-    diversity: float = 0.2  # MMR weight of creator/topic redundancy (0: pure score order)
+    diversity: float = _SERVING["diversity"].default  # MMR weight (0: pure score order)
     pool: int = 50  # top-scored candidates the MMR pass chooses from (at least k)
-    exploration_position: int | None = 3  # 0-based slot guaranteed to a fresh video
-    fresh_hours: float = 24.0  # "fresh": uploaded less than this long ago
-    max_age_hours: float | None = None  # older videos are retired (unavailable)
+    exploration_position: int | None = _SERVING["exploration_position"].default
+    fresh_hours: float = _SERVING["fresh_hours"].default  # "fresh": younger than this
+    max_age_hours: float | None = _SERVING["max_age_hours"].default  # older: retired
+
+    @classmethod
+    def of(cls, serving: ServingSettings) -> RerankConfig:
+        return cls(
+            diversity=serving.diversity,
+            exploration_position=serving.exploration_position,
+            fresh_hours=serving.fresh_hours,
+            max_age_hours=serving.max_age_hours,
+        )
 
 
 class Recommender:
@@ -506,13 +525,11 @@ class Recommender:
         none of the catalog rows in ``exclude`` (``n``: how many, ``n_candidates`` unless
         given). Else the recent-popular + fresh pool."""
         if retriever is not None and state is not None:
-            catalog_rows, scores = retriever.retrieve_rows(
-                user_vec, n or self.n_candidates, exclude
-            )
-            rows = self._catalog_to_items(retriever, items)[catalog_rows]
+            found, scores = retriever.retrieve_rows(user_vec, n or self.n_candidates, exclude)
+            rows = self._catalog_to_items(retriever, items)[found]
             keep = rows >= 0
             self.stats["retrieved"] += int(keep.sum())
-            return rows[keep], catalog_rows[keep], np.asarray(scores)[keep]
+            return rows[keep], found[keep], np.asarray(scores)[keep]
         pool = self._candidates if items is self.items else items.popular(self.n_candidates)
         catalog_rows = None if retriever is None else retriever.catalog.rows(items.video_ids[pool])
         return pool, catalog_rows, None
@@ -562,7 +579,6 @@ class Recommender:
 
         Candidates travel as integer rows of the item table from the index to the feed;
         ids appear only where they enter (what the user has seen) and leave (the feed)."""
-        cfg = self.rerank_config
         t0 = time.perf_counter()
         # one snapshot of each swappable part for the whole request
         items, model, retriever = self.items, self._arm_model(arm), self.retriever
@@ -573,37 +589,9 @@ class Recommender:
         if state is not None:
             seen.update(state.history)
         user_vec = self.user_vector(state, retriever)
-        # a known user's seen videos, as catalog rows: the index search skips them
-        seen_catalog = None
-        if retriever is not None and state is not None and seen:
-            seen_catalog = retriever.catalog.rows(list(seen))
-            seen_catalog = seen_catalog[seen_catalog >= 0]
-        rows, catalog_rows, retrieved = self._candidate_rows(
-            state, user_vec, items, retriever, seen_catalog
+        rows, catalog_rows, retrieved, filtered, t2 = self._unseen_candidates(
+            state, user_vec, items, retriever, seen, set(blocked_creators), k
         )
-        t2 = time.perf_counter()
-
-        # filter: retired videos, blocked creators, seen lately
-        blocked = set(blocked_creators)
-        if seen_catalog is not None:
-            keep, filtered = self._filter(items, rows, np.zeros(len(rows), bool), blocked, k)
-            filtered["seen"] = len(seen_catalog)  # skipped by the search
-            if keep.sum() < k:  # the index has too few unseen videos: some come back
-                wider = self.n_candidates + min(len(seen_catalog), 3 * self.n_candidates)
-                rows, catalog_rows, retrieved = self._candidate_rows(
-                    state, user_vec, items, retriever, n=wider
-                )
-                seen_mask = np.isin(catalog_rows, seen_catalog)
-                keep, filtered = self._filter(items, rows, seen_mask, blocked, k)
-        else:
-            index = items.index
-            seen_rows = np.fromiter((index.get(v, -1) for v in seen), np.int64, len(seen))
-            keep, filtered = self._filter(items, rows, np.isin(rows, seen_rows), blocked, k)
-        keep &= np.cumsum(keep) <= self.n_candidates  # at most n_candidates are ranked
-        if not keep.all():
-            rows = rows[keep]
-            catalog_rows = None if catalog_rows is None else catalog_rows[keep]
-            retrieved = None if retrieved is None else retrieved[keep]
         if not len(rows):
             return Scored(
                 [],
@@ -624,15 +612,7 @@ class Recommender:
         shadow_scores = self.challenger.predict(x) if shadow and self.challenger else None
         t5 = time.perf_counter()
 
-        # re-rank: diversity among the best, then one slot for a fresh upload
-        pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
-        topics = items.features[rows[pool], self._slot]
-        chosen = pool[
-            mmr_rerank(scores[pool], items.creator_codes[rows[pool]], topics, k, cfg.diversity)
-        ]
-        if cfg.exploration_position is not None:
-            fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)
-            chosen = exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores)
+        chosen = self._rerank(items, rows, scores, k)
         served_rows = rows[chosen]
         served = items.video_ids[served_rows].tolist()
         self.seen.add(user_id, served)
@@ -659,6 +639,64 @@ class Recommender:
             durations=items.features[served_rows, self._duration].tolist(),
             ranked=len(rows),
         )
+
+    def _unseen_candidates(
+        self,
+        state: UserState | None,
+        user_vec: Any,
+        items: ItemTable,
+        retriever: CandidateRetriever | None,
+        seen: set[str],
+        blocked: set[str],
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, int], float]:
+        """Retrieve, then filter retired videos, blocked creators and what the user saw
+        lately; at most ``n_candidates`` remain. Returns (item rows, catalog rows, retrieval
+        scores, what was filtered and why, the time retrieval ended)."""
+        # a known user's seen videos, as catalog rows: the index search skips them
+        seen_catalog = None
+        if retriever is not None and state is not None and seen:
+            seen_catalog = retriever.catalog.rows(list(seen))
+            seen_catalog = seen_catalog[seen_catalog >= 0]
+        rows, catalog_rows, retrieved = self._candidate_rows(
+            state, user_vec, items, retriever, seen_catalog
+        )
+        t2 = time.perf_counter()
+        if seen_catalog is not None:
+            keep, filtered = self._filter(items, rows, np.zeros(len(rows), bool), blocked, k)
+            filtered["seen"] = len(seen_catalog)  # skipped by the search
+            if keep.sum() < k:  # the index has too few unseen videos: some come back
+                wider = self.n_candidates + min(len(seen_catalog), 3 * self.n_candidates)
+                rows, catalog_rows, retrieved = self._candidate_rows(
+                    state, user_vec, items, retriever, n=wider
+                )
+                # seen_catalog is only set with a retriever, so catalog_rows is too
+                seen_mask = np.isin(catalog_rows, seen_catalog)  # type: ignore[arg-type]
+                keep, filtered = self._filter(items, rows, seen_mask, blocked, k)
+        else:
+            index = items.index
+            seen_rows = np.fromiter((index.get(v, -1) for v in seen), np.int64, len(seen))
+            keep, filtered = self._filter(items, rows, np.isin(rows, seen_rows), blocked, k)
+        keep &= np.cumsum(keep) <= self.n_candidates  # at most n_candidates are ranked
+        if not keep.all():
+            rows = rows[keep]
+            catalog_rows = None if catalog_rows is None else catalog_rows[keep]
+            retrieved = None if retrieved is None else retrieved[keep]
+        return rows, catalog_rows, retrieved, filtered, t2
+
+    def _rerank(self, items: ItemTable, rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Positions in ``rows`` of the feed: diversity (MMR) among the best scored, then one
+        slot kept for a fresh upload."""
+        cfg = self.rerank_config
+        pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
+        topics = items.features[rows[pool], self._slot]
+        chosen = pool[
+            mmr_rerank(scores[pool], items.creator_codes[rows[pool]], topics, k, cfg.diversity)
+        ]
+        if cfg.exploration_position is not None:
+            fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)
+            chosen = exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores)
+        return chosen
 
     def add_videos(self, videos: Any, content: Any) -> int:
         """New uploads: embedded into the retriever's fresh index, default feature rows."""

@@ -209,7 +209,7 @@ class RequestLog:
         retrieval_version: str | None,
         surface: str,
         video_ids: Sequence[str],
-        scores: np.ndarray,
+        scores: np.ndarray | Sequence[float],
         features: np.ndarray,
         feature_names: Sequence[str],
     ) -> None:

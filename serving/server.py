@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from reelrank.errors import ServiceExited, ServiceTimeout
 from reelrank.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +110,7 @@ def start_server(
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}; see {log_path}")
+                raise ServiceExited(f"bentoml serve exited with {proc.returncode}; see {log_path}")
             try:
                 if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
                     return server
@@ -120,6 +121,6 @@ def start_server(
         server.stop()
         raise
     server.stop()
-    raise TimeoutError(
+    raise ServiceTimeout(
         f"server not ready after {settings.serving.startup_timeout_s}s; see {log_path}"
     )

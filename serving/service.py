@@ -278,7 +278,8 @@ class RecommenderService:
 if _settings.serving.api_key is not None:
     from serving.observability import ApiKeyMiddleware
 
-    RecommenderService.add_asgi_middleware(
+    # @bentoml.service adds this class method at run time; mypy sees the plain class
+    RecommenderService.add_asgi_middleware(  # type: ignore[attr-defined]
         ApiKeyMiddleware,
         key=_settings.serving.api_key.get_secret_value(),
         protected=PROTECTED_PATHS,

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from features.batch import as_of_timestamp
 from features.pit import JoinReport, entity_frame, join_by_day
 from ingest.lake import partition_path, read_table
+from reelrank.errors import InvalidDataError, MissingDataError
 from reelrank.settings import Settings
 
 if TYPE_CHECKING:
@@ -106,19 +107,19 @@ def read_table_rows(settings: Settings, day: date) -> int:
 
 def build_sets(
     settings: Settings, store: FeatureStore, window: DataWindow
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, JoinReport]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, JoinReport | SampleReport]]:
     """Training rows (train window) and holdout rows (the next day), features joined."""
     videos = read_table(settings.lake_dir, "videos", end=window.holdout)
     train_imp, hold_imp, sample = sampled_impressions(settings, window)
     if train_imp.empty and hold_imp.empty:
-        raise FileNotFoundError(f"no impressions between {window.train_start} and {window.holdout}")
+        raise MissingDataError(f"no impressions between {window.train_start} and {window.holdout}")
     imp = pd.concat([train_imp, hold_imp], ignore_index=True)
     holdout_start = as_of_timestamp(window.train_end)
     ents = entity_frame(imp, videos)
     train_ents = ents[ents["event_timestamp"] < holdout_start].reset_index(drop=True)
     hold_ents = ents[ents["event_timestamp"] >= holdout_start].reset_index(drop=True)
     if train_ents.empty or hold_ents.empty:
-        raise ValueError(f"empty training or holdout set for window {window.to_dict()}")
+        raise InvalidDataError(f"empty training or holdout set for window {window.to_dict()}")
     train, train_rep = join_by_day(store, train_ents, settings.feature_service)
     hold, hold_rep = join_by_day(store, hold_ents, settings.feature_service)
     return train, hold, {"train": train_rep, "holdout": hold_rep, "sample": sample}

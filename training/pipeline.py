@@ -118,6 +118,46 @@ def _champion_metrics(
     return version, evaluate_scores(hold, scores, probabilities=single), None, scores
 
 
+def _fmt(v: float | None) -> str:  # undefined metrics arrive as NaN, or None after JSON
+    return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
+
+
+def _objective_text(weights: dict[str, float]) -> tuple[str, str]:
+    """What the model does and what kind of model it is, for the card."""
+    if list(weights) == ["value"]:
+        what = (
+            "Scores (user, video) pairs by the probability that the impression creates value "
+            "(completed, liked or shared)."
+        )
+        return what, "XGBoost binary classifier on the value label"
+    formula = " + ".join(f"{v:g} x P({k})" for k, v in weights.items()).replace("+ -", "- ")
+    what = (
+        "Predicts each short-video objective of an impression (completion; watch time as "
+        "its quantile among videos of similar duration, after Kuaishou's D2Q; like; share; "
+        f"skip) and orders the feed by the value score = {formula}."
+    )
+    kind = (
+        f"One XGBoost booster with {len(weights)} logistic heads (multi-target "
+        "`reg:logistic`); the heads, weights and D2Q labeller are stored in the model file"
+    )
+    return what, kind
+
+
+def _head_table(weights: dict[str, float], per_head: dict[str, dict[str, float]]) -> str:
+    head_rows = "\n".join(
+        f"| {h} | {weights.get(h, 0):g} | {_fmt(m['auc'])} | {_fmt(m['ece'])} "
+        f"| {_fmt(m['mean_prediction'])} | {_fmt(m['mean_label'])} |"
+        for h, m in per_head.items()
+    )
+    if not head_rows:
+        return ""
+    return (
+        "\n**Heads on the holdout** (watch: AUC against watching above the bucket median):\n\n"
+        "| head | weight | AUC | ECE | mean prediction | mean label |\n|---|---|---|---|---|---|\n"
+        f"{head_rows}\n"
+    )
+
+
 def model_card(
     settings: Settings,
     info: dict[str, Any],
@@ -130,14 +170,9 @@ def model_card(
     beside every reference, its heads, checks and the gate's verdict."""
     w = info["window"]
     weights: dict[str, float] = (heads.weights if heads else None) or {"value": 1.0}
-    per_head: dict[str, dict[str, float]] = heads.holdout if heads else {}
-
-    def fmt(v: float | None) -> str:  # undefined metrics arrive as NaN, or None after JSON
-        return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
-
     rows = "\n".join(
-        f"| {name} | {fmt(m.ndcg_at_10)} | {fmt(m.auc)} | {fmt(m.gauc)} | {fmt(m.xauc_watch)} "
-        f"| {fmt(m.ece)} |"
+        f"| {name} | {_fmt(m.ndcg_at_10)} | {_fmt(m.auc)} | {_fmt(m.gauc)} "
+        f"| {_fmt(m.xauc_watch)} | {_fmt(m.ece)} |"
         for name, m in metrics.items()
     )
     oracle = metrics.get("oracle")
@@ -153,35 +188,8 @@ def model_card(
         or "not run"
     )
     gate = (f"**{verdict.label}**: " + "; ".join(verdict.reasons)) if verdict else "pending"
-    if list(weights) == ["value"]:
-        what = (
-            "Scores (user, video) pairs by the probability that the impression creates value "
-            "(completed, liked or shared)."
-        )
-        model_kind = "XGBoost binary classifier on the value label"
-    else:
-        formula = " + ".join(f"{v:g} x P({k})" for k, v in weights.items()).replace("+ -", "- ")
-        what = (
-            "Predicts each short-video objective of an impression (completion; watch time as "
-            "its quantile among videos of similar duration, after Kuaishou's D2Q; like; share; "
-            f"skip) and orders the feed by the value score = {formula}."
-        )
-        model_kind = (
-            f"One XGBoost booster with {len(weights)} logistic heads (multi-target "
-            "`reg:logistic`); the heads, weights and D2Q labeller are stored in the model file"
-        )
-    head_rows = "\n".join(
-        f"| {h} | {weights.get(h, 0):g} | {fmt(m['auc'])} | {fmt(m['ece'])} "
-        f"| {fmt(m['mean_prediction'])} | {fmt(m['mean_label'])} |"
-        for h, m in per_head.items()
-    )
-    head_table = (
-        "\n**Heads on the holdout** (watch: AUC against watching above the bucket median):\n\n"
-        "| head | weight | AUC | ECE | mean prediction | mean label |\n|---|---|---|---|---|---|\n"
-        f"{head_rows}\n"
-        if head_rows
-        else ""
-    )
+    what, model_kind = _objective_text(weights)
+    head_table = _head_table(weights, heads.holdout if heads else {})
     return f"""# reelrank ranker: model card
 
 **What it does.** {what} `/rank` and `/recommend` sort candidates by this score.
@@ -303,6 +311,16 @@ class Evaluation:
     champion_blocker: str | None
 
 
+@dataclass(frozen=True)
+class Review:
+    """What a reviewer needs beyond metrics: the behavioural checks (name -> failure, None =
+    passed), the feature contract's failure (None = kept) and every blocker found."""
+
+    checks: dict[str, str | None]
+    contract: str | None
+    blockers: list[str]
+
+
 def fit_step(settings: Settings, holdout: date) -> FittedRanker:
     """Read the point-in-time sets, add the retrieval champion's features (the model serving
     will pair this ranker with) and fit on all but the last training day, which early
@@ -362,11 +380,9 @@ def evaluate_step(settings: Settings, fitted: FittedRanker, holdout: date) -> Ev
     )
 
 
-def blockers_step(
-    settings: Settings, fitted: FittedRanker, evaluation: Evaluation
-) -> tuple[dict[str, str | None], list[str], str | None]:
-    """What a reviewer needs beyond metrics: the behavioural checks (name -> failure), the
-    blockers they and the rest raise, and the feature contract's failure (None = kept)."""
+def blockers_step(settings: Settings, fitted: FittedRanker, evaluation: Evaluation) -> Review:
+    """Run the behavioural checks and the feature contract; collect what blocks promotion
+    (those failures, and a champion that cannot be compared)."""
     hold = fitted.hold
     checks = behavioural_checks(
         lambda df: predict(fitted.model, df), hold.sample(min(len(hold), 400), random_state=0)
@@ -378,7 +394,7 @@ def blockers_step(
     )
     if contract:
         blockers.append(contract)
-    return checks, blockers, contract
+    return Review(checks, contract, blockers)
 
 
 def _flat_metrics(evaluation: Evaluation, checks: dict[str, str | None]) -> dict[str, float]:
@@ -426,8 +442,7 @@ def _review_artifacts(
     settings: Settings,
     fitted: FittedRanker,
     evaluation: Evaluation,
-    checks: dict[str, str | None],
-    contract: str | None,
+    review: Review,
     holdout: date,
 ) -> Any:
     """Write the reviewer's files (evaluation.json, plots, the drift reference) into
@@ -447,8 +462,8 @@ def _review_artifacts(
         "metrics": {k: m.to_dict() for k, m in e.metrics.items()},
         "surface_ndcg_at_10": e.slices,
         "heads": {"weights": e.heads.as_dict(), "holdout": e.per_head},
-        "behavioural_checks": checks,
-        "feature_contract": contract or "ok",
+        "behavioural_checks": review.checks,
+        "feature_contract": review.contract or "ok",
     }
     (directory / "evaluation.json").write_text(json.dumps(evaluation_json, indent=2))
     _review_plots(
@@ -473,8 +488,7 @@ def log_step(
     settings: Settings,
     fitted: FittedRanker,
     evaluation: Evaluation,
-    checks: dict[str, str | None],
-    contract: str | None,
+    review: Review,
     holdout: date,
 ) -> tuple[str, str]:
     """One MLflow run with params, metrics, curves, the review files and the model,
@@ -500,9 +514,9 @@ def log_step(
                 **{f"window_{k}": v for k, v in fitted.info["window"].items()},
             }
         )
-        mlflow.log_metrics(_flat_metrics(e, checks))
+        mlflow.log_metrics(_flat_metrics(e, review.checks))
         with tempfile.TemporaryDirectory() as tmp:
-            learning = _review_artifacts(Path(tmp), settings, fitted, e, checks, contract, holdout)
+            learning = _review_artifacts(Path(tmp), settings, fitted, e, review, holdout)
             mlflow.log_artifacts(tmp, artifact_path="review")
         now = int(pd.Timestamp.now().timestamp() * 1000)
         mlflow.MlflowClient().log_batch(
@@ -565,9 +579,9 @@ def train_and_register(
     stages.next("evaluation vs baselines, champion, oracle")
     evaluation = evaluate_step(settings, fitted, holdout)
     stages.next("behavioural checks and feature contract")
-    checks, blockers, contract = blockers_step(settings, fitted, evaluation)
+    review = blockers_step(settings, fitted, evaluation)
     stages.next("MLflow: metrics, learning curve, review plots, model")
-    run_id, version = log_step(settings, fitted, evaluation, checks, contract, holdout)
+    run_id, version = log_step(settings, fitted, evaluation, review, holdout)
     stages.finish()
     trained = TrainingResult(
         version=version,
@@ -575,8 +589,8 @@ def train_and_register(
         holdout=holdout.isoformat(),
         champion_version=evaluation.champion_version,
         retrieval_version=fitted.retrieval_version,
-        blockers=blockers,
-        checks=checks,
+        blockers=review.blockers,
+        checks=review.checks,
         metrics=evaluation.metrics,
         heads=HeadsSummary(evaluation.heads.as_dict(), evaluation.per_head),
         info=fitted.info,

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -42,10 +50,7 @@ def slices_plot(slices: Mapping[str, Mapping[str, float]], path: Path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_title("NDCG@10 by surface")
     ax.legend(fontsize=8, ncols=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def calibration_plot(curves: Mapping[str, tuple[list[float], list[float]]], path: Path) -> Path:
@@ -59,10 +64,7 @@ def calibration_plot(curves: Mapping[str, tuple[list[float], list[float]]], path
     ax.set_ylabel("observed share with value")
     ax.set_title("Calibration")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def importance_plot(importance: Mapping[str, float], path: Path, top: int = 20) -> Path:
@@ -73,10 +75,7 @@ def importance_plot(importance: Mapping[str, float], path: Path, top: int = 20) 
     ax.barh([k for k, _ in items], [v for _, v in items])
     ax.set_xlabel("total gain")
     ax.set_title(f"Feature importance (top {len(items)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def score_distribution_plot(scores: Mapping[str, np.ndarray], path: Path) -> Path:
@@ -91,10 +90,7 @@ def score_distribution_plot(scores: Mapping[str, np.ndarray], path: Path) -> Pat
     ax.set_ylabel("density")
     ax.set_title("Score distribution on the holdout")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def learning_curve_plot(
@@ -129,10 +125,7 @@ def learning_curve_plot(
     right.set_ylabel("AUC")
     right.set_title("Holdout AUC per head (value score bold)")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def two_tower_curve_plot(curves: Mapping[str, list[float]], path: Path) -> Path:
@@ -154,7 +147,4 @@ def two_tower_curve_plot(curves: Mapping[str, list[float]], path: Path) -> Path:
         other.axvline(best, ls="--", c="grey", lw=1)
         other.annotate(f"kept: epoch {best}", (best, max(recall)), fontsize=8)
     ax.set_title("Two-tower training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

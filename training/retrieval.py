@@ -18,32 +18,49 @@ import json
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 
 from feature_repo.columns import USER_COLUMNS
 from features.content import CAPTION_DIM, read_content
 from features.pipeline import load_vocabulary
+from features.store import feature_store
 from ingest.lake import read_table
 from ingest.simulator import world_for
 from models.candidates import KS, available_rows, popularity_order, positives
 from models.champion import catch_up, champion_retriever
 from models.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
 from models.retrieval_features import user_states
-from models.two_tower import Catalog, TowerConfig, TrainData, history_rows, user_matrix
+from models.retriever import RetrievalModel, Retriever
+from models.two_tower import (
+    Catalog,
+    FitResult,
+    TowerConfig,
+    TrainData,
+    TwoTower,
+    fit,
+    history_rows,
+    user_matrix,
+)
+from reelrank.errors import InvalidDataError, MissingDataError
 from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
+from training.evaluate import json_safe
+from training.gate import GateVerdict, decide
+from training.plots import two_tower_curve_plot
+from training.review import hold_for_approval, promote
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from models.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +148,7 @@ class EvalSet:
 def eval_set(settings: Settings, store: FeatureStore, catalog: Catalog, holdout: date) -> EvalSet:
     pos = positives(settings, holdout, holdout)
     if pos.empty:
-        raise ValueError(f"no positive engagements on the holdout day {holdout}")
+        raise InvalidDataError(f"no positive engagements on the holdout day {holdout}")
     states = user_states(store, pos)
     start = np.datetime64(pd.Timestamp(holdout))
     new_rows = np.flatnonzero(
@@ -225,51 +242,90 @@ def _validator(
     return validate
 
 
-def train_retrieval(
-    settings: Settings, holdout: date, progress: ProgressFn | None = None
-) -> dict[str, Any]:
-    """Train the two-tower, build its index, evaluate beside the baselines and the current
-    champion on the holdout day, register it as ``challenger`` and let the gate decide.
-    ``progress`` hears of every training epoch (out of at most ``max_epochs``)."""
-    import time
+@dataclass(frozen=True)
+class RetrievalResult:
+    """A registered two-tower version, its holdout metrics beside every reference, and the
+    gate's verdict on it."""
 
-    import mlflow
+    version: str
+    promoted: bool
+    verdict: GateVerdict
+    metrics: dict[str, RetrievalMetrics]
+    random_recall: dict[int, float]
+    holdout: str
+    examples_per_s: float
 
-    from features.store import feature_store
-    from models.retriever import RetrievalModel, Retriever
-    from models.two_tower import fit
-    from training.gate import decide
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(  # type: ignore[return-value]  # json_safe keeps a dict a dict
+            {
+                "version": self.version,
+                "promoted": self.promoted,
+                "verdict": self.verdict.to_dict(),
+                "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+                "random_recall": self.random_recall,
+                "holdout": self.holdout,
+                "examples_per_s": self.examples_per_s,
+            }
+        )
 
+
+@dataclass
+class _Window:
+    """The two-tower's data: the catalog through the validation day, the positives of the
+    window (training days and the validation day) and their users' states."""
+
+    first: date
+    valid_day: date
+    cfg: TowerConfig
+    catalog: Catalog
+    pos: pd.DataFrame
+    val_pos: pd.DataFrame
+    states: pd.DataFrame
+    data: TrainData
+
+    @property
+    def label(self) -> str:
+        return f"{self.first.isoformat()}..{(self.valid_day + timedelta(days=1)).isoformat()}"
+
+
+def _window(settings: Settings, store: FeatureStore, holdout: date) -> _Window:
     r = settings.retrieval
-    store = feature_store(settings)
     valid_day = holdout - timedelta(days=1)
     first = holdout - timedelta(days=r.train_days)
     content = read_content(settings)
     cfg = _tower_config(settings, content)
     videos = read_table(settings.lake_dir, "videos", end=valid_day)
     catalog = Catalog.from_frames(videos, content, cfg)
-
     pos = positives(settings, first, valid_day)
     if pos.empty:
-        raise FileNotFoundError(f"no positive engagements between {first} and {valid_day}")
+        raise MissingDataError(f"no positive engagements between {first} and {valid_day}")
     states = user_states(store, pos)
     val_day = pd.Timestamp(valid_day)
     train_pos, val_pos = pos[pos["day"] < val_day], pos[pos["day"] >= val_day]
     if train_pos.empty or val_pos.empty:
-        raise ValueError(f"retrieval needs >= 2 days of positives before {holdout}")
+        raise InvalidDataError(f"retrieval needs >= 2 days of positives before {holdout}")
     data = _train_data(catalog, train_pos, states, cfg.history_len)
+    return _Window(first, valid_day, cfg, catalog, pos, val_pos, states, data)
+
+
+def _fit_tower(
+    settings: Settings, w: _Window, progress: ProgressFn | None
+) -> tuple[FitResult, float]:
+    """Fit with early stopping on the validation day's Recall@100; (result, seconds)."""
+    r = settings.retrieval
+    val_day = pd.Timestamp(w.valid_day)
     validate = _validator(
-        catalog,
-        states[states["day"] == val_day],
-        val_pos,
-        available_rows(catalog, valid_day, settings, end_of_day=True),
+        w.catalog,
+        w.states[w.states["day"] == val_day],
+        w.val_pos,
+        available_rows(w.catalog, w.valid_day, settings, end_of_day=True),
         100,
     )
     t0 = time.perf_counter()
     result = fit(
-        catalog,
-        data,
-        cfg,
+        w.catalog,
+        w.data,
+        w.cfg,
         validate=validate,
         batch_size=r.batch_size,
         learning_rate=r.learning_rate,
@@ -286,12 +342,17 @@ def train_retrieval(
         ),
     )
     report(progress, "two-tower epochs", r.max_epochs, r.max_epochs)  # early stopping ends it
-    train_s = time.perf_counter() - t0
+    return result, time.perf_counter() - t0
 
-    # the index holds what a feed could show at the holdout's start; the holdout day's
-    # uploads arrive afterwards through the fresh-items path, exactly as in serving
-    retriever = Retriever.build(
-        result.model,
+
+def _build_retriever(
+    settings: Settings, model: TwoTower, catalog: Catalog, holdout: date
+) -> Retriever:
+    """The index holds what a feed could show at the holdout's start; the holdout day's
+    uploads arrive afterwards through the fresh-items path, exactly as in serving."""
+    r = settings.retrieval
+    return Retriever.build(
+        model,
         catalog,
         available_rows(catalog, holdout, settings, end_of_day=False),
         exact_below=r.exact_below,
@@ -301,21 +362,22 @@ def train_retrieval(
         max_age_days=float(settings.max_video_age_days),
         fresh_share=r.fresh_share,
     )
-    fresh = catch_up(retriever, settings, holdout)
-    es = eval_set(settings, store, retriever.catalog, holdout)
+
+
+def _evaluate_all(
+    settings: Settings, retriever: Retriever, es: EvalSet, w: _Window, holdout: date
+) -> tuple[dict[str, RetrievalMetrics], list[str]]:
+    """The challenger beside popularity, recent popularity, the oracle (simulated data) and
+    the champion on the same eval set; and why the champion cannot compete, if it cannot."""
     metrics: dict[str, RetrievalMetrics] = {"challenger": evaluate_retriever(retriever, es)}
-    metrics["popularity"] = evaluate_static(
-        popularity_order(retriever.catalog, pos, es.available), es
-    )
+    cat = retriever.catalog
+    metrics["popularity"] = evaluate_static(popularity_order(cat, w.pos, es.available), es)
     metrics["recent_popularity"] = evaluate_static(
-        popularity_order(retriever.catalog, val_pos, es.available), es
+        popularity_order(cat, w.val_pos, es.available), es
     )
-    oracle = oracle_ranked(settings, retriever.catalog, es, holdout)
+    oracle = oracle_ranked(settings, cat, es, holdout)
     if oracle is not None:
         metrics["oracle"] = recall(oracle, es.relevant, es.cold)
-    n_avail = max(len(es.available), 1)
-    random_recall = {k: min(1.0, k / n_avail) for k in KS}
-
     name = settings.retrieval_model_name
     c = client(settings)
     champ_version = alias_version(c, name, CHAMPION)
@@ -333,34 +395,32 @@ def train_retrieval(
             assert champ is not None
             catch_up(champ, settings, holdout)
             metrics["champion"] = evaluate_retriever(champ, es)
+    return metrics, blockers
 
+
+def _log_retrieval(
+    settings: Settings,
+    w: _Window,
+    fitted: tuple[FitResult, float],
+    retriever: Retriever,
+    evaluation: dict[str, Any],
+    flat: dict[str, float],
+) -> tuple[str, str]:
+    """One MLflow run: params, metrics, the epoch curves, the review files and the bundle
+    (model + index + ids), registered under the retrieval model's name; (run id, version)."""
+    r = settings.retrieval
+    result, _ = fitted
     exp_id = configure_mlflow(settings)
-    window = f"{first.isoformat()}..{holdout.isoformat()}"
-    flat: dict[str, float] = {}
-    for label, m in metrics.items():
-        prefix = "" if label == "challenger" else f"{label}_"
-        flat.update({k: v for k, v in m.to_dict(prefix).items() if not math.isnan(v)})
-    flat.update({f"random_recall_at_{k}": v for k, v in random_recall.items()})
-    flat.update(
-        {
-            "train_examples": float(len(data.item_rows)),
-            "train_examples_per_s": result.examples_per_s,
-            "train_seconds": train_s,
-            "epochs": float(result.epochs),
-            "best_epoch": float(result.best_epoch),
-            "fresh_videos_added": float(fresh),
-            "index_size": float(retriever.index.size),
-        }
-    )
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"retrieval-{holdout.isoformat()}") as run:
+    holdout = evaluation["holdout"]
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"retrieval-{holdout}") as run:
         mlflow.log_params(
             {
                 **{f"retrieval_{k}": v for k, v in r.model_dump().items()},
                 "caption_encoder": r.text_encoder,
-                "visual_dim": cfg.visual_dim,
+                "visual_dim": w.cfg.visual_dim,
                 "index_kind": retriever.index.kind,
-                "data_window": window,
-                "validation_day": valid_day.isoformat(),
+                "data_window": w.label,
+                "validation_day": w.valid_day.isoformat(),
                 "feature_service": "retrieval_v1",
             }
         )
@@ -370,56 +430,82 @@ def train_retrieval(
                 mlflow.log_metric(key, v, step=step)
         with tempfile.TemporaryDirectory() as tmp:
             bundle = retriever.save(Path(tmp) / "bundle")
-            evaluation = {
-                "holdout": holdout.isoformat(),
-                "metrics": {k: m.to_dict() for k, m in metrics.items()},
-                "random_recall": random_recall,
-                "available_videos": len(es.available),
-                "cold_videos": len(es.cold_ids),
-            }
             review = Path(tmp) / "review"
             review.mkdir()
             (review / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
-            from training.plots import two_tower_curve_plot
-
             two_tower_curve_plot(result.curves, review / "training_curve.png")
             mlflow.log_artifacts(str(review), artifact_path="review")
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=RetrievalModel(),
                 artifacts={"bundle": str(bundle)},
-                registered_model_name=name,
+                registered_model_name=settings.retrieval_model_name,
             )
-        version = str(info.registered_model_version)
+    return run.info.run_id, str(info.registered_model_version)
 
+
+def _flat_metrics(
+    metrics: dict[str, RetrievalMetrics],
+    random_recall: dict[int, float],
+    fitted: tuple[FitResult, float],
+    w: _Window,
+    fresh: int,
+    index_size: int,
+) -> dict[str, float]:
+    result, train_s = fitted
+    flat: dict[str, float] = {}
+    for label, m in metrics.items():
+        prefix = "" if label == "challenger" else f"{label}_"
+        flat.update({k: v for k, v in m.to_dict(prefix).items() if not math.isnan(v)})
+    flat.update({f"random_recall_at_{k}": v for k, v in random_recall.items()})
+    flat.update(
+        {
+            "train_examples": float(len(w.data.item_rows)),
+            "train_examples_per_s": result.examples_per_s,
+            "train_seconds": train_s,
+            "epochs": float(result.epochs),
+            "best_epoch": float(result.best_epoch),
+            "fresh_videos_added": float(fresh),
+            "index_size": float(index_size),
+        }
+    )
+    return flat
+
+
+def _gate_retrieval(
+    settings: Settings,
+    version: str,
+    run_id: str,
+    w: _Window,
+    metrics: dict[str, RetrievalMetrics],
+    random_recall: dict[int, float],
+    blockers: list[str],
+    index_kind: str,
+) -> GateVerdict:
+    """Alias ``challenger``, decide on Recall@100 (the same review rules as the ranker,
+    manual approval included), tag the version and write its card."""
+    r, name, c = settings.retrieval, settings.retrieval_model_name, client(settings)
     c.set_registered_model_alias(name, CHALLENGER, version)
     gate = settings.gate.model_copy(
-        update={
-            "metric": "recall_at_100",
-            "min_margin_over_champion": r.min_margin_over_champion,
-        }
+        update={"metric": "recall_at_100", "min_margin_over_champion": r.min_margin_over_champion}
     )
     refs = {k: m.to_dict() for k, m in metrics.items() if k in ("popularity", "recent_popularity")}
     champ_metrics = metrics["champion"].to_dict() if "champion" in metrics else None
     verdict = decide(metrics["challenger"].to_dict(), refs, champ_metrics, gate, blockers)
     tags = {
-        "data_window": window,
+        "data_window": w.label,
         "feature_service": "retrieval_v1",
         "git_sha": git_sha(),
         "gate_verdict": verdict.label,
         "gate_reasons": " | ".join(verdict.reasons),
         "recall_at_100": f"{metrics['challenger'].recall_at_100:.4f}",
-        "index_kind": retriever.index.kind,
-        "run_id": run.info.run_id,
+        "index_kind": index_kind,
+        "run_id": run_id,
     }
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)
-    c.update_model_version(
-        name, version, description=retrieval_card(settings, window, metrics, random_recall, verdict)
-    )
-    # retrieval follows the same review rules as the ranker (manual approval included)
-    from training.review import hold_for_approval, promote
-
+    card = retrieval_card(settings, w.label, metrics, random_recall, verdict)
+    c.update_model_version(name, version, description=card)
     if verdict.promote and settings.gate.manual_approval:
         hold_for_approval(c, name, version, "; ".join(verdict.reasons))
     elif verdict.promote:
@@ -427,18 +513,43 @@ def train_retrieval(
     else:
         c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
         log.warning("retrieval gate failed for v%s: %s", version, verdict.reasons)
-    from training.evaluate import json_safe
+    return verdict
 
-    return json_safe(  # type: ignore[return-value]
-        {
-            "version": version,
-            "promoted": verdict.promote and not settings.gate.manual_approval,
-            "verdict": verdict.to_dict(),
-            "metrics": {k: m.to_dict() for k, m in metrics.items()},
-            "random_recall": random_recall,
-            "holdout": holdout.isoformat(),
-            "examples_per_s": result.examples_per_s,
-        }
+
+def train_retrieval(
+    settings: Settings, holdout: date, progress: ProgressFn | None = None
+) -> RetrievalResult:
+    """Train the two-tower, build its index, evaluate beside the baselines and the current
+    champion on the holdout day, register it as ``challenger`` and let the gate decide.
+    ``progress`` hears of every training epoch (out of at most ``max_epochs``)."""
+    store = feature_store(settings)
+    w = _window(settings, store, holdout)
+    fitted = _fit_tower(settings, w, progress)
+    retriever = _build_retriever(settings, fitted[0].model, w.catalog, holdout)
+    fresh = catch_up(retriever, settings, holdout)
+    es = eval_set(settings, store, retriever.catalog, holdout)
+    metrics, blockers = _evaluate_all(settings, retriever, es, w, holdout)
+    random_recall = {k: min(1.0, k / max(len(es.available), 1)) for k in KS}
+    flat = _flat_metrics(metrics, random_recall, fitted, w, fresh, retriever.index.size)
+    evaluation = {
+        "holdout": holdout.isoformat(),
+        "metrics": {k: m.to_dict() for k, m in metrics.items()},
+        "random_recall": random_recall,
+        "available_videos": len(es.available),
+        "cold_videos": len(es.cold_ids),
+    }
+    run_id, version = _log_retrieval(settings, w, fitted, retriever, evaluation, flat)
+    verdict = _gate_retrieval(
+        settings, version, run_id, w, metrics, random_recall, blockers, retriever.index.kind
+    )
+    return RetrievalResult(
+        version=version,
+        promoted=verdict.promote and not settings.gate.manual_approval,
+        verdict=verdict,
+        metrics=metrics,
+        random_recall=random_recall,
+        holdout=holdout.isoformat(),
+        examples_per_s=fitted[0].examples_per_s,
     )
 
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from models.registry import CHAMPION, alias_version
+from reelrank.errors import ModelNotFound, StageFailed
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -30,8 +31,13 @@ log = logging.getLogger(__name__)
 PENDING = "pending-approval"
 
 
-class ReviewError(ValueError):
+class ReviewError(StageFailed, ValueError):
     """A review action that cannot be carried out (unknown version, nothing to roll back)."""
+
+
+class VersionNotFound(ReviewError, ModelNotFound):
+    """The version a person named is not in the registry (a review error and a missing
+    model both: callers catching either see it)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def _check_version(c: MlflowClient, name: str, version: str) -> None:
     try:
         c.get_model_version(name, version)
     except MlflowException as err:
-        raise ReviewError(f"{name} has no version {version!r}") from err
+        raise VersionNotFound(f"{name} has no version {version!r}") from err
 
 
 def promote(c: MlflowClient, name: str, version: str, who: str, why: str) -> Move:

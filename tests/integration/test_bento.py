@@ -31,7 +31,10 @@ def test_the_bento_pins_the_champion_version(loop, tmp_path, monkeypatch):
     envs = {e["name"]: e["value"] for e in meta["envs"]}
     assert envs == {"REELRANK_SERVING__PINNED_VERSION": champion}
     src = bento / "src"
-    assert (src / "serving" / "service.py").exists() and (src / "training" / "ranker.py").exists()
+    assert (src / "serving" / "service.py").exists() and (src / "models" / "ranker.py").exists()
+    # the service needs neither training nor monitoring nor the app shell
+    assert not (src / "training").exists() and not (src / "monitoring").exists()
+    assert not (src / "reelrank" / "cli.py").exists()
     assert not (src / "tests").exists() and not (src / "var").exists()
     reqs = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "xgboost" in reqs and "feast" in reqs

@@ -214,7 +214,7 @@ def test_a_failing_task_fails_the_run(loop):
     assert "no feature tables" in err.value.args[0]
     # what a person reads: the task and its exception in one line
     assert err.value.task == "holdout_day"
-    assert "holdout_day: FileNotFoundError: no feature tables" in err.value.brief
+    assert "holdout_day: reelrank.errors.MissingDataError: no feature tables" in err.value.brief
 
 
 def test_the_cli_shows_a_dag_run_task_by_task(loop):

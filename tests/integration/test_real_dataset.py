@@ -49,7 +49,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, A
 
     settings = kuairand_settings(Path(tmp_path_factory.mktemp("kuairand")) / "var")
     # the Airflow tasks and the BentoML server get these settings through their environment
-    return settings, run_dataset(settings, Console(quiet=True))
+    return settings, run_dataset(settings, Console(quiet=True)).to_dict()
 
 
 def test_days_come_from_the_data_and_every_row_is_in_the_lake(run):

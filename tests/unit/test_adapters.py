@@ -12,15 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ingest.adapters import (
-    SESSION_GAP_S,
-    AdaptedDataset,
-    AdapterError,
-    load_interactions,
-    load_kuairand,
-    load_kuairand_catalog,
-)
 from ingest.schema import IMPRESSIONS, USERS, VIDEOS, to_arrow, validate
+from ingest.sources.common import SESSION_GAP_S, AdaptedDataset, AdapterError
+from ingest.sources.interactions import load_interactions
+from ingest.sources.kuairand import load_kuairand, load_kuairand_catalog
+from reelrank.settings import InteractionsOptions, KuaiRandOptions
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.unit
@@ -30,6 +26,18 @@ SUBSET_FILE = "processed_standard_kcore_15.tsv"
 CATALOG_FILE = "kuairand-pure-catalog/video_features_basic_pure.csv"
 KEY = ["user_id", "video_id", "time_ms"]
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def kuairand(path: Path, catalog: Path | None = None) -> AdaptedDataset:
+    return load_kuairand(KuaiRandOptions(path=path, items=catalog))
+
+
+def interactions(
+    path: Path, items: Path | None = None, *, id_prefix: str = "", **mapping: object
+) -> AdaptedDataset:
+    """The generic adapter with ``mapping`` validated by its options model, as settings are."""
+    options = InteractionsOptions.model_validate({"path": path, "items": items, **mapping})
+    return load_interactions(options, id_prefix=id_prefix)
 
 
 def assert_adapted(ds: AdaptedDataset) -> None:
@@ -83,12 +91,12 @@ def subset_raw(shared_data: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def subset(shared_data: Path) -> AdaptedDataset:
-    return load_kuairand(shared_data / SUBSET_DIR)
+    return kuairand(shared_data / SUBSET_DIR)
 
 
 @pytest.fixture(scope="module")
 def subset_with_catalog(shared_data: Path) -> AdaptedDataset:
-    return load_kuairand(shared_data / SUBSET_DIR / SUBSET_FILE, catalog=shared_data / CATALOG_FILE)
+    return kuairand(shared_data / SUBSET_DIR / SUBSET_FILE, catalog=shared_data / CATALOG_FILE)
 
 
 def test_kuairand_subset_counts_and_contracts(
@@ -259,7 +267,7 @@ def official_dir(tmp_path: Path) -> Path:
 
 
 def test_official_kuairand_format(official_dir: Path) -> None:
-    ds = load_kuairand(official_dir)
+    ds = kuairand(official_dir)
     assert_adapted(ds)
     r = ds.report
     assert r.rows_read == 7
@@ -319,7 +327,7 @@ def test_official_kuairand_with_a_catalog(official_dir: Path, tmp_path: Path) ->
             "tag": ["39,12", None, "7"],
         }
     ).to_csv(catalog, index=False)
-    ds = load_kuairand(official_dir, catalog=catalog)
+    ds = kuairand(official_dir, catalog=catalog)
     assert_adapted(ds)
     r = ds.report
     assert r.missing_metadata == 2  # the rows of videos 11 and 12
@@ -346,17 +354,17 @@ def test_official_kuairand_with_a_catalog(official_dir: Path, tmp_path: Path) ->
 
 def test_kuairand_errors(tmp_path: Path, official_dir: Path) -> None:
     with pytest.raises(AdapterError, match="does not exist"):
-        load_kuairand(tmp_path / "nowhere")
+        kuairand(tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(AdapterError, match="no log_standard"):
-        load_kuairand(empty)
+        kuairand(empty)
     broken = tmp_path / "log_standard_broken.csv"
     pd.read_csv(next(official_dir.glob("*.csv"))).drop(columns=["play_time_ms"]).to_csv(
         broken, index=False
     )
     with pytest.raises(AdapterError, match=r"'play_time_ms'.*its columns are: user_id"):
-        load_kuairand(broken)
+        kuairand(broken)
 
 
 # -- hand-made generic interaction files -------------------------------------------------------
@@ -471,7 +479,7 @@ def _expected_ratings_report(ds: AdaptedDataset) -> None:
 def test_generic_csv_timestamp_formats(fmt: str, tmp_path: Path, items_csv: Path) -> None:
     path = tmp_path / f"ratings_{fmt}.csv"
     _interactions(fmt).to_csv(path, index=False)
-    ds = load_interactions(path, items_csv, rating_col="rating")
+    ds = interactions(path, items_csv, rating_col="rating")
     assert_adapted(ds)
     _expected_ratings_report(ds)
 
@@ -479,31 +487,31 @@ def test_generic_csv_timestamp_formats(fmt: str, tmp_path: Path, items_csv: Path
 def test_generic_explicit_unit_and_separator(tmp_path: Path, items_csv: Path) -> None:
     path = tmp_path / "ratings.tsv"
     _interactions("ms").to_csv(path, index=False, sep="\t")
-    ds = load_interactions(path, items_csv, rating_col="rating", ts_unit="ms", sep="\t")
+    ds = interactions(path, items_csv, rating_col="rating", ts_unit="ms", sep="\t")
     assert_adapted(ds)
     _expected_ratings_report(ds)
     # the same numbers read as seconds are centuries away: every row is unparseable
     with pytest.raises(AdapterError, match="no usable row"):
-        load_interactions(path, rating_col="rating", ts_unit="s")
+        interactions(path, rating_col="rating", ts_unit="s")
 
 
 def test_generic_named_column_must_exist(tmp_path: Path, items_csv: Path) -> None:
     path = tmp_path / "ratings.csv"
     _interactions("s").to_csv(path, index=False)
     with pytest.raises(AdapterError, match=r"'stars'.*rating_col.*its columns are: user_id"):
-        load_interactions(path, rating_col="stars")
+        interactions(path, rating_col="stars")
     with pytest.raises(AdapterError, match="'movieId'"):
-        load_interactions(path, items_csv, item_id_col="movieId")
+        interactions(path, items_csv, item_id_col="movieId")
     with pytest.raises(AdapterError, match="'author'"):
-        load_interactions(path, items_csv, creator_col="author")
+        interactions(path, items_csv, creator_col="author")
     with pytest.raises(AdapterError, match="does not exist"):
-        load_interactions(tmp_path / "absent.csv")
+        interactions(tmp_path / "absent.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(AdapterError, match="empty"):
-        load_interactions(tmp_path / "empty.csv")
+        interactions(tmp_path / "empty.csv")
     (tmp_path / "garbage.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(AdapterError, match="cannot read"):
-        load_interactions(tmp_path / "garbage.parquet")
+        interactions(tmp_path / "garbage.parquet")
 
 
 @pytest.fixture
@@ -534,7 +542,7 @@ def test_generic_parquet_with_watch_time(watch_parquet: Path, tmp_path: Path) ->
             "tags": ["a,b", "", "c", None],
         }
     ).to_parquet(items)
-    ds = load_interactions(
+    ds = interactions(
         watch_parquet,
         items,
         user_col="uid",
@@ -586,7 +594,7 @@ def test_generic_ratings_only_parquet(tmp_path: Path) -> None:
     frame = _interactions("s")
     frame["timestamp"] = pd.to_numeric(frame["timestamp"], errors="coerce")
     frame.to_parquet(path)
-    ds = load_interactions(path, rating_col="rating", like_threshold=4.5)
+    ds = interactions(path, rating_col="rating", like_threshold=4.5)
     assert_adapted(ds)
     r = ds.report
     assert r.signals["watch_time_s"] == "missing: 0.0"
@@ -603,7 +611,7 @@ def test_generic_ratings_only_parquet(tmp_path: Path) -> None:
 def test_generic_without_any_outcome(tmp_path: Path) -> None:
     path = tmp_path / "plays.csv"
     path.write_text("user;item;when\nu1;i1;2024-03-01 12:00:00\nu1;i2;2024-03-01 12:00:30\n")
-    ds = load_interactions(path, user_col="user", item_col="item", ts_col="when")
+    ds = interactions(path, user_col="user", item_col="item", ts_col="when")
     assert_adapted(ds)
     assert all(v.startswith("missing:") for v in ds.report.signals.values())
     assert list(ds.impressions["position"]) == [0, 1]

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from reelrank.airflow_runner import TaskLogFollower, _failure_details, dag_task_ids
 from reelrank.cli import EPILOG, ExitCode, app
+from reelrank.summary import DataSummary, LoopSummary, RegistrySummary
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
@@ -180,6 +181,99 @@ def test_run_explains_its_options_and_refuses_bad_input_in_one_line(tmp_path):
     )
     assert wrong.returncode == 1 and "uid" in wrong.stderr, wrong.stdout + wrong.stderr
     assert "Traceback" not in missing.stdout + missing.stderr + wrong.stdout + wrong.stderr
+
+
+def _reelrank_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("REELRANK_")}
+
+
+@pytest.fixture
+def loop_settings(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """``run`` and ``demo`` stopped where the loop would start: what they hand it (the
+    settings, and the REELRANK_* environment at that moment)."""
+    import reelrank.demo
+
+    seen: dict[str, object] = {}
+
+    def loop(settings, console, live=None):
+        seen["settings"], seen["env"] = settings, _reelrank_env()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        return LoopSummary(
+            data=DataSummary(impressions=0, users=0, videos=0, source="test", days="-"),
+            metrics={},
+            registry=RegistrySummary(
+                model="m", challenger=None, champion=None, gate=None, tracking_uri=""
+            ),
+            dag_seconds={},
+        )
+
+    monkeypatch.setattr(reelrank.demo, "run_dataset", loop)
+    monkeypatch.setattr(reelrank.demo, "run_demo", loop)
+    return seen
+
+
+def test_run_builds_its_settings_and_leaves_the_environment_alone(
+    tmp_path, monkeypatch, loop_settings
+):
+    from reelrank.settings import get_settings
+
+    monkeypatch.setenv("REELRANK_HOME", str(tmp_path / "h"))  # the user's home wins
+    monkeypatch.setenv("REELRANK_DATA__LABEL_COL", "liked")  # no option given: kept
+    monkeypatch.setenv("REELRANK_DATA__USER_COL", "someone")  # an option given: it wins
+    before = dict(os.environ)
+    log = tmp_path / "views.csv"
+    args = ["--user-col", "uid", "--rating-col", "stars", "--like-threshold", "0"]
+    args += ["--ts-unit", "ms", "--text-cols", "title", "--text-cols", "tags", "--sep", ";"]
+    out = runner.invoke(
+        app,
+        ["run", "--dataset", "interactions", "--path", str(log), *args, "--objective", "heads"],
+        env=WIDE,
+    )
+    assert out.exit_code == 0, out.output
+    assert dict(os.environ) == before
+    assert loop_settings["env"] == {k: v for k, v in before.items() if k.startswith("REELRANK_")}
+    s = loop_settings["settings"]
+    assert (s.dataset, s.home, s.training.objective) == ("interactions", tmp_path / "h", "heads")
+    d = s.data
+    assert (d.path, d.user_col, d.rating_col, d.label_col) == (log, "uid", "stars", "liked")
+    assert (d.like_threshold, d.ts_unit, d.text_cols, d.sep) == (0.0, "ms", ["title", "tags"], ";")
+    # child processes (Airflow tasks, BentoML workers) rebuild exactly these settings
+    for key in [k for k in os.environ if k.startswith("REELRANK_")]:
+        monkeypatch.delenv(key)
+    for key, value in s.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert get_settings().model_dump(mode="json") == s.model_dump(mode="json")
+
+
+def test_run_gives_each_dataset_a_home_and_only_its_own_options(
+    tmp_path, monkeypatch, loop_settings
+):
+    monkeypatch.delenv("REELRANK_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    logs = tmp_path / "logs"
+    out = runner.invoke(
+        app, ["run", "--dataset", "kuairand", "--path", str(logs), "--user-col", "uid"], env=WIDE
+    )
+    assert out.exit_code == 0, out.output
+    assert "REELRANK_HOME" not in os.environ
+    s = loop_settings["settings"]
+    assert (s.dataset, s.home, s.data.path) == ("kuairand", tmp_path / "var/kuairand-logs", logs)
+    assert s.data.user_col == "user_id"  # an interactions option: not the KuaiRand log's
+    assert s.training.objective == "value"
+
+
+def test_demo_sets_its_scenario_and_home_in_the_settings_only(tmp_path, monkeypatch, loop_settings):
+    monkeypatch.delenv("REELRANK_HOME", raising=False)
+    monkeypatch.setenv("REELRANK_SIM__N_USERS", "300")
+    monkeypatch.chdir(tmp_path)
+    before = dict(os.environ)
+    out = runner.invoke(app, ["demo", "--scenario", "topic-surge"], env=WIDE)
+    assert out.exit_code == 0, out.output
+    assert dict(os.environ) == before and loop_settings["env"] == _reelrank_env()
+    s = loop_settings["settings"]
+    assert (s.sim.scenario, s.sim.n_users) == ("topic_surge", 300)
+    assert s.home == tmp_path / "var/scenario-topic-surge"
+    assert s.to_env()["REELRANK_SIM__SCENARIO"] == "topic_surge"
 
 
 def test_models_promote_moves_the_alias_and_refuses_unknown_versions(tmp_path):
