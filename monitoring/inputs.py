@@ -40,10 +40,11 @@ def champion_reference(settings: Settings) -> tuple[str, pd.DataFrame]:
     if version is None:  # monitoring before any model was promoted: one message, exit 1
         raise ModelNotFound(f"{name} has no champion to check drift against: train first")
     mv = c.get_model_version(name, version)
+    run_id = str(mv.run_id)  # a registered version always has its run
     local = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id,
+        run_id=run_id,
         artifact_path="review/reference.parquet",
-        dst_path=str(settings.home / "tmp" / mv.run_id),
+        dst_path=str(settings.home / "tmp" / run_id),
     )
     return str(mv.version), pd.read_parquet(local)
 
