@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,8 @@ def _failure_details(text: str) -> tuple[str | None, str | None]:
         task = m.group(1)
     error = None
     for line in text.splitlines():
-        if m := _EXCEPTION.match(line.strip()):
-            error = f"{m.group(1)}: {m.group(2)}"
+        if found := _EXCEPTION.match(line.strip()):
+            error = f"{found.group(1)}: {found.group(2)}"
     return task, error
 
 
@@ -262,7 +262,7 @@ def _wait(
 def run_dag(
     settings: Settings,
     dag_id: str,
-    conf: dict[str, object] | None = None,
+    conf: Mapping[str, object] | None = None,
     timeout_s: float = 1800,
     on_progress: Callable[[DagProgress], None] | None = None,
 ) -> DagRunResult:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
 
 import typer
 from pydantic import ValidationError
@@ -208,7 +208,9 @@ class ReelrankGroup(TyperGroup):
     exception is a bug, so it leaves with its stack trace instead of posing as a failure of
     the data."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    # typer vendors click and types this ``typer._click.core.Context``; typer.Context is the
+    # public name of the same object, so the narrower annotation is only nominal
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         global _current
         _current = ctx.obj = Output(ctx=ctx)  # a fresh output per invocation
         try:
@@ -687,7 +689,7 @@ def models_list(model: ModelOpt = ModelKind.ranker) -> None:
     by_version: dict[str, list[str]] = {}
     for alias, v in _registered_model(c, name).aliases.items():
         by_version.setdefault(str(v), []).append(alias)
-    versions = [
+    versions: list[dict[str, Any]] = [
         {
             "version": str(mv.version),
             "aliases": sorted(by_version.get(str(mv.version), [])),
@@ -832,7 +834,10 @@ class Objective(StrEnum):
 LOG_SOURCE_OPTIONS: tuple[type[SourceOptions], ...] = tuple(
     b for b in DataSettings.__bases__ if issubclass(b, SourceOptions)
 )
-LogDataset = Literal[tuple(m.source for m in LOG_SOURCE_OPTIONS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal built at run time: to a type checker it is a plain str
+    LogDataset = str
+else:  # typer shows and checks the choices
+    LogDataset = Literal[tuple(m.source for m in LOG_SOURCE_OPTIONS)]
 
 
 def _source_fields() -> dict[str, tuple[FieldInfo, list[str]]]:

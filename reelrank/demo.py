@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ def _status(live: Console | None, text: str) -> contextlib.AbstractContextManage
 def run_dag_shown(
     settings: Settings,
     dag_id: str,
-    conf: dict[str, object] | None,
+    conf: Mapping[str, object] | None,
     what: str,
     live: Console | None,
 ) -> DagRunResult:
@@ -177,7 +178,7 @@ def _gate_stop(
     name = settings.ranker_model_name
     version = alias_version(c, name, CHALLENGER)
     mv = c.get_model_version(name, version) if version else None
-    metrics = c.get_run(mv.run_id).data.metrics if mv else {}
+    metrics = c.get_run(mv.run_id).data.metrics if mv and mv.run_id else {}
     reasons = mv.tags.get("gate_reasons", "") if mv else "no model was registered"
     console.print(
         f"[bold red]✗[/] the gate kept {name} v{version} back and there is no champion yet, "
@@ -246,11 +247,11 @@ def run_loop(
     champion = alias_version(c, name, CHAMPION)
     challenger = alias_version(c, name, CHALLENGER)
     mv = c.get_model_version(name, challenger) if challenger else None
-    metrics = c.get_run(mv.run_id).data.metrics if mv else {}
+    metrics = c.get_run(mv.run_id).data.metrics if mv and mv.run_id else {}
     rname = settings.retrieval_model_name
     rv = alias_version(c, rname, CHALLENGER)
     rmv = c.get_model_version(rname, rv) if rv else None
-    rmetrics = c.get_run(rmv.run_id).data.metrics if rmv else {}
+    rmetrics = c.get_run(rmv.run_id).data.metrics if rmv and rmv.run_id else {}
 
     user = _pick_user(settings, first_day)
     with _status(live, "starting the BentoML server"):
