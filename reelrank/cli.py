@@ -17,6 +17,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -586,20 +587,46 @@ def serve(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = 
 
     s = _settings()
     out = _out()
-    with out.status("starting the BentoML server"):
-        server = start_server(s, port=port)  # ServiceUnavailable (exit 4) if it does not
-    line = f"serving {s.ranker_model_name}@champion at {server.url} (pid {server.pid})"
-    out.result(
-        {"url": server.url, "pid": server.pid, "log": server.log_path},
-        line,
-        lambda c: c.print(f"{line}; log: {server.log_path}; Ctrl-C stops it"),
-    )
+    # SIGTERM and SIGHUP stop it like Ctrl-C: the server runs in a session of its own, so
+    # it is stopped here (SIGTERM to circusd, which stops its workers) or it outlives us
+    with _signals_stop(signal.SIGTERM, signal.SIGHUP):
+        try:
+            with out.status("starting the BentoML server"):
+                server = start_server(s, port=port)  # ServiceUnavailable (exit 4) if not
+        except _Stopped:
+            return  # start_server stopped what it had started
+        line = f"serving {s.ranker_model_name}@champion at {server.url} (pid {server.pid})"
+        out.result(
+            {"url": server.url, "pid": server.pid, "log": server.log_path},
+            line,
+            lambda c: c.print(f"{line}; log: {server.log_path}; Ctrl-C stops it"),
+        )
+        try:
+            server.process.wait()
+        except (KeyboardInterrupt, _Stopped):
+            pass
+        finally:
+            server.stop()
+
+
+class _Stopped(Exception):
+    """A stop signal arrived (raised in the main thread by :func:`_signals_stop`)."""
+
+
+@contextlib.contextmanager
+def _signals_stop(*signals: signal.Signals) -> Iterator[None]:
+    """While inside, each of ``signals`` raises :class:`_Stopped` in the main thread, so
+    ``finally`` blocks run; the previous handlers come back on the way out."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
-        server.process.wait()
-    except KeyboardInterrupt:
-        pass
+        yield
     finally:
-        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()

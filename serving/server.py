@@ -14,10 +14,26 @@ from pathlib import Path
 
 import httpx
 
-from reelrank.errors import ServiceExited, ServiceTimeout
+from reelrank.errors import ServiceExited, ServiceTimeout, ServiceUnavailable
 from reelrank.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PortInUse(ServiceUnavailable, OSError):
+    """Another process listens on the port the server was asked to use."""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port``: a bind as the server would do it
+    (``SO_REUSEADDR``, so a port left in TIME_WAIT by a stopped server counts as free)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def free_port() -> int:
@@ -76,8 +92,16 @@ def start_server(
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> RunningServer:
-    """Start ``bentoml serve`` on 127.0.0.1 and wait until ``/readyz`` answers 200."""
+    """Start ``bentoml serve`` on 127.0.0.1 and wait until ``/readyz`` answers 200.
+
+    A port something else listens on is refused first: that other server would answer the
+    health check, and a server that never bound would pass for started."""
     port = port or settings.serving.port
+    if port_in_use(settings.serving.host, port):
+        raise PortInUse(
+            f"port {port} on {settings.serving.host} is in use by another process; "
+            "choose another with --port or REELRANK_SERVING__PORT"
+        )
     log_path = log_path or settings.serving_dir / "bentoml.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = {

@@ -407,3 +407,29 @@ def test_progress_bars_group_a_step_and_show_what_runs():
     assert len(tasks) == 2
     done = next(t for d, t in tasks.items() if "feature tables" in d)
     assert done.finished and "user_engagement" not in done.description
+
+
+def test_serve_on_a_port_another_server_answers_is_port_in_use(tmp_path):
+    """Another HTTP server on the port answered the health check, so `serve` used to print
+    success for a server that never bound: it must fail (exit 4) and say the port is taken."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    port = other.server_address[1]
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        out = run_cli("--json", "serve", "--port", str(port), env=home_env(tmp_path))
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert out.returncode == ExitCode.UNAVAILABLE, out.stdout + out.stderr
+    assert f"port {port}" in out.stdout and "in use" in out.stdout
