@@ -6,7 +6,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import dag, task
-from assets import DEFAULT_ARGS, MODEL_PROMOTED, START
+from assets import DEFAULT_ARGS, MODEL_PROMOTED, START, fail_fast
 
 
 @dag(
@@ -26,6 +26,7 @@ previous deployment record in place.
 )
 def reelrank_deploy() -> None:
     @task
+    @fail_fast
     def deploy() -> dict[str, Any]:
         from reelrank.settings import get_settings
         from serving.deploy import deploy_champion

@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
-from assets import DEFAULT_ARGS, FEATURES_READY, START
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from assets import DEFAULT_ARGS, FEATURES_READY, START, day_param, fail_fast
 
 
 def _day() -> str:
     from ingest.calendar import resolve_day
 
     ctx = get_current_context()
-    return resolve_day(ctx["params"].get("day"), ctx.get("logical_date")).isoformat()
+    try:
+        return resolve_day(ctx["params"].get("day"), ctx.get("logical_date")).isoformat()
+    except ValueError as err:  # a bad day fails the same way each try: no retries
+        raise AirflowFailException(f"bad day: {err}") from err
 
 
 @dag(
@@ -24,7 +27,7 @@ def _day() -> str:
     catchup=False,
     default_args=DEFAULT_ARGS,
     tags=["reelrank", "features"],
-    params={"day": Param(None, type=["null", "string"], description="YYYY-MM-DD to process")},
+    params={"day": day_param("day to process")},
     doc_md="""
 ### Daily features
 Ingests the last complete day into the raw lake (validated; a bad batch is quarantined),
@@ -36,6 +39,7 @@ Idempotent per day: partitions that exist are not rewritten.
 )
 def reelrank_features() -> None:
     @task
+    @fail_fast
     def ingest() -> dict[str, Any]:
         from datetime import date
 
@@ -60,6 +64,7 @@ def reelrank_features() -> None:
         return result.to_dict()
 
     @task
+    @fail_fast
     def compute(ingested: dict[str, Any]) -> dict[str, Any]:
         from datetime import date
 
@@ -69,6 +74,7 @@ def reelrank_features() -> None:
         return compute_features(get_settings(), date.fromisoformat(ingested["through"])).to_dict()
 
     @task
+    @fail_fast
     def embed(ingested: dict[str, Any]) -> dict[str, Any]:
         from datetime import date
 
@@ -78,6 +84,7 @@ def reelrank_features() -> None:
         return embed_catalog(get_settings(), date.fromisoformat(ingested["through"])).to_dict()
 
     @task(outlets=[FEATURES_READY])
+    @fail_fast
     def materialize(computed: dict[str, Any], embedded: dict[str, Any]) -> dict[str, Any]:
         from datetime import date
 

@@ -48,6 +48,8 @@ VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
 HISTORY_COLUMNS: tuple[str, ...] = ("hist_video_ids", "hist_len")
 # The ranker's user x creator history: parallel lists per user (view user_creator_history)
 USER_CREATOR_COLUMNS: tuple[str, ...] = ("uc_creator_ids", "uc_imp_28d", "uc_pos_28d")
+# The sequence retrieval model's input: the user's latest events (view user_sequence)
+SEQUENCE_COLUMNS: tuple[str, ...] = ("seq_video_ids", "seq_actions", "seq_ts")
 CONTENT_COLUMNS: tuple[str, ...] = ("caption_embedding", "visual_embedding", "has_visual")
 
 _VIEW_OF = {c: view for view, cols in VIEW_COLUMNS.items() for c in cols}
@@ -65,9 +67,12 @@ USER_STATE_REFS: tuple[str, ...] = (
     *feature_refs((*USER_COLUMNS, *AFFINITY_COLUMNS)),
     "user_history:hist_video_ids",
     *(f"user_creator_history:{c}" for c in USER_CREATOR_COLUMNS),
+    *(f"user_sequence:{c}" for c in SEQUENCE_COLUMNS),
 )
-#: What the two-tower's user tower reads: the user's rates and recent positive history.
+#: What the retrieval model's user side reads: the user's rates and recent positive history
+#: (pooled kind) and latest events (sequence kind).
 USER_TOWER_REFS: tuple[str, ...] = (
     *feature_refs(USER_COLUMNS),
     "user_history:hist_video_ids",
+    *(f"user_sequence:{c}" for c in SEQUENCE_COLUMNS),
 )

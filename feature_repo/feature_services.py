@@ -7,6 +7,7 @@ from feature_repo.features import (
     user_creator_history,
     user_engagement,
     user_history,
+    user_sequence,
     user_topic_affinity,
     video_content,
     video_stats,
@@ -39,4 +40,12 @@ retrieval_v1 = FeatureService(
     tags={"model": "reelrank-retrieval", "version": "1"},
     description="What the two-tower model reads: user rates, recent positive history, and "
     "each video's caption and visual embeddings.",
+)
+
+retrieval_v2 = FeatureService(
+    name="retrieval_v2",
+    features=[user_engagement, user_history, user_sequence, video_content],
+    tags={"model": "reelrank-retrieval", "version": "2"},
+    description="retrieval_v1 plus the user's latest events with actions and times: what "
+    "the sequence kind of the retrieval model reads.",
 )

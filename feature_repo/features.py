@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource
-from feast.types import Array, Float32, Float64, String
+from feast.types import Array, Float32, Float64, Int64, String
 
 from feature_repo.columns import AFFINITY_COLUMNS, CREATOR_COLUMNS, USER_COLUMNS, VIDEO_COLUMNS
 from feature_repo.data_sources import (
@@ -11,6 +11,7 @@ from feature_repo.data_sources import (
     user_creator_history_source,
     user_engagement_source,
     user_history_source,
+    user_sequence_source,
     user_topic_affinity_source,
     video_content_source,
     video_stats_source,
@@ -102,6 +103,22 @@ user_creator_history = FeatureView(
     tags={"owner": "reelrank", "windows": "28d"},
     description="The creators a user saw most over 28 days, with impressions and positives "
     "per creator (parallel lists; the ranker's user x creator features).",
+)
+user_sequence = FeatureView(
+    name="user_sequence",
+    entities=[user],
+    ttl=TTL,
+    schema=[
+        Field(name="seq_video_ids", dtype=Array(String)),
+        Field(name="seq_actions", dtype=Array(Int64)),
+        Field(name="seq_ts", dtype=Array(Float64)),
+    ],
+    source=user_sequence_source,
+    online=True,
+    tags={"owner": "reelrank", "windows": "28d"},
+    description="A user's latest impressions, oldest first, as parallel lists: video, action "
+    "code (completed/liked/shared/skipped bits + watch-ratio bucket) and epoch seconds "
+    "(the sequence retrieval model).",
 )
 # Content does not change after upload, so it never expires (ttl 0 = no limit).
 video_content = FeatureView(

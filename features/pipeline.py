@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from features.batch import as_of_timestamp, topic_vocabulary
@@ -23,6 +23,7 @@ VIEWS = (
     "creator_stats",
     "user_history",
     "user_creator_history",
+    "user_sequence",
 )
 LOOKBACK_DAYS = 28
 UC_HISTORY_LEN = 32  # creators kept per user in user_creator_history
@@ -31,6 +32,7 @@ UC_HISTORY_LEN = 32  # creators kept per user in user_creator_history
 @dataclass
 class FeatureResult:
     through: date
+    first_day: str = ""  # the first day the loop's windows read (earlier days get no table)
     days_computed: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     materialized: str = ""
@@ -39,6 +41,7 @@ class FeatureResult:
     def to_dict(self) -> dict[str, object]:
         return {
             "through": self.through.isoformat(),
+            "first_day": self.first_day,
             "days_computed": self.days_computed,
             "rows": self.rows,
             "materialized": self.materialized,
@@ -60,10 +63,21 @@ def _save_vocabulary(settings: Settings, vocab: list[str]) -> None:
     atomic_write(settings.features_dir / "topic_vocab.json", lambda tmp: tmp.write_text(text))
 
 
+def first_feature_day(settings: Settings, through: date) -> date:
+    """The first day whose feature tables a loop ending at ``through`` reads: the longest
+    training window (ranker or retrieval) before a holdout on ``through``, and
+    ``training.feature_backfill_days`` before it (a retrain on an earlier holdout). Each
+    table reads its own look-back from the lake, so no earlier table is needed."""
+    t = settings.training
+    longest = max(t.train_days, settings.retrieval.train_days) + t.feature_backfill_days
+    return through - timedelta(days=longest)
+
+
 def compute_features(
     settings: Settings, through: date, force: bool = False, progress: ProgressFn | None = None
 ) -> FeatureResult:
-    """Write the feature tables for every lake day up to ``through`` that lacks them;
+    """Write the feature tables for every lake day from :func:`first_feature_day` up to
+    ``through`` that lacks them (a log of many years costs its window, not its span);
     ``progress`` hears of every (day, view) table written.
 
     The tables are DuckDB queries over the lake's Parquet files (:mod:`features.batch_sql`,
@@ -71,9 +85,20 @@ def compute_features(
     partitions and streams its result to disk, so memory stays within the DuckDB budget
     whatever the traffic. Threads come from ``training.nthread``, the loop's CPU budget."""
     result = FeatureResult(through=through)
-    days = [d for d in partition_days(settings.lake_dir, "impressions") if d <= through]
-    if not days:
+    lake_days = [d for d in partition_days(settings.lake_dir, "impressions") if d <= through]
+    if not lake_days:
         raise MissingDataError(f"no impressions in the lake up to {through}")
+    first = first_feature_day(settings, through)
+    days = [d for d in lake_days if d >= first]
+    result.first_day = days[0].isoformat() if days else ""
+    if len(days) < len(lake_days):
+        log.info(
+            "features from %s (the training windows before %s): %d earlier lake day(s) need "
+            "no table",
+            first,
+            through,
+            len(lake_days) - len(days),
+        )
     todo = [d for d in days if force or not all(table_path(settings, v, d).exists() for v in VIEWS)]
     if not todo:
         return result
@@ -100,6 +125,7 @@ def compute_features(
                     table_path(settings, view, d),
                     history_len=settings.retrieval.history_len,
                     uc_history_len=UC_HISTORY_LEN,
+                    seq_len=settings.retrieval.seq_len,
                 )
                 sizes[view] = n
                 result.rows[view] = result.rows.get(view, 0) + n
@@ -128,6 +154,7 @@ def register_and_materialize(
     stages.next("materialize")
     mode = materialize(store, as_of_timestamp(first), as_of_timestamp(through))
     stages.finish()
+    log.info("Feast applied; online store materialized %s..%s (%s)", first, through, mode)
     return mode
 
 

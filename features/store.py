@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reelrank.settings import Settings
@@ -47,6 +51,55 @@ def repo_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def write_repo_yaml(settings: Settings) -> Path:
+    """``<home>/feast/feature_store.yaml`` for the ``feast`` CLI (``feast ui`` started by
+    ``reelrank up``): :func:`repo_config` as JSON, which is YAML. Owner-only (0600): in the
+    cluster profile it holds the database and Redis URLs with their passwords."""
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.feast_dir / "feature_store.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # an older file may have had wider bits
+        json.dump(repo_config(settings), out, indent=2)
+    return path
+
+
+def online_store_label(settings: Settings) -> str:
+    """The online store in words, for messages: the SQLite file, or the kind (a Redis
+    connection string may carry a password)."""
+    online = repo_config(settings)["online_store"]
+    return (
+        str(online["path"]) if online["type"] == "sqlite" else f"the {online['type']} online store"
+    )
+
+
+def check_online_store(settings: Settings) -> None:
+    """Refuse to serve from a local online store that is missing or unreadable, naming it.
+
+    Serving must not open a missing SQLite store: Feast would create an empty file, and
+    every user would silently take the cold-start path (or the workers would crash-loop on
+    the item table). Opened read-only, so nothing is created or changed. The cluster's Redis
+    store is checked by its first read."""
+    import sqlite3
+
+    from reelrank.errors import InvalidDataError, MissingDataError
+
+    online = repo_config(settings)["online_store"]
+    if online["type"] != "sqlite":
+        return
+    path = online["path"]
+    if not os.path.exists(path):
+        raise MissingDataError(
+            f"the online store {path} is missing: materialize features first "
+            "(reelrank run, or the reelrank_features DAG)"
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as err:
+        raise InvalidDataError(f"the online store {path} is unreadable: {err}") from None
+
+
 def feature_store(settings: Settings) -> FeatureStore:
     from feast import FeatureStore, RepoConfig
 
@@ -68,6 +121,7 @@ def repo_objects(settings: Settings) -> list[Any]:
         features.creator_stats,
         features.user_history,
         features.user_creator_history,
+        features.user_sequence,
         features.video_content,
     ]
     for view in views:  # each view reads the table of its own name
@@ -83,6 +137,7 @@ def repo_objects(settings: Settings) -> list[Any]:
         feature_services.ranker_v1,
         feature_services.ranker_v2,
         feature_services.retrieval_v1,
+        feature_services.retrieval_v2,
     ]
 
 

@@ -31,7 +31,7 @@ from ingest.schema import IMPRESSIONS, USERS, VIDEOS, to_arrow
 from ingest.sources import LogSource, get_log_source, get_source
 from ingest.sources.common import AdaptedDataset, AdapterReport
 from reelrank.errors import ConfigError, InvalidDataError, MissingDataError
-from reelrank.settings import Settings
+from reelrank.settings import GateSettings, Settings
 
 log = logging.getLogger(__name__)
 FRAMES = {"users": USERS, "videos": VIDEOS, "impressions": IMPRESSIONS}
@@ -180,3 +180,36 @@ def ingest(settings: Settings, through: date, force: bool = False) -> IngestResu
     if isinstance(source, LogSource):
         return ingest_dataset(settings, through, force=force)
     return source.ingest(settings, through, force=force)
+
+
+# A drift check compares a day's feature distributions with the champion's training data: on
+# fewer rows than this, its statistical tests say nothing.
+MIN_DRIFT_ROWS = 100
+
+
+def window_problems(
+    data: AdaptedDataset, holdout: date, check_day: date, gate: GateSettings
+) -> list[str]:
+    """Why the loop cannot judge a model on ``holdout`` or check ``check_day`` for drift,
+    found from the staged log before any heavy work (an empty list when it can): the
+    holdout needs the rows and users the gate requires and a positive engagement, the
+    drift day :data:`MIN_DRIFT_ROWS` rows."""
+    imp = data.impressions
+    day = imp["ts"].dt.date
+    problems = []
+    hold = imp[day == holdout]
+    positives = int((hold["completed"] | hold["liked"] | hold["shared"]).sum())
+    users = int(hold["user_id"].nunique())
+    if len(hold) < gate.min_holdout_rows or users < gate.min_holdout_users or positives == 0:
+        problems.append(
+            f"the holdout day {holdout} has {len(hold):,} rows, {users:,} users and "
+            f"{positives:,} positive engagements; the gate needs at least "
+            f"{gate.min_holdout_rows:,} rows, {gate.min_holdout_users:,} users and a positive"
+        )
+    drift_rows = int((day == check_day).sum())
+    if drift_rows < MIN_DRIFT_ROWS:
+        problems.append(
+            f"the drift-check day {check_day} has {drift_rows:,} rows; a drift check needs "
+            f"at least {MIN_DRIFT_ROWS}"
+        )
+    return problems

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from ingest.lake import partition_days, read_table, write_partition
-from ingest.simulator import SIMULATOR_VERSION, generate_world
+from ingest.simulator import SIMULATOR_VERSION, world_for
 from reelrank.errors import DataError, InvalidDataError
 from reelrank.progress import ProgressFn, report
 from reelrank.settings import Settings
@@ -59,9 +59,11 @@ class WorldMismatch(DataError, ValueError):
 def check_world_manifest(settings: Settings) -> None:
     """Refuse to mix two simulated worlds in one lake (idempotent skips would hide it).
 
-    The first ingestion records the simulator's version and settings in ``<lake>/_world.json``;
-    a later one with another version or other settings stops with a message instead of
-    appending days of another world.
+    The first ingestion records the simulator's version and settings in ``<lake>/_world.json``
+    (``version``: the world's dynamics, ``settings.sim.version``; ``simulator_version``: the
+    code revision of its draws); a later one with another version or other settings stops
+    with a message instead of appending days of another world. A lake recorded before
+    ``version`` existed holds a version 1 world.
     """
     path = settings.lake_dir / "_world.json"
     if (settings.lake_dir / "_dataset.json").exists():
@@ -70,8 +72,8 @@ def check_world_manifest(settings: Settings) -> None:
             "for a simulated world"
         )
     current = {"simulator_version": SIMULATOR_VERSION, **settings.sim.model_dump(mode="json")}
-    if path.exists():
-        recorded = json.loads(path.read_text())
+    recorded = world_manifest(settings)
+    if recorded is not None:
         if recorded != current:
             diff = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
             raise WorldMismatch(
@@ -81,6 +83,15 @@ def check_world_manifest(settings: Settings) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2))
+
+
+def world_manifest(settings: Settings) -> dict[str, object] | None:
+    """What the lake records about the simulated world it holds (None: no simulated world),
+    with ``version`` filled in for lakes recorded before it existed (version 1)."""
+    path = settings.lake_dir / "_world.json"
+    if not path.exists():
+        return None
+    return {"version": 1, **json.loads(path.read_text())}
 
 
 def ingest_simulated(
@@ -98,7 +109,7 @@ def ingest_simulated(
     if through < sim.start_date:
         raise InvalidDataError(f"{through} is before the simulation starts ({sim.start_date})")
     check_world_manifest(settings)
-    world = generate_world(sim)
+    world = world_for(sim)  # version 2's user state is cached on the world, day after day
     result = IngestResult(through=through)
 
     for table, df, ts_col in (

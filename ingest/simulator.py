@@ -14,12 +14,34 @@ and the stories surface is swiped faster.
 
 The feed that produced the log (the "logging policy") mixes popularity, a noisy topic match
 and uniform exploration, like a platform whose previous model was mediocre.
+
+Two versions exist (``settings.sim.version``). Version 1 is the static world above: a user's
+utility for a video is the same every day and at every position. Version 2, the default,
+adds the dynamics of real feeds, so that the order of what a user saw matters:
+
+* **session intent**: on about half of their days a user opens the app wanting one topic or
+  one of their favourite creators; it lifts those videos for the first few requests of the
+  day (a geometric number), then the user moves on;
+* **taste drift**: tastes wander slowly, an Ornstein-Uhlenbeck walk on the log of each
+  topic's weight, so the world a model trained on last week is not quite today's;
+* **boredom**: utility falls with the log of how often the user has already seen the
+  video's topic and creator, counting earlier positions and requests of the day and what
+  was seen before (halved each day);
+* **bonds**: engaging with a creator's videos (completions, likes, follows) builds a bond
+  that lifts that creator's next videos, saturating and fading slowly without engagement.
+
+Version 2's user state on day ``d`` (the taste walk, recent exposure, bonds) follows from
+the seeded draws of days ``0 .. d-1``: :meth:`World.state_on` replays them once and caches
+the result, so every day is still drawn from its own seed and regenerating it gives the
+same rows. The state is linear in users (exposure and bonds are sparse pairs, never a users
+x creators matrix). The oracle scores a (user, video) pair with the user's state at the start
+of the day; :class:`Moment` adds what happened within the session (intent, earlier repeats).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -93,10 +115,77 @@ LATENT_DIM = 8  # tastes beyond topic: only learnable from who engaged with what
 LATENT_WEIGHT = 0.6  # std of the latent term of the utility
 POSITION_DECAY = 0.04  # attention lost per feed position (observed engagement, not utility)
 STORIES_DURATION_PENALTY = 0.3  # the stories surface is swiped faster: long videos suffer
+# version 2's dynamics (each on its own seeded generator, so version 1's draws are untouched)
+TASTE_DRIFT_STEP = 0.12  # std of a day's step of the log-taste walk
+TASTE_DRIFT_KEEP = 0.97  # the walk's pull back to the user's own tastes (per day)
+TASTE_FLOOR = 0.01  # lets a topic a user never cared for become one they do
+INTENT_SHARE = 0.5  # share of a user's days that start with an intent
+INTENT_CREATOR_SHARE = 0.3  # of intents, the share aimed at a favourite creator, not a topic
+INTENT_BOOST = 1.0  # utility bonus of the intended topic or creator while the intent lasts
+INTENT_STOP = 0.5  # chance, after each request, that the user leaves the intent
+BOREDOM_TOPIC = 0.12  # utility lost per log(1 + earlier views of the same topic)
+BOREDOM_CREATOR = 0.3  # utility lost per log(1 + earlier views of the same creator)
+EXPOSURE_KEEP = 0.5  # share of yesterday's exposure that still bores
+BOND_MAX = 0.8  # utility bonus of a bond built from scratch, at saturation
+BOND_SCALE = 4.0  # engagements that build about 63% of a bond
+BOND_KEEP = 0.97  # share of the engagements behind a bond that count the next day
+STATES_KEPT = 8  # version 2 user states cached per world (day 0 always)
 
 
 def _ts(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """A sparse (user, other) -> count table: sorted unique keys ``user * width + other``."""
+
+    keys: np.ndarray
+    values: np.ndarray
+
+    @staticmethod
+    def empty() -> PairCounts:
+        return PairCounts(np.empty(0, np.int64), np.empty(0, np.float64))
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """The count of each of ``keys`` (0 where absent)."""
+        if not len(self.keys):
+            return np.zeros(len(keys))
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[at] == keys, self.values[at], 0.0)
+
+    def decayed_plus(self, keep: float, keys: np.ndarray, add: np.ndarray) -> PairCounts:
+        """``keep`` x these counts plus ``add`` at ``keys`` (repeats summed); pairs that fell
+        under 0.01 are dropped, so the table stays as small as recent activity."""
+        all_keys = np.concatenate([self.keys, keys])
+        all_values = np.concatenate([keep * self.values, add.astype(np.float64)])
+        uniq, inv = np.unique(all_keys, return_inverse=True)
+        summed = np.bincount(inv, weights=all_values, minlength=len(uniq))
+        kept = summed >= 0.01
+        return PairCounts(uniq[kept], summed[kept])
+
+
+@dataclass(frozen=True)
+class UserState:
+    """Version 2's hidden state of every user at the start of a day."""
+
+    day_idx: int
+    taste_walk: np.ndarray  # (n_users, n_topics) log-taste offsets of the drift walk
+    topic_seen: np.ndarray  # (n_users, n_topics) exposure carried over from earlier days
+    creator_seen: PairCounts  # (user, creator) exposure carried over from earlier days
+    engaged: PairCounts  # (user, creator) decayed engagements behind the bonds
+
+
+@dataclass(frozen=True)
+class Moment:
+    """What happened earlier in a session, one value per scored (user, video) pair: the
+    intended topic and creator (-1: none) and the views of the same topic and creator
+    earlier that day. The oracle without a moment scores at the start of the day."""
+
+    intent_topic: np.ndarray
+    intent_creator: np.ndarray
+    topic_seen_today: np.ndarray
+    creator_seen_today: np.ndarray
 
 
 @dataclass
@@ -116,6 +205,13 @@ class World:
     video_latent: np.ndarray  # (n_videos, LATENT_DIM)
     user_index: dict[str, int]
     video_index: dict[str, int]
+    _states: dict[int, UserState] = field(default_factory=dict, repr=False, compare=False)
+    _last_draw: tuple[int, DayDraw] | None = field(default=None, repr=False, compare=False)
+    _tastes: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def version(self) -> int:
+        return self.sim.version
 
     # -- time ---------------------------------------------------------------------------
     def day(self, i: int) -> date:
@@ -129,10 +225,21 @@ class World:
         return self.sim.scenario_day if self.sim.scenario_day is not None else self.sim.days - 1
 
     def interests_on(self, day_idx: int) -> np.ndarray:
-        """Tastes on a day; drift scenarios change them from ``scenario_start`` on."""
+        """Tastes on a day: version 2's slow drift, then the drift scenario's change from
+        ``scenario_start`` on."""
+        if self.version == 1:
+            return self._scenario_tastes(self.interests, day_idx)
+        # the oracle asks once per user in offline evaluation: one array per day, kept
+        if day_idx not in self._tastes:
+            if len(self._tastes) >= STATES_KEPT:
+                del self._tastes[next(iter(self._tastes))]
+            self._tastes[day_idx] = self._scenario_tastes(self.drifted_tastes(day_idx), day_idx)
+        return self._tastes[day_idx]
+
+    def _scenario_tastes(self, base: np.ndarray, day_idx: int) -> np.ndarray:
         if self.sim.scenario == "none" or day_idx < self.scenario_start:
-            return self.interests
-        out = self.interests.copy()
+            return base
+        out = base.copy()
         if self.sim.scenario == "topic_surge":
             k = TOPICS.index(SURGE_TOPIC)
             out = 0.45 * out
@@ -142,14 +249,62 @@ class World:
             out[segment] = np.roll(out[segment], 3, axis=1)
         return out
 
+    def drifted_tastes(self, day_idx: int) -> np.ndarray:
+        """Version 2's tastes on a day before any scenario: the user's own tastes moved by
+        the day's point of the log-taste walk (rows sum to 1)."""
+        walk = self.state_on(day_idx).taste_walk
+        tastes = (self.interests + TASTE_FLOOR) * np.exp(walk)
+        return tastes / tastes.sum(axis=1, keepdims=True)
+
+    # -- version 2's user state ---------------------------------------------------------
+    def state_on(self, day_idx: int) -> UserState:
+        """The user state at the start of ``day_idx`` (version 2), replayed from day 0's
+        state through the seeded draws of the days before and cached: each day costs one
+        draw, linear in users, whatever order days are asked for in."""
+        if not self._states:
+            n_u, k = len(self.users), len(TOPICS)
+            self._states[0] = UserState(
+                0, np.zeros((n_u, k)), np.zeros((n_u, k)), PairCounts.empty(), PairCounts.empty()
+            )
+        if day_idx in self._states:
+            return self._states[day_idx]
+        start = max(d for d in self._states if d <= day_idx)
+        state = self._states[start]
+        for d in range(start, day_idx):
+            state = _next_state(self, state, self.draw(d))
+            self._states[d + 1] = state
+            if len(self._states) > STATES_KEPT:  # the oldest but day 0 goes
+                del self._states[min(x for x in self._states if x > 0)]
+        return state
+
+    def draw(self, day_idx: int) -> DayDraw:
+        """The arrays of one simulated day (the last one drawn is kept: ingesting day d and
+        then asking for day d + 1's state draws day d once)."""
+        if self._last_draw is not None and self._last_draw[0] == day_idx:
+            return self._last_draw[1]
+        out = _draw_day(self, day_idx)
+        self._last_draw = (day_idx, out)
+        return out
+
     # -- ground truth -------------------------------------------------------------------
     def oracle_utility(
-        self, user_ids: np.ndarray | pd.Series, video_ids: np.ndarray | pd.Series, day: date
+        self,
+        user_ids: np.ndarray | pd.Series,
+        video_ids: np.ndarray | pd.Series,
+        day: date,
+        moment: Moment | None = None,
     ) -> np.ndarray:
-        """Expected utility of showing each video to each user on ``day`` (the oracle)."""
+        """Expected utility of showing each video to each user on ``day`` (the oracle).
+
+        Version 2 scores with each user's state at the start of ``day`` (drifted tastes,
+        bonds, boredom carried over from earlier days), plus ``moment`` when given: the
+        session's intent and the repeats seen earlier that day, one value per pair."""
         u = np.fromiter((self.user_index[x] for x in user_ids), dtype=np.int64)
         v = np.fromiter((self.video_index[x] for x in video_ids), dtype=np.int64)
-        return self._utility(u, v, self.interests_on(self.day_index(day)))
+        day_idx = self.day_index(day)
+        if self.version == 1:
+            return self._utility(u, v, self.interests_on(day_idx))
+        return self._utility(u, v, self.interests_on(day_idx), self.state_on(day_idx), moment)
 
     def oracle_top(
         self, user_id: str, video_ids: np.ndarray, day: date, n: int
@@ -171,12 +326,19 @@ class World:
         threshold = np.log(COMPLETE_AT / (1.0 - COMPLETE_AT)) / 1.4 - 0.3
         return ndtr((utility - threshold) / UTILITY_NOISE)
 
-    def _utility(self, u: np.ndarray, v: np.ndarray, interests: np.ndarray) -> np.ndarray:
+    def _utility(
+        self,
+        u: np.ndarray,
+        v: np.ndarray,
+        interests: np.ndarray,
+        state: UserState | None = None,
+        moment: Moment | None = None,
+    ) -> np.ndarray:
         k = len(TOPICS)
         aff = interests[u, self.video_topic[v]]
         duration = self.videos["duration_s"].to_numpy()[v]
         bond = (self.favourite_creators[u] == self.video_creator[v][:, None]).any(axis=1)
-        return (
+        static = (
             1.3 * np.log(k * aff + 0.1)
             + self.video_quality[v]
             - 0.35 * np.log(duration / 20.0)
@@ -184,6 +346,26 @@ class World:
             + LATENT_WEIGHT
             * np.einsum("ij,ij->i", self.user_latent[u], self.video_latent[v])
             / np.sqrt(LATENT_DIM)
+        )
+        if state is None:  # version 1: the same every day and at every position
+            return static
+        topic, creator = self.video_topic[v], self.video_creator[v]
+        pair = u * self.sim.n_creators + creator
+        topic_seen = state.topic_seen[u, topic]
+        creator_seen = state.creator_seen.get(pair)
+        intent = np.zeros(len(u))
+        if moment is not None:
+            topic_seen = topic_seen + moment.topic_seen_today
+            creator_seen = creator_seen + moment.creator_seen_today
+            hit = (moment.intent_topic == topic) | (moment.intent_creator == creator)
+            intent = INTENT_BOOST * hit
+        grown = BOND_MAX * (1.0 - np.exp(-state.engaged.get(pair) / BOND_SCALE))
+        return (
+            static
+            + grown
+            + intent
+            - BOREDOM_TOPIC * np.log1p(topic_seen)
+            - BOREDOM_CREATOR * np.log1p(creator_seen)
         )
 
     # -- the lake's view of a day ---------------------------------------------------------
@@ -318,9 +500,141 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# Long on purpose, like generate_world: one day's draws in one seeded order.
+@dataclass(frozen=True)
+class DayDraw:
+    """One simulated day as arrays, one entry per impression (``req_*``: per request)."""
+
+    u: np.ndarray
+    v: np.ndarray
+    req_user: np.ndarray
+    req_offset: np.ndarray
+    surfaces: np.ndarray
+    position: np.ndarray
+    duration: np.ndarray
+    watch: np.ndarray
+    completed: np.ndarray
+    liked: np.ndarray
+    shared: np.ndarray
+    commented: np.ndarray
+    followed: np.ndarray
+    skipped: np.ndarray
+
+
+def _earlier_count(keys: np.ndarray) -> np.ndarray:
+    """For each row, how many earlier rows (in row order) carry the same key."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    out = np.empty(len(keys), dtype=np.int64)
+    out[order] = np.arange(len(keys)) - run_start
+    return out
+
+
+def _session_moment(
+    world: World,
+    day_idx: int,
+    req_user: np.ndarray,
+    interests: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    m: int,
+) -> Moment:
+    """Version 2's within-day context of every impression: the session intent of the
+    user's request and the views of the same topic and creator earlier that day (earlier
+    requests, and earlier positions of the same request). Rows of a user are contiguous
+    and in time order (requests are sorted by time within a user), so row order is time."""
+    rng = np.random.default_rng([world.sim.seed, 4, day_idx])
+    n_u = len(world.users)
+    has_intent = rng.random(n_u) < INTENT_SHARE
+    on_creator = rng.random(n_u) < INTENT_CREATOR_SHARE
+    cum = np.cumsum(interests, axis=1)
+    topic = (rng.random(n_u)[:, None] * cum[:, -1:] > cum).sum(axis=1)
+    fav = world.favourite_creators
+    creator = fav[np.arange(n_u), rng.integers(0, fav.shape[1], n_u)]
+    lasts = rng.geometric(INTENT_STOP, n_u)  # requests the intent lasts (at least one)
+    intent_topic = np.where(has_intent & ~on_creator, topic, -1)
+    intent_creator = np.where(has_intent & on_creator, creator, -1)
+
+    n_r = len(req_user)
+    first = np.r_[True, req_user[1:] != req_user[:-1]] if n_r else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    rank = np.arange(n_r) - np.repeat(starts, np.diff(np.r_[starts, n_r]))
+    on = rank < lasts[req_user]
+    row_on = np.repeat(on, m)
+    k = len(TOPICS)
+    return Moment(
+        intent_topic=np.where(row_on, intent_topic[u], -1),
+        intent_creator=np.where(row_on, intent_creator[u], -1),
+        topic_seen_today=_earlier_count(u * k + world.video_topic[v]).astype(np.float64),
+        creator_seen_today=_earlier_count(u * world.sim.n_creators + world.video_creator[v]).astype(
+            np.float64
+        ),
+    )
+
+
+def _next_state(world: World, state: UserState, draw: DayDraw) -> UserState:
+    """Version 2's user state after a day: the taste walk takes a seeded step, exposure is
+    halved and the day's views added, engagements fade and the day's are added."""
+    k, n_c = len(TOPICS), world.sim.n_creators
+    nxt = state.day_idx + 1
+    rng = np.random.default_rng([world.sim.seed, 3, nxt])
+    walk = TASTE_DRIFT_KEEP * state.taste_walk + rng.normal(
+        0.0, TASTE_DRIFT_STEP, state.taste_walk.shape
+    )
+    n_u = len(world.users)
+    topic_key = draw.u * k + world.video_topic[draw.v]
+    views = np.bincount(topic_key, minlength=n_u * k).reshape(n_u, k)
+    topic_seen = EXPOSURE_KEEP * (state.topic_seen + views)
+    pair = draw.u * n_c + world.video_creator[draw.v]
+    creator_seen = state.creator_seen.decayed_plus(1.0, pair, np.ones(len(pair)))
+    creator_seen = PairCounts(creator_seen.keys, EXPOSURE_KEEP * creator_seen.values)
+    engagement = draw.completed + draw.liked + 2.0 * draw.followed
+    hit = engagement > 0
+    engaged = state.engaged.decayed_plus(BOND_KEEP, pair[hit], engagement[hit])
+    return UserState(nxt, walk, topic_seen, creator_seen, engaged)
+
+
 def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
-    """Draw the impression log of day ``day_idx`` (0-based) from the hidden utility."""
+    """The impression log of day ``day_idx`` (0-based), drawn from the hidden utility."""
+    sim = world.sim
+    d = world.draw(day_idx)
+    n_r, m = len(d.req_user), sim.impressions_per_request
+    broken = sim.scenario == "broken_feature" and day_idx >= world.scenario_start
+    day_start = _ts(world.day(day_idx))
+    ts = day_start + pd.to_timedelta(
+        np.round(np.repeat(d.req_offset, m) + np.tile(np.arange(m) * 2.0, n_r), 3), unit="s"
+    )
+    stamp = world.day(day_idx).strftime("%Y%m%d")
+    req_ids = np.array([f"r{stamp}-{i:07d}" for i in range(n_r)])
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{stamp}-{i:08d}" for i in range(len(d.u))],
+            "request_id": np.repeat(req_ids, m),
+            "ts": ts,
+            "user_id": world.users["user_id"].to_numpy()[d.u],
+            "video_id": world.videos["video_id"].to_numpy()[d.v],
+            "surface": np.repeat(d.surfaces, m),
+            "position": d.position,
+            # a broken upstream feed: from the scenario day on, watch time arrives in minutes
+            # (still a valid number, so the lake's contract lets it through)
+            "watch_time_s": np.round(d.watch / 60.0, 4) if broken else d.watch,
+            "duration_s": d.duration,
+            "completed": d.completed,
+            "liked": d.liked,
+            "shared": d.shared,
+            "commented": d.commented,
+            "followed": d.followed,
+            "skipped": d.skipped,
+            "model_version": POLICY_VERSION,
+        }
+    )
+
+
+# Long on purpose, like generate_world: one day's draws in one seeded order.
+def _draw_day(world: World, day_idx: int) -> DayDraw:
+    """Draw day ``day_idx`` (0-based) from the hidden utility: who was shown what, and
+    how they reacted."""
     sim = world.sim
     rng = np.random.default_rng([sim.seed, 1, day_idx])
     day_start = _ts(world.day(day_idx))
@@ -380,10 +694,13 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     pick = lo[ok] + np.floor(rng.random(int(ok.sum())) * (hi[ok] - lo[ok])).astype(np.int64)
     shown[rows[ok], cols[ok]] = fresh[pick]
 
-    broken = sim.scenario == "broken_feature" and day_idx >= world.scenario_start
     u = np.repeat(req_user, m)
     v = shown.reshape(-1)
-    utility = world._utility(u, v, interests)
+    if world.version == 1:
+        utility = world._utility(u, v, interests)
+    else:
+        moment = _session_moment(world, day_idx, req_user, interests, u, v, m)
+        utility = world._utility(u, v, interests, world.state_on(day_idx), moment)
     duration = world.videos["duration_s"].to_numpy()[v]
     # what is observed also depends on context the oracle ignores: attention fades down the
     # feed, and the stories surface is swiped faster (hurting long videos)
@@ -404,30 +721,19 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     commented = engaged & (rng.random(len(u)) < _sigmoid(z - 5.0))
     followed = engaged & (rng.random(len(u)) < _sigmoid(z - 5.5))
 
-    ts = day_start + pd.to_timedelta(
-        np.round(np.repeat(req_offset, m) + np.tile(np.arange(m) * 2.0, n_r), 3), unit="s"
-    )
-    stamp = world.day(day_idx).strftime("%Y%m%d")
-    req_ids = np.array([f"r{stamp}-{i:07d}" for i in range(n_r)])
-    return pd.DataFrame(
-        {
-            "event_id": [f"e{stamp}-{i:08d}" for i in range(len(u))],
-            "request_id": np.repeat(req_ids, m),
-            "ts": ts,
-            "user_id": world.users["user_id"].to_numpy()[u],
-            "video_id": world.videos["video_id"].to_numpy()[v],
-            "surface": np.repeat(surfaces, m),
-            "position": position,
-            # a broken upstream feed: from the scenario day on, watch time arrives in minutes
-            # (still a valid number, so the lake's contract lets it through)
-            "watch_time_s": np.round(watch / 60.0, 4) if broken else watch,
-            "duration_s": duration,
-            "completed": completed,
-            "liked": liked,
-            "shared": shared,
-            "commented": commented,
-            "followed": followed,
-            "skipped": skipped,
-            "model_version": POLICY_VERSION,
-        }
+    return DayDraw(
+        u=u,
+        v=v,
+        req_user=req_user,
+        req_offset=req_offset,
+        surfaces=surfaces,
+        position=position,
+        duration=duration,
+        watch=watch,
+        completed=completed,
+        liked=liked,
+        shared=shared,
+        commented=commented,
+        followed=followed,
+        skipped=skipped,
     )

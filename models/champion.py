@@ -7,6 +7,7 @@ from datetime import date
 
 from features.content import read_content
 from ingest.lake import read_table
+from models.ranker import ModelLoadFailed, artifact_file, error_line, servable_ranker
 from models.registry import CHAMPION, alias_version, client
 from models.retriever import Retriever
 from reelrank.settings import Settings
@@ -34,3 +35,22 @@ def catch_up(retriever: Retriever, settings: Settings, through: date) -> int:
         return 0
     content = read_content(settings)
     return retriever.add_videos(new, content[content["video_id"].isin(new["video_id"])])
+
+
+def verify_servable(settings: Settings, name: str, version: str) -> None:
+    """Load ``version`` of the registered model ``name`` as serving would, and let it score:
+    :class:`~models.ranker.ModelLoadFailed` (or ``IncompatibleModel``) names the version, the
+    file and the error when it cannot serve. Run before an alias moves."""
+    import mlflow
+
+    if name == settings.ranker_model_name:
+        servable_ranker(settings, alias=None, version=version)
+        return
+    uri = f"models:/{name}/{version}"
+    try:
+        mlflow.pyfunc.load_model(uri).unwrap_python_model().retriever  # noqa: B018
+    except Exception as err:
+        mv = client(settings).get_model_version(name, version)
+        raise ModelLoadFailed(
+            f"{name} v{version}: {artifact_file(mv, uri)} does not load: {error_line(err)}"
+        ) from err

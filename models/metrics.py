@@ -15,6 +15,9 @@ metrics here each answer one of those questions:
   which downstream blending of several heads relies on.
 * ``coverage`` and ``creator_diversity`` guard the catalogue and creator side of the feed.
 * ``ndcg_at_k`` scores graded relevance within each feed request.
+* ``full_catalog_topk`` scores a whole users x items score matrix against a fully labelled
+  relevance matrix (Precision@k, Recall@k, NDCG@k per user), for offline data such as
+  KuaiRec's fully observed block where every cell is known.
 * ``by_slice`` repeats any of the above per surface, country, cohort and so on.
 
 Undefined metrics (one class only, no comparable pairs, no relevant item) come back as NaN
@@ -38,14 +41,18 @@ from numpy.typing import ArrayLike
 __all__ = [
     "CalibrationResult",
     "D2QLabeler",
+    "FullCatalogMetrics",
     "GaucResult",
     "SliceMetrics",
     "by_slice",
     "coverage",
     "creator_diversity",
     "expected_calibration_error",
+    "full_catalog_topk",
     "gauc",
     "ndcg_at_k",
+    "ndcg_by_group",
+    "top_k_rows",
     "xauc",
 ]
 
@@ -538,6 +545,19 @@ def ndcg_at_k(groups: ArrayLike, relevance: ArrayLike, scores: ArrayLike, k: int
     the feed was logged in rather than by sort-implementation accidents. Groups with no
     relevant item have no ideal ordering and are left out; if none remains it is NaN.
     """
+    per_group = ndcg_by_group(groups, relevance, scores, k)
+    relevant = ~np.isnan(per_group)
+    if not relevant.any():
+        return _NAN
+    return float(np.mean(per_group[relevant]))
+
+
+def ndcg_by_group(
+    groups: ArrayLike, relevance: ArrayLike, scores: ArrayLike, k: int = 10
+) -> np.ndarray:
+    """NDCG@k of each group, in the order groups first appear (``pd.factorize`` order);
+    NaN for a group with no relevant item. :func:`ndcg_at_k` is their mean; the gate's
+    bootstrap resamples them by user."""
     if k < 1:
         raise ValueError("k must be at least 1")
     g = _vector("groups", groups)
@@ -547,7 +567,7 @@ def ndcg_at_k(groups: ArrayLike, relevance: ArrayLike, scores: ArrayLike, k: int
     if (rel < 0).any():
         raise ValueError("relevance must not be negative")
     if n == 0:
-        return _NAN
+        return np.empty(0)
 
     codes = _group_codes("groups", g)
     n_codes = int(codes.max()) + 1
@@ -564,10 +584,10 @@ def ndcg_at_k(groups: ArrayLike, relevance: ArrayLike, scores: ArrayLike, k: int
 
     dcg = discounted_gain(np.lexsort((row, -s, codes)))
     idcg = discounted_gain(np.lexsort((row, -rel, codes)))
+    out = np.full(n_codes, _NAN)
     relevant = idcg > 0
-    if not relevant.any():
-        return _NAN
-    return float(np.mean(dcg[relevant] / idcg[relevant]))
+    out[relevant] = dcg[relevant] / idcg[relevant]
+    return out
 
 
 def list_ndcg(
@@ -588,6 +608,108 @@ def list_ndcg(
     ideal = sorted(gains.values(), reverse=True)[:k]
     idcg = sum(gain(g) / math.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / idcg if idcg > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# Full-catalog top-k metrics (every cell labelled)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FullCatalogMetrics:
+    """Per-user Precision@k, Recall@k and NDCG@k (binary gains) of full-catalog rankings.
+
+    Kept per user (NaN for a user without any relevant item) so that a caller can average,
+    bootstrap or slice them; :meth:`means` is the usual "per user, averaged" summary.
+    """
+
+    precision: np.ndarray
+    recall: np.ndarray
+    ndcg: np.ndarray
+    precision_k: int
+    recall_k: int
+    ndcg_k: int
+
+    def means(self) -> dict[str, float]:
+        """Mean of each metric over users with at least one relevant item."""
+
+        def mean(x: np.ndarray) -> float:
+            return float(np.nanmean(x)) if np.isfinite(x).any() else _NAN
+
+        return {
+            f"precision_at_{self.precision_k}": mean(self.precision),
+            f"recall_at_{self.recall_k}": mean(self.recall),
+            f"ndcg_at_{self.ndcg_k}": mean(self.ndcg),
+        }
+
+
+def top_k_rows(scores: np.ndarray, k: int, seed: int | None = None) -> np.ndarray:
+    """Column indices of each row's ``k`` highest scores, best first.
+
+    Ties are broken by column order when ``seed`` is None (deterministic), else at random
+    with ``np.random.default_rng(seed)``: a constant scorer such as global popularity has
+    many exact ties, and breaking them by id order would reward or punish it by accident.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be two-dimensional, got shape {s.shape}")
+    if np.isnan(s).any():
+        raise ValueError("scores must not contain NaN")
+    k = min(k, s.shape[1])
+    tie = (
+        np.broadcast_to(np.arange(s.shape[1], dtype=np.float64), s.shape)
+        if seed is None
+        else np.random.default_rng(seed).random(s.shape)
+    )
+    order = np.lexsort((tie, -s), axis=1)
+    return order[:, :k]
+
+
+def full_catalog_topk(
+    scores: np.ndarray,
+    relevant: np.ndarray,
+    *,
+    precision_k: int = 10,
+    recall_k: int = 50,
+    ndcg_k: int = 10,
+    seed: int | None = None,
+) -> FullCatalogMetrics:
+    """Score every user's ranking of the whole catalog against a fully labelled matrix.
+
+    ``scores`` and ``relevant`` are (users, items): a higher score ranks first, and
+    ``relevant`` is True where the user's cell is a positive. Every other cell counts as a
+    negative, which is only sound when the matrix is (nearly) fully observed. Precision@k
+    divides hits by k, Recall@k by the user's number of positives, and NDCG@k uses gains of 1
+    with a ``log2(rank + 1)`` discount against the ideal list of ``min(k, positives)`` hits.
+    ``seed`` breaks ties at random (see :func:`top_k_rows`).
+    """
+    s = np.asarray(scores)
+    rel = np.asarray(relevant, dtype=bool)
+    if s.shape != rel.shape:
+        raise ValueError(f"scores {s.shape} and relevant {rel.shape} must have the same shape")
+    if min(precision_k, recall_k, ndcg_k) < 1:
+        raise ValueError("every k must be at least 1")
+    top = top_k_rows(s, max(precision_k, recall_k, ndcg_k), seed)
+    hits = np.take_along_axis(rel, top, axis=1).astype(np.float64)
+    n_rel = rel.sum(axis=1).astype(np.float64)
+    has = n_rel > 0
+    nan = np.full(len(s), _NAN)
+
+    precision = np.where(has, hits[:, :precision_k].sum(axis=1) / precision_k, nan)
+    recall = np.where(has, hits[:, :recall_k].sum(axis=1) / np.maximum(n_rel, 1.0), nan)
+    discount = 1.0 / np.log2(np.arange(ndcg_k) + 2.0)
+    dcg = hits[:, :ndcg_k] @ discount[: hits[:, :ndcg_k].shape[1]]
+    ideal_hits = np.minimum(n_rel, ndcg_k).astype(np.int64)
+    idcg = np.concatenate([[0.0], np.cumsum(discount)])[ideal_hits]
+    ndcg = np.where(has, dcg / np.where(idcg > 0, idcg, 1.0), nan)
+    return FullCatalogMetrics(
+        precision=precision,
+        recall=recall,
+        ndcg=ndcg,
+        precision_k=precision_k,
+        recall_k=recall_k,
+        ndcg_k=ndcg_k,
+    )
 
 
 # --------------------------------------------------------------------------------------------

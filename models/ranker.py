@@ -20,7 +20,7 @@ import numpy as np
 
 from models.objectives import ValueHeads
 from models.registry import CHAMPION, alias_version, client
-from reelrank.errors import ModelNotFound
+from reelrank.errors import ModelNotFound, StageFailed
 from reelrank.settings import Settings
 
 #: The model-version tag naming the kind of a registered ranker.
@@ -76,6 +76,15 @@ class Ranker(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r} v{self.version}, heads={self.heads.heads})"
+
+
+class ModelLoadFailed(StageFailed, RuntimeError):
+    """A registered version whose artefact cannot be loaded (a corrupt or missing file): the
+    message names the version, the file and the library's error."""
+
+
+class IncompatibleModel(StageFailed, ValueError):
+    """A registered ranker whose inputs are not the ones serving builds."""
 
 
 RANKER_KINDS: dict[str, type[Ranker]] = {}
@@ -159,4 +168,68 @@ def load_ranker(
             return None
     mv = c.get_model_version(name, str(version))  # raises when the version does not exist
     kind = ranker_kind(mv.tags.get(KIND_TAG, DEFAULT_KIND))
-    return kind.load(f"models:/{name}/{mv.version}", name, str(mv.version))
+    uri = f"models:/{name}/{mv.version}"
+    try:
+        return kind.load(uri, name, str(mv.version))
+    except Exception as err:
+        raise ModelLoadFailed(
+            f"{name} v{mv.version}: {artifact_file(mv, uri)} does not load: {error_line(err)}"
+        ) from err
+
+
+def error_line(err: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message (XGBoost's
+    messages go on with a native stack trace)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+
+
+def artifact_file(mv: Any, uri: str) -> str:
+    """Where a version's model file is stored (the flavor's data file in its artifact
+    location), for messages; the version's source where that cannot be told."""
+    import mlflow
+
+    try:
+        info = mlflow.models.get_model_info(uri)
+        data = next((f["data"] for f in info.flavors.values() if "data" in f), "")
+        source = str(mv.source)
+        # MLflow 3: the source is the logged model (models:/m-<id>); its files are elsewhere
+        model_id = getattr(mv, "model_id", None) or (
+            source.removeprefix("models:/") if source.startswith("models:/m-") else None
+        )
+        where = mlflow.get_logged_model(model_id).artifact_location if model_id else source
+        where = str(where).removeprefix("file://").rstrip("/")
+        return f"{where}/{data}" if data else where
+    except Exception:  # the message must not fail on a store it cannot read either
+        return str(mv.source)
+
+
+def servable_ranker(
+    settings: Settings, alias: str | None = CHAMPION, version: str | None = None
+) -> Ranker | None:
+    """The ranker version as serving loads it, checked as serving uses it: loaded (else
+    :class:`ModelLoadFailed`), with the feature columns serving builds (else
+    :class:`IncompatibleModel`), and scoring one row of default features. None when the
+    alias is unset."""
+    from features.batch import FEATURE_DEFAULTS
+    from features.cross import MODEL_FEATURES
+
+    model = load_ranker(settings, alias, version)
+    if model is None:
+        return None
+    if model.features != MODEL_FEATURES:
+        # numpy input is positional: a model trained on other columns would score garbage
+        raise IncompatibleModel(
+            f"{model.name} v{model.version} expects features {model.features}, "
+            f"serving builds {MODEL_FEATURES}"
+        )
+    row = np.array([[FEATURE_DEFAULTS.get(c, 0.0) for c in MODEL_FEATURES]], dtype=np.float32)
+    try:
+        scores = model.predict(row)
+    except Exception as err:
+        raise ModelLoadFailed(
+            f"{model.name} v{model.version} loads but cannot score: {error_line(err)}"
+        ) from err
+    if not np.isfinite(scores).all():
+        raise ModelLoadFailed(f"{model.name} v{model.version} scores a default row {scores}")
+    return model

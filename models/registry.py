@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 EXPERIMENT = "reelrank-ranker"
+RETRIEVAL_EXPERIMENT = "reelrank-retrieval"  # the two-tower's runs, apart from the ranker's
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from feature_repo.columns import USER_COLUMNS, USER_TOWER_REFS
+from feature_repo.columns import SEQUENCE_COLUMNS, USER_COLUMNS, USER_TOWER_REFS
 from features.batch import FEATURE_DEFAULTS
 from models.champion import catch_up, champion_retriever
 from models.retriever import Retriever
+from models.sequence import SequenceTower, sequence_inputs, sequence_user_vectors
 from models.two_tower import history_rows, user_matrix, user_vectors
 from reelrank.settings import Settings
 
@@ -44,10 +45,30 @@ def user_states(store: FeatureStore, pairs: pd.DataFrame) -> pd.DataFrame:
     )
     for c in USER_COLUMNS:
         out[c] = out[c].astype("float64").fillna(FEATURE_DEFAULTS[c])
-    out["hist_video_ids"] = [
-        list(h) if isinstance(h, list | np.ndarray) else [] for h in out["hist_video_ids"]
-    ]
+    for c in ("hist_video_ids", *SEQUENCE_COLUMNS):
+        out[c] = [list(h) if isinstance(h, list | np.ndarray) else [] for h in out[c]]
     return out.drop(columns=["key"])
+
+
+def state_events(states: pd.DataFrame) -> list[tuple[list[str], list[int], list[float]]]:
+    """The ``user_sequence`` lists of each state row, as the sequence model reads them."""
+    return [
+        (list(v), [int(a) for a in acts], [float(t) for t in ts])
+        for v, acts, ts in zip(
+            states["seq_video_ids"], states["seq_actions"], states["seq_ts"], strict=True
+        )
+    ]
+
+
+def state_user_vectors(retriever: Retriever, states: pd.DataFrame) -> np.ndarray:
+    """Each state row's user vector, whichever kind the retriever's model is (batch torch;
+    the numpy forward of serving gives the same vectors)."""
+    cat, model = retriever.catalog, retriever.model
+    if isinstance(model, SequenceTower):
+        inputs = sequence_inputs(cat, state_events(states), model.cfg.seq_len)
+        return sequence_user_vectors(model, cat, inputs)
+    hist = history_rows(cat, states["hist_video_ids"].tolist(), model.cfg.history_len)
+    return user_vectors(model, cat, user_matrix(states), hist)
 
 
 def add_retrieval_features(
@@ -64,7 +85,7 @@ def add_retrieval_features(
     which = key.get_indexer(pd.MultiIndex.from_frame(pairs))
     cat = retriever.catalog
     hist = history_rows(cat, states["hist_video_ids"].tolist(), retriever.model.cfg.history_len)
-    u = user_vectors(retriever.model, cat, user_matrix(states), hist)
+    u = state_user_vectors(retriever, states)
     # the caption centroid of each user's history, unit length (zeros without history)
     mask = (hist >= 0)[:, :, None]
     centroid = (cat.caption[np.clip(hist, 0, None)] * mask).sum(axis=1)

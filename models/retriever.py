@@ -26,6 +26,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from models.index import CandidateIndex
+from models.sequence import SEQUENCE, NumpySequenceTower, SequenceTower, sequence_inputs
 from models.two_tower import (
     CATALOG_ARRAYS,
     Catalog,
@@ -39,6 +40,8 @@ from reelrank.errors import DataError
 
 log = logging.getLogger(__name__)
 FILES = ("model.pt", "config.json", "catalog.npz", "item_vectors.npy")
+# a user's recent events as the user_sequence feature holds them: ids, action codes, seconds
+SequenceEvents = tuple[Sequence[str], Sequence[int], Sequence[float]]
 
 
 def _sha256(path: Path) -> str:
@@ -116,7 +119,13 @@ class Retriever:
             raise BundleError(f"{len(item_vectors)} item vectors for {len(catalog)} videos")
         self.model = model.eval()
         self.version: str | None = None  # the registry's version, set by whoever loads it
-        self._user_tower = NumpyUserTower(self.model)
+        # one numpy forward per kind: the pooled tower or the sequence model's last position
+        self._seq_tower: NumpySequenceTower | None = None
+        self._user_tower: NumpyUserTower | None = None
+        if isinstance(model, SequenceTower):
+            self._seq_tower = NumpySequenceTower(model)
+        else:
+            self._user_tower = NumpyUserTower(self.model)
         self.catalog = catalog
         self.item_vectors = item_vectors
         self.index = index
@@ -166,15 +175,31 @@ class Retriever:
         return cls(model, catalog, vectors, index, max_age_days, fresh_share)
 
     # -- users ------------------------------------------------------------------------------
-    def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> np.ndarray:
-        """The user tower's vector from raw ``USER_COLUMNS`` values and recent positives."""
+    @property
+    def kind(self) -> str:
+        """``pooled`` or ``sequence``: which user side this bundle's model has."""
+        return self.model.cfg.kind
+
+    def user_vector(
+        self,
+        user_features: np.ndarray | None,
+        history: Sequence[str],
+        events: SequenceEvents | None = None,
+    ) -> np.ndarray:
+        """The user tower's vector: a pooled model reads raw ``USER_COLUMNS`` values and
+        recent positives; a sequence model reads ``events`` (the ``user_sequence`` feature:
+        video ids, action codes, epoch seconds, oldest first; none = a user without events)."""
         cfg = self.model.cfg
+        if self._seq_tower is not None:
+            seq = sequence_inputs(self.catalog, [events or ([], [], [])], cfg.seq_len)
+            return self._seq_tower(self.catalog, seq.rows[0], seq.actions[0], seq.gaps[0])
         if user_features is None:  # an unknown user: the documented defaults, as in training
             from features.batch import FEATURE_DEFAULTS
 
             user_features = np.array([FEATURE_DEFAULTS[c] for c in _user_columns()], np.float32)
         x = compress_user_features(user_features[: len(cfg.user_mean)])
         hist = history_rows(self.catalog, [history], cfg.history_len)[0]
+        assert self._user_tower is not None
         return self._user_tower(self.catalog, x, hist)
 
     def history_caption(self, history: Sequence[str]) -> np.ndarray:
@@ -328,6 +353,7 @@ class Retriever:
             "n_catalog": len(self.catalog),
             "n_index": self.index.size,
             "dim": self.model.cfg.dim,
+            "kind": self.model.cfg.kind,
             "max_age_days": self.max_age_days,
             "fresh_share": self.fresh_share,
             "fresh_rows": self.fresh_rows.tolist(),
@@ -352,7 +378,7 @@ class Retriever:
             if not p.exists() or _sha256(p) != digest:
                 raise BundleError(f"index/{name} is missing or does not match the manifest")
         cfg = TowerConfig(**json.loads((directory / "config.json").read_text()))
-        model = TwoTower(cfg)
+        model = SequenceTower(cfg) if cfg.kind == SEQUENCE else TwoTower(cfg)
         model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
         with np.load(directory / "catalog.npz", allow_pickle=False) as z:
             arrays: dict[str, Any] = {name: z[name] for name in CATALOG_ARRAYS}
@@ -391,7 +417,8 @@ class RetrievalModel(PythonModel):
     """``reelrank-retrieval`` in MLflow: the bundle is its one artifact.
 
     ``predict`` takes rows of user features (``USER_COLUMNS``) and ``hist_video_ids``
-    and returns each row's top ``n`` video ids (``params={"n": ...}``).
+    (and, for a sequence-kind bundle, the ``user_sequence`` columns) and returns each
+    row's top ``n`` video ids (``params={"n": ...}``).
     """
 
     def load_context(self, context: Any) -> None:
@@ -404,6 +431,16 @@ class RetrievalModel(PythonModel):
             feats = row[_user_columns()].to_numpy(np.float32)
             hist = row.get("hist_video_ids")
             hist_list = list(hist) if hist is not None else []
-            ids, _ = self.retriever.retrieve(self.retriever.user_vector(feats, hist_list), n)
+            events = _events_of(row)
+            vec = self.retriever.user_vector(feats, hist_list, events)
+            ids, _ = self.retriever.retrieve(vec, n)
             out.append(list(ids))
         return pd.Series(out, name="video_ids")
+
+
+def _events_of(row: pd.Series) -> SequenceEvents | None:
+    """The ``user_sequence`` lists of a row, when it carries them."""
+    ids = row.get("seq_video_ids")
+    if ids is None or (isinstance(ids, float) and np.isnan(ids)):
+        return None
+    return (list(ids), list(row.get("seq_actions", [])), list(row.get("seq_ts", [])))

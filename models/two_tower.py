@@ -54,6 +54,16 @@ class TowerConfig:
     temperature: float = 0.07
     user_mean: list[float] = field(default_factory=list)
     user_std: list[float] = field(default_factory=list)
+    # which user side: "pooled" (this module) or "sequence" (models.sequence); the item
+    # tower is the same for both
+    kind: str = "pooled"
+    seq_len: int = 50
+    seq_dim: int = 64
+    seq_layers: int = 2
+    seq_heads: int = 2
+    # width of the user tower's dense features: ``USER_COLUMNS`` in the loop; a dataset that
+    # describes its users otherwise (KuaiRec's profile columns) sets its own
+    user_dim: int = len(USER_COLUMNS)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -197,10 +207,10 @@ class TwoTower(nn.Module):
         self.creator_emb = nn.Embedding(cfg.creator_buckets, CREATOR_DIM)
         nn.init.normal_(self.id_emb.weight, std=0.05)
         item_in = ID_DIM + cfg.caption_dim + cfg.visual_dim + 1 + TOPIC_DIM + CREATOR_DIM + 1
-        user_in = len(USER_COLUMNS) + ID_DIM + TOPIC_DIM + cfg.caption_dim + 1
+        user_in = cfg.user_dim + ID_DIM + TOPIC_DIM + cfg.caption_dim + 1
         self.item_mlp = _mlp(item_in, cfg.dim)
         self.user_mlp = _mlp(user_in, cfg.dim)
-        n_user = len(USER_COLUMNS)
+        n_user = cfg.user_dim
         mean = torch.tensor(cfg.user_mean or [0.0] * n_user, dtype=torch.float32)
         std = torch.tensor(cfg.user_std or [1.0] * n_user, dtype=torch.float32)
         self.user_mean: torch.Tensor
@@ -217,7 +227,7 @@ class TwoTower(nn.Module):
     ) -> torch.Tensor:
         id_part = self._id_part(items, rows)
         if id_dropout > 0:
-            keep = (torch.rand(len(rows), 1) >= id_dropout).float()
+            keep = (torch.rand(len(rows), 1, device=rows.device) >= id_dropout).float()
             id_part = id_part * keep
         x = torch.cat(
             [
@@ -271,9 +281,9 @@ def sampled_softmax_loss(
     """
     logits = user @ item.T / temperature - log_q.unsqueeze(0)
     same = item_rows.unsqueeze(0) == item_rows.unsqueeze(1)
-    eye = torch.eye(len(item_rows), dtype=torch.bool)
+    eye = torch.eye(len(item_rows), dtype=torch.bool, device=logits.device)
     logits = logits.masked_fill(same & ~eye, float("-inf"))
-    target = torch.arange(len(item_rows))
+    target = torch.arange(len(item_rows), device=logits.device)
     return nn.functional.cross_entropy(logits, target)
 
 
@@ -281,7 +291,7 @@ def sampled_softmax_loss(
 class TrainData:
     """Positive (user, item) pairs with the user's inputs as of the event's day."""
 
-    user_x: np.ndarray  # (n, len(USER_COLUMNS)) float32
+    user_x: np.ndarray  # (n, cfg.user_dim) float32
     history: np.ndarray  # (n, history_len) int64 catalog rows
     item_rows: np.ndarray  # (n,) int64 catalog rows
 

@@ -220,14 +220,18 @@ def _deliver(alert: Alert, config: WebhookConfig, start: float) -> Delivery:
 
 def drift_alert(verdict: DriftVerdict, context: str = "") -> Alert:
     """An alert for a drift verdict: what drifted or broke, by how much, and the report."""
-    drifted = [c for c in verdict.columns if c.drifted]
-    lines = [verdict.summary() if not context else f"{context}: {verdict.summary()}"]
+    drifted = sorted((c for c in verdict.columns if c.drifted), key=lambda c: -c.score)
+    # each column is named once: the headline counts them, the lines below name them
+    lines = [verdict.headline() if not context else f"{context}: {verdict.headline()}"]
     for q in verdict.quality:
         lines.append(f"• broken input `{q.column}`: {q}")
-    for c in sorted(drifted, key=lambda c: -c.score)[:10]:
+    for c in drifted[:10]:
         lines.append(f"• `{c.column}` {c.method} {c.score:.3g} (threshold {c.threshold:.3g})")
     if len(drifted) > 10:
-        lines.append(f"• … and {len(drifted) - 10} more")
+        rest = ", ".join(f"`{c.column}`" for c in drifted[10:])
+        lines.append(f"• {len(drifted) - 10} more drifted: {rest}")
+    if verdict.report_html:
+        lines.append(f"report: {verdict.report_html}")
     state = {
         "broken": "broken input",
         "critical": "dataset drift",

@@ -50,16 +50,18 @@ class CheckResult:
     """What one check found, in the terms the verdict is made of.
 
     ``verdict`` is the whole verdict of the check that starts it (Evidently's data drift);
-    every other check adds to it: ``shared`` columns count towards the share of drifted
-    columns like any model input, ``alone`` columns mean dataset drift by themselves and stay
-    out of the share, ``quality`` are broken inputs, ``tags`` land in the verdict's tags.
+    every other check adds to it: ``beside`` columns are reported beside the share of drifted
+    columns (one drifted is a warning), ``alone`` columns mean dataset drift by themselves;
+    neither moves the share, which stays the data drift report's own, so the verdict, the
+    report and the dashboard show one number. ``quality`` are broken inputs, ``tags`` land
+    in the verdict's tags.
     ``details`` is what the check reports beside the verdict (e.g. online quality rows).
     An empty result (a check with nothing to compare that day) leaves the verdict as it is.
     """
 
     name: str
     verdict: DriftVerdict | None = None
-    shared: tuple[ColumnDrift, ...] = ()
+    beside: tuple[ColumnDrift, ...] = ()
     alone: tuple[ColumnDrift, ...] = ()
     quality: tuple[QualityIssue, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
@@ -82,20 +84,17 @@ class Check(Protocol):
 def with_result(verdict: DriftVerdict, result: CheckResult) -> DriftVerdict:
     """``verdict`` with one more check's result folded in (a pure function).
 
-    Shared columns are appended and the share of drifted columns is recomputed over all
-    columns so far: with enough of them drifted it is dataset drift. Alone columns are
-    appended after them without touching the share: any of them drifted is dataset drift.
+    Beside and alone columns are appended, marked as outside the share (``in_share``); the
+    share of drifted columns is left as Evidently's report computed it (the verdict once
+    recomputed it over more columns than the report showed, 31/38 against the report's
+    31/37). Any alone column drifted is dataset drift; a beside column drifted makes at
+    least a warning.
     """
-    columns = (*verdict.columns, *result.shared)
-    share, drifted = verdict.share_drifted, verdict.drifted
-    if result.shared:
-        share = sum(c.drifted for c in columns) / len(columns)
-        drifted = drifted or share >= verdict.drift_share_threshold
+    added = tuple(replace(c, in_share=False) for c in (*result.beside, *result.alone))
     return replace(
         verdict,
-        columns=(*columns, *result.alone),
-        share_drifted=share,
-        drifted=drifted or any(c.drifted for c in result.alone),
+        columns=(*verdict.columns, *added),
+        drifted=verdict.drifted or any(c.drifted for c in result.alone),
         quality=(*verdict.quality, *result.quality),
         tags={**verdict.tags, **result.tags},
     )

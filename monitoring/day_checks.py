@@ -159,9 +159,9 @@ def content_drift(
 
 class ContentDriftCheck:
     """The caption-cluster mix (:func:`content_drift`) of the day against the champion's
-    training window, as one more column of the verdict: it counts towards the share of
-    drifted columns like any input, so a content shift alone is a warning and, with enough
-    inputs moving with it, dataset drift. Skipped without a training window."""
+    training window, as one more column of the verdict, beside the share of drifted columns
+    (the data drift report's): a content shift alone is a warning; dataset drift is the
+    inputs' and the prediction's to call. Skipped without a training window."""
 
     name = "content_drift"
     stage = "caption-embedding drift"
@@ -178,7 +178,7 @@ class ContentDriftCheck:
             return CheckResult(self.name)
         return CheckResult(
             self.name,
-            shared=(content.column,),
+            beside=(content.column,),
             tags={
                 "content_report": content.report_html,
                 "caption_novelty_auc": f"{content.novelty_auc:.4f}",

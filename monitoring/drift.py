@@ -20,15 +20,21 @@ log = logging.getLogger(__name__)
 VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 PREDICTION = "prediction"  # the model's output column: its drift alone means dataset drift
 DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
+SNAPSHOT_FILE = "drift_snapshot.json"  # the run, loadable by Evidently, beside its report
 
 
 @dataclass(frozen=True)
 class ColumnDrift:
+    """One column's drift test. ``in_share``: it is one of the columns of Evidently's data
+    drift report, the ones the share of drifted columns counts; a column another check
+    adds (the caption-cluster mix, the online AUC drop) is reported beside the share."""
+
     column: str
     score: float
     threshold: float
     method: str
     drifted: bool
+    in_share: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,16 +117,32 @@ class DriftVerdict:
             return "critical"
         return "warning" if self.drifted_columns else "ok"
 
+    def headline(self) -> str:
+        """The verdict in one line without naming columns (an alert lists them below)."""
+        broken = f"BROKEN INPUT: {len(self.quality)} column(s); " if self.quality else ""
+        state = "DRIFT DETECTED" if self.drifted else "no dataset drift"
+        return (
+            f"{broken}{state}: {len(self.drifted_columns)}/{len(self.columns)} columns drifted "
+            f"(share {self.share_drifted:.2f}, threshold {self.drift_share_threshold:.2f})"
+        )
+
     def summary(self) -> str:
+        """One line; the count is the share's (the data drift report's columns), the other
+        checks' columns are named beside it, and the link is the dashboard when there is
+        one (``tags["dashboard"]``), else the report."""
+        share = [c for c in self.columns if c.in_share]
+        beside = [c.column for c in self.columns if c.drifted and not c.in_share]
         cols = ", ".join(self.drifted_columns) or "none"
         state = "DRIFT DETECTED" if self.drifted else "no dataset drift"
         broken = (
             f"BROKEN INPUT: {'; '.join(str(q) for q in self.quality)}; " if self.quality else ""
         )
+        also = f" (and beside them: {', '.join(beside)})" if beside else ""
+        link = self.tags.get("dashboard") or self.report_html
         return (
-            f"{broken}{state}: {len(self.drifted_columns)}/{len(self.columns)} columns drifted "
-            f"(share {self.share_drifted:.2f}, threshold {self.drift_share_threshold:.2f}); "
-            f"drifted: {cols}; report: {self.report_html}"
+            f"{broken}{state}: {sum(c.drifted for c in share)}/{len(share)} columns drifted"
+            f"{also} (share {self.share_drifted:.2f}, threshold "
+            f"{self.drift_share_threshold:.2f}); drifted: {cols}; report: {link}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +249,8 @@ def check_drift(
     html, js = out_dir / "drift_report.html", out_dir / "drift_report.json"
     snap.save_html(str(html))
     snap.save_json(str(js))
+    # Evidently's own format, which a workspace loads back (monitoring.workspace)
+    (out_dir / SNAPSHOT_FILE).write_text(snap.dumps())
     verdict = verdict_from_snapshot(snap.dict(), len(ref), len(cur), str(html), str(js))
     issues = quality_issues(reference[cols], current[cols])
     if extra_quality is not None:

@@ -66,6 +66,7 @@ __all__ = ["EmbeddingDrift", "embedding_drift", "ranking_report"]
 
 EMBEDDING_HTML = "embedding_drift.html"
 RANKING_HTML = "ranking_report.html"
+RANKING_SNAPSHOT = "ranking_snapshot.json"  # the run in Evidently's own (loadable) format
 MIN_ROWS = 10
 TSNE_PERPLEXITY = 30  # sklearn's default, used by EmbeddingsDrift's plot: needs more rows
 SERVED_COLUMNS = ("request_id", "user_id", "video_id", "position", "score", "relevance")
@@ -350,7 +351,8 @@ def ranking_report(
     :func:`models.metrics.ndcg_at_k`), so HitRate is then the share of engaged lists that
     had an engagement in the top k; ``include_no_feedback=True`` averages over all requests
     instead (they score 0). With ``out_dir``, the HTML report is saved as
-    ``ranking_report.html`` there.
+    ``ranking_report.html`` there, and the run as ``ranking_snapshot.json`` (Evidently's
+    snapshot, which :mod:`monitoring.workspace` adds to the drift project).
     """
     from evidently import Dataset, Report
 
@@ -382,6 +384,7 @@ def ranking_report(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         snap.save_html(str(out_dir / RANKING_HTML))
+        (out_dir / RANKING_SNAPSHOT).write_text(snap.dumps())  # for the workspace
     return out | _finite_values(snap.dict(), metrics, k_eval)
 
 

@@ -2,14 +2,16 @@
 
 :func:`run_monitoring` loads the day once (:func:`~monitoring.inputs.day_context`), runs
 :data:`CHECKS` in order, folds their results into one verdict
-(:func:`~monitoring.checks.fold_verdict`), then records it: ``verdict.json``, the drift
-episode that decides on retraining, the alert, an MLflow run and the reports' index. Adding
+(:func:`~monitoring.checks.fold_verdict`), then records it: the day's runs in Evidently's
+workspace (:mod:`monitoring.workspace`, whose dashboard the alert links), ``verdict.json``,
+the drift episode that decides on retraining, the alert and an MLflow run. Adding
 a check is one class with the :class:`~monitoring.checks.Check` shape and one line here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import date
@@ -29,11 +31,14 @@ from monitoring.record import (
     broken_days,
     drift_episode,
     log_check,
+    retrain_action,
     send_drift_alert,
-    write_index,
 )
+from monitoring.workspace import record_day
 from reelrank.progress import ProgressFn, Stages
 from reelrank.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # what other stages and tests import from here
 __all__ = [
@@ -44,7 +49,6 @@ __all__ = [
     "drift_episode",
     "online_quality_of",
     "run_monitoring",
-    "write_index",
 ]
 
 # The day's checks, in order: the first gives the base verdict, the others add to it.
@@ -80,6 +84,7 @@ class MonitoringResult:
     verdict_json: str
     summary: str
     online_quality: list[dict[str, Any]]
+    action: str = ""  # what was done about the verdict, in words (retraining scheduled, ...)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -114,12 +119,14 @@ def run_checks(checks: Sequence[Check], ctx: CheckContext, stages: Stages) -> li
 
 
 def run_monitoring(
-    settings: Settings, day: date, progress: ProgressFn | None = None
+    settings: Settings, day: date, progress: ProgressFn | None = None, manual: bool = False
 ) -> MonitoringResult:
     """Check ``day`` for drift and broken inputs; alert; decide whether to retrain.
 
-    ``retrain`` is True only for the first drifted day of an episode. ``progress`` hears
-    of each check as it starts.
+    ``retrain`` is True only for the first drifted day of an episode: the monitoring DAG
+    then emits the Asset that schedules training. ``manual`` (a check by hand, which
+    schedules nothing) leaves the drift-episode state untouched and says so, so that it
+    cannot suppress the scheduled check's retraining. ``progress`` hears of each check.
     """
     checks = list(CHECKS)  # read once: the list may be extended (tests do)
     # loading the day, the checks' stages, recording the verdict
@@ -127,14 +134,25 @@ def run_monitoring(
     ctx = day_context(settings, day, stages)
     results = run_checks(checks, ctx, stages)
     verdict = fold_verdict(results)
-    verdict = replace(verdict, tags={**verdict.tags, "source": ctx.source})
+    online = result_details(results, OnlineQualityCheck.name, [])
+    stages.next("verdict, Evidently workspace, alert, MLflow")
+    meta = {"severity": verdict.severity, "champion_version": ctx.champion_version}
+    runs = record_day(settings, day, ctx.out, meta, online)
+    verdict = replace(verdict, tags={**verdict.tags, "source": ctx.source, "dashboard": runs.url})
     verdict_json = ctx.out / "verdict.json"
     verdict_json.write_text(json.dumps(verdict.to_dict(), indent=2))
-    stages.next("verdict, alert, MLflow, report index")
-    retrain = drift_episode(settings, day, verdict)
-    alerted, delivery = send_drift_alert(settings, day, verdict, retrain)
+    new_episode = drift_episode(settings, day, verdict, record=not manual)
+    retrain = new_episode and not manual
+    action = retrain_action(verdict, new_episode, manual)
+    log.info(
+        "drift check of %s against champion v%s: %s; %s",
+        day,
+        ctx.champion_version,
+        verdict.summary(),
+        action,
+    )
+    alerted, delivery = send_drift_alert(settings, day, verdict, action)
     log_check(settings, day, ctx.champion_version, verdict, retrain)
-    write_index(settings)
     stages.finish()
     return MonitoringResult(
         day=day,
@@ -151,5 +169,6 @@ def run_monitoring(
         report_html=verdict.report_html,
         verdict_json=str(verdict_json),
         summary=verdict.summary(),
-        online_quality=result_details(results, OnlineQualityCheck.name, []),
+        online_quality=online,
+        action=action,
     )

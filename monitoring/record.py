@@ -1,5 +1,6 @@
 """What a day's check leaves behind once its verdict is in: the drift-episode state that
-debounces retraining, the alert, one MLflow run, and the index of every day's reports.
+debounces retraining, the alert and one MLflow run (its Evidently runs go to the workspace,
+:mod:`monitoring.workspace`).
 
 Kept apart from the checks: these steps read only the folded verdict, so a new check
 changes none of them.
@@ -26,12 +27,17 @@ def _episodes_path(settings: Settings) -> Path:
     return settings.reports_dir / "drift" / "episodes.json"
 
 
-def drift_episode(settings: Settings, day: date, verdict: DriftVerdict) -> bool:
+def drift_episode(
+    settings: Settings, day: date, verdict: DriftVerdict, record: bool = True
+) -> bool:
     """Debounce: True only for the first drifted check of an episode (retrain once).
 
     An episode opens with the first check that finds dataset drift and closes with the
     next clean one; checks in between report the drift but do not ask for another retrain.
     A broken input neither opens nor closes one (retraining on it would learn the breakage).
+    ``record=False`` (a check by hand, which schedules nothing) only says whether this
+    check would open an episode: the state stays as the scheduled checks left it, so a
+    manual look cannot suppress the retraining the DAG's own check of the day asks for.
     """
     path = _episodes_path(settings)
     state = json.loads(path.read_text()) if path.exists() else {"open": None, "episodes": []}
@@ -44,9 +50,40 @@ def drift_episode(settings: Settings, day: date, verdict: DriftVerdict) -> bool:
     elif verdict.severity in ("ok", "warning") and state["open"] is not None:
         state["episodes"].append({**state["open"], "ended": day.isoformat()})
         state["open"] = None
-    text = json.dumps(state, indent=2)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    if record:
+        text = json.dumps(state, indent=2)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
     return retrain
+
+
+def open_episode_since(settings: Settings, day: date) -> date | None:
+    """The first day of the drift episode open on ``day`` (None: no episode open, or one
+    that opened after ``day``): the training weighs the days since it more
+    (``training.drift_half_life_days``), so the retrain it triggers, and every daily retrain
+    while it stays open, follows the changed world."""
+    path = _episodes_path(settings)
+    episode = json.loads(path.read_text()).get("open") if path.exists() else None
+    if episode is None:
+        return None
+    started = date.fromisoformat(episode["started"])
+    return started if started <= day else None
+
+
+# a check by hand neither retrains nor opens the episode (the scheduled check does both)
+MANUAL_NO_RETRAIN = (
+    "no retrain scheduled: a check by hand does not retrain (`reelrank dag reelrank_training`)"
+)
+
+
+def retrain_action(verdict: DriftVerdict, retrain: bool, manual: bool) -> str:
+    """What the check does about its verdict, in words (the alert, the CLI, the task log)."""
+    if verdict.severity == "broken":
+        return "no retrain (broken input)"
+    if verdict.severity != "critical":
+        return "no retrain (no dataset drift)"
+    if manual:
+        return ("new drift episode; " if retrain else "") + MANUAL_NO_RETRAIN
+    return "retraining scheduled" if retrain else "no retrain (episode already retraining)"
 
 
 def broken_days(settings: Settings, start: date, end: date) -> dict[str, list[str]]:
@@ -66,7 +103,7 @@ def broken_days(settings: Settings, start: date, end: date) -> dict[str, list[st
 
 
 def send_drift_alert(
-    settings: Settings, day: date, verdict: DriftVerdict, retrain: bool
+    settings: Settings, day: date, verdict: DriftVerdict, action: str
 ) -> tuple[bool, dict[str, Any] | None]:
     """Log (always) and POST to the webhook (when set) anything above ``warning``; the
     delivery never raises and never blocks longer than its budget."""
@@ -75,15 +112,7 @@ def send_drift_alert(
     from monitoring.alerts import WebhookConfig, drift_alert, send_alert
 
     if verdict.severity not in ("critical", "broken"):
-        log.info("drift check %s: %s", day, verdict.summary())
-        return False, None
-    action = (
-        "retraining scheduled"
-        if retrain
-        else "no retrain (broken input)"
-        if verdict.severity == "broken"
-        else "no retrain (episode already retraining)"
-    )
+        return False, None  # the verdict is in the check's own log line
     url = settings.drift.webhook_url
     delivery = send_alert(
         drift_alert(verdict, context=f"day {day}: {action}"),
@@ -125,61 +154,3 @@ def log_check(
             if path:
                 mlflow.log_artifact(path, artifact_path="reports")
         mlflow.log_artifact(str(Path(verdict.report_html).parent / "verdict.json"), "reports")
-
-
-def write_index(settings: Settings) -> Path:
-    """``reports/drift/index.html``: every check, newest first, with a drift-share plot."""
-    import html
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    root = settings.reports_dir / "drift"
-    verdicts = []
-    for path in sorted(root.glob("*/verdict.json")):
-        try:
-            date.fromisoformat(path.parent.name)
-        except ValueError:
-            continue
-        verdicts.append((path.parent.name, json.loads(path.read_text())))
-    colours = {"ok": "#2e7d32", "warning": "#f9a825", "critical": "#c62828", "broken": "#6a1b9a"}
-    if verdicts:
-        fig, ax = plt.subplots(figsize=(8, 2.6))
-        days = [d for d, _ in verdicts]
-        shares = [v["share_drifted"] for _, v in verdicts]
-        ax.bar(days, shares, color=[colours.get(v["severity"], "grey") for _, v in verdicts])
-        ax.axhline(verdicts[-1][1]["drift_share_threshold"], ls="--", c="k", lw=1)
-        ax.set_ylabel("share of columns drifted")
-        ax.set_ylim(0, 1)
-        ax.tick_params(axis="x", rotation=45, labelsize=7)
-        fig.tight_layout()
-        fig.savefig(root / "drift_summary.png", dpi=110)
-        plt.close(fig)
-    rows = "\n".join(
-        f'<tr><td>{d}</td><td style="color:{colours.get(v["severity"], "grey")}">'
-        f"<b>{html.escape(v['severity'])}</b></td><td>{v['share_drifted']:.2f}</td>"
-        f"<td>{html.escape(', '.join(v['drifted_columns']) or '-')}</td>"
-        f"<td>{html.escape(', '.join(v.get('broken_columns', [])) or '-')}</td>"
-        f'<td><a href="{d}/drift_report.html">report</a> · '
-        f'<a href="{d}/verdict.json">verdict</a></td></tr>'
-        for d, v in reversed(verdicts)
-    )
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>reelrank drift reports</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:left}}
-tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
-<h1>reelrank drift reports</h1>
-<p>Each daily check compares the model inputs and predictions of a day with the champion's
-training reference (Evidently), and the day's logged outcomes with the champion's training
-window (broken units or nulls). Bars: share of drifted columns; dashed line: threshold.</p>
-<img src="drift_summary.png" alt="share of drifted columns per day">
-<table><tr><th>day</th><th>severity</th><th>share drifted</th><th>drifted columns</th>
-<th>broken inputs</th><th></th></tr>
-{rows}
-</table></body></html>
-"""
-    out = root / "index.html"
-    atomic_write(out, lambda tmp: tmp.write_text(page))
-    return out

@@ -12,9 +12,12 @@ it, and every task that starts or ends is reported as a :class:`DagProgress` (no
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import os
 import re
+import secrets
+import string
 import subprocess
 import sys
 import time
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reelrank.errors import StageFailed
+from reelrank.errors import ConfigError, StageFailed
 from reelrank.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -183,8 +186,71 @@ def _failure_details(text: str) -> tuple[str | None, str | None]:
     error = None
     for line in text.splitlines():
         if found := _EXCEPTION.match(line.strip()):
-            error = f"{found.group(1)}: {found.group(2)}"
+            name, message = found.group(1), found.group(2)
+            # a task's data error fails fast as "AirflowFailException: <the error>: ...":
+            # people read the error itself
+            if name.endswith("AirflowFailException") and (inner := _EXCEPTION.match(message)):
+                name, message = inner.group(1), inner.group(2)
+            error = f"{name}: {message}"
     return task, error
+
+
+# -- files only their owner reads ------------------------------------------------------------------
+# The host may have other users: the Airflow password, the logs (which may quote settings and
+# data) and Airflow's metadata DB are for the owner of ``<home>`` only.
+OWNER_ONLY_FILE = 0o600
+OWNER_ONLY_DIR = 0o700
+AIRFLOW_USER = "admin"
+
+
+def owner_only_dir(path: Path) -> Path:
+    """``mkdir -p`` and ``chmod 0700``: a directory made before (0755) is tightened too."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(OWNER_ONLY_DIR)
+    return path
+
+
+def open_owner_only(path: Path, append: bool = True) -> int:
+    """A file descriptor for writing ``path``, created 0600 (never through the umask, so it is
+    never readable by others even for a moment); an existing file is tightened to 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, OWNER_ONLY_FILE)
+    os.fchmod(fd, OWNER_ONLY_FILE)
+    return fd
+
+
+def airflow_password_file(settings: Settings) -> Path:
+    """Where the Airflow UI's password is (JSON: user -> password), readable only by the owner."""
+    return settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+
+
+def ensure_airflow_password(settings: Settings) -> Path:
+    """Write the admin's password into :func:`airflow_password_file` (0600) before Airflow does.
+
+    Airflow's simple auth manager creates that file through the umask (0644: any local user
+    reads it) and prints every password it generates to the api-server's log. A user it
+    finds in the file already gets neither, so the password is generated here, once, and
+    kept across restarts."""
+    owner_only_dir(settings.airflow_home)
+    path = airflow_password_file(settings)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, OWNER_ONLY_FILE)
+    os.fchmod(fd, OWNER_ONLY_FILE)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # Airflow's api-server workers lock it the same way
+        text = f.read().strip()
+        try:
+            passwords = json.loads(text) if text else {}
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"{path} is not JSON ({err}); remove it to get a new password"
+            ) from err
+        if AIRFLOW_USER not in passwords:
+            alphabet = string.ascii_letters + string.digits
+            passwords[AIRFLOW_USER] = "".join(secrets.choice(alphabet) for _ in range(20))
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(passwords) + "\n")
+    return path
 
 
 @dataclass
@@ -207,6 +273,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"
         ),
         "AIRFLOW__API__HOST": "127.0.0.1",
+        # the password file is ours (ensure_airflow_password), task logs are the owner's only
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_password_file(settings)),
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": oct(OWNER_ONLY_FILE),
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": oct(OWNER_ONLY_DIR),
         **settings.to_env(),
         "PYTHONWARNINGS": "ignore",
         "BENTOML_DO_NOT_TRACK": "True",
@@ -223,8 +293,9 @@ def _airflow() -> str:
 
 
 def migrate(settings: Settings) -> None:
-    """Create or upgrade the metadata DB (idempotent, about 3 s)."""
-    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    """Create or upgrade the metadata DB (idempotent, about 3 s), in an Airflow home only its
+    owner can read, with the UI's password already in its 0600 file."""
+    ensure_airflow_password(settings)
     out = subprocess.run(
         [_airflow(), "db", "migrate"],
         env=airflow_env(settings),
@@ -268,8 +339,7 @@ def run_dag(
 ) -> DagRunResult:
     """One real DAG run with ``airflow dags test``; raises :class:`DagRunFailed` with the
     log's tail on failure. ``on_progress`` is called whenever a task starts or ends."""
-    log_dir = settings.airflow_home / "runs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = owner_only_dir(settings.airflow_home / "runs")
     log_path = log_dir / f"{dag_id}.log"
     cmd = [_airflow(), "dags", "test", dag_id]
     if conf:
@@ -284,7 +354,7 @@ def run_dag(
     if follower is not None and on_progress is not None:
         on_progress(follower.state)
     t0 = time.perf_counter()
-    with open(log_path, "w") as log:
+    with os.fdopen(open_owner_only(log_path, append=False), "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             rc = _wait(proc, log_path, follower, on_progress, t0 + timeout_s)

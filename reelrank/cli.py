@@ -505,7 +505,7 @@ def train(holdout: DayOpt = None) -> None:
         )
         rm = retrieval.to_dict()["metrics"]
         w = r.datasets.window
-        reasons = "; ".join(gate.verdict.reasons)
+        reasons = gate.verdict.summary
         c.print(
             _table(
                 f"training on holdout {trained.holdout}",
@@ -545,14 +545,20 @@ def monitor(day: DayOpt = None) -> None:
 
     Evidently data and prediction drift, broken inputs, caption-embedding drift and online
     quality of --day (default: the latest featurized day) against the champion's training
-    reference; alerts, writes the HTML report and ends with the verdict."""
+    reference; alerts, writes the HTML report and ends with the verdict.
+
+    A check by hand schedules no retraining and leaves the drift-episode state to the
+    reelrank_monitoring DAG (whose first drifted check of an episode triggers training); to
+    retrain now, run `reelrank dag reelrank_training`. Alerts are logged and, when
+    REELRANK_DRIFT__WEBHOOK_URL is set, posted there as JSON (Slack-compatible `text`)."""
     from features.pipeline import latest_feature_day
     from monitoring.pipeline import run_monitoring
 
     s = _settings()
     out = _out()
     with out.progress() as progress:
-        result = run_monitoring(s, _day(day, lambda: latest_feature_day(s)), progress=progress)
+        when = _day(day, lambda: latest_feature_day(s))
+        result = run_monitoring(s, when, progress=progress, manual=True)
     verdict = "DRIFT" if result.drifted else "no drift"
     line = f"{result.day}: {verdict} (severity {result.severity}); {result.report_html}"
 
@@ -566,7 +572,7 @@ def monitor(day: DayOpt = None) -> None:
                     ("share drifted", _fmt(result.share_drifted, 3)),
                     ("drifted columns", ", ".join(result.drifted_columns) or "none"),
                     ("broken inputs", ", ".join(result.broken_columns) or "none"),
-                    ("retrain", "yes (a new drift episode)" if result.retrain else "no"),
+                    ("retrain", result.action),
                     ("alerted", "yes" if result.alerted else "no"),
                     ("report", str(result.report_html)),
                 ],
@@ -792,12 +798,16 @@ def models_promote(
 ) -> None:
     """Make VERSION the champion (approve a pending challenger, or pin any version).
 
+    VERSION is loaded as serving would first: one that cannot serve is refused (exit 1).
     Who, when and why are recorded as tags on the version; serving follows."""
+    from models.champion import verify_servable
     from models.registry import client
     from training.review import promote, reviewer
 
     s = _settings()
-    move = promote(client(s), _model_name(s, model), version, who or reviewer(), why)
+    name = _model_name(s, model)
+    check = functools.partial(verify_servable, s, name)  # refuses a version that cannot serve
+    move = promote(client(s), name, version, who or reviewer(), why, verify=check)
     _move_result(move, "by ")
 
 
@@ -807,12 +817,15 @@ def models_rollback(
     who: WhoOpt = None,
     model: ModelOpt = ModelKind.ranker,
 ) -> None:
-    """Put the previous champion back; recorded as tags on both versions."""
+    """Put the previous champion back (refused if it cannot be loaded); recorded as tags."""
+    from models.champion import verify_servable
     from models.registry import client
     from training.review import reviewer, rollback
 
     s = _settings()
-    move = rollback(client(s), _model_name(s, model), who or reviewer(), why)
+    name = _model_name(s, model)
+    check = functools.partial(verify_servable, s, name)
+    move = rollback(client(s), name, who or reviewer(), why, verify=check)
     _move_result(move, "rolled back by ")
 
 
@@ -1029,44 +1042,102 @@ def down(as_json: JsonOpt = False) -> None:
 def status(as_json: JsonOpt = False) -> None:
     """Show what runs and which model versions serve (exit 4 if a service is down).
 
-    Exit 0 when every started service answers, 4 when one does not."""
+    Exit 0 when every started service answers, 4 when one does not; a service whose
+    process is alive but not healthy yet is named "starting", not "not answering"."""
+    from reelrank.stack import serving_lines
     from reelrank.stack import status as stack_status
 
     out = _out()
     if as_json:
         out.switch(Mode.json)
     result = stack_status(_settings())
-    started = {n: r for n, r in result["services"].items() if r["pid"] is not None}
-    down_ = sorted(n for n, r in started.items() if not r["answering"])
+    states = {n: r["state"] for n, r in result["services"].items()}
+    starting = sorted(n for n, st in states.items() if st == "starting")
+    down_ = sorted(n for n, st in states.items() if st in ("not answering", "stopped"))
 
     def human(c: Console) -> None:
         t = Table(title="reelrank services", title_justify="left")
         for col in ("service", "pid", "state", "URL"):
             t.add_column(col)
         for name, row in result["services"].items():
-            state = (
-                "[green]answering[/]"
-                if row["answering"]
-                else "[yellow]starting[/]"
-                if row["running"]
-                else "[dim]stopped[/]"
-            )
+            colour = {"answering": "green", "starting": "yellow", "not answering": "red"}
+            state = f"[{colour.get(row['state'], 'dim')}]{row['state']}[/]"
             t.add_row(name, str(row["pid"] or ""), state, row["url"] or "")
         c.print(t)
         for model, aliases in result["models"].items():
             c.print(f"{model}: " + ", ".join(f"{k} v{v}" for k, v in aliases.items()))
+        login = result["airflow_login"]
+        c.print(
+            f"Airflow login: {login['user']}, password in {login['password_file']} (yours only)"
+        )
+        for line in serving_lines(result["services"].get("bentoml", {}).get("serving")):
+            c.print(escape(line))  # the served version vs its alias, the store's health
 
     out.result(result, None, human)
-    if down_:
+    if down_ or starting:
         if out.mode is not Mode.json:  # the JSON document already says it
-            out.error(f"started but not answering: {', '.join(down_)}", ExitCode.UNAVAILABLE)
+            why = [f"not answering: {', '.join(down_)}"] if down_ else []
+            if starting:
+                why.append(f"starting: {', '.join(starting)} (pid alive, not healthy yet)")
+            out.error("; ".join(why), ExitCode.UNAVAILABLE)
         raise typer.Exit(code=ExitCode.UNAVAILABLE)
+
+
+@app.command()
+def logs(
+    service: Annotated[
+        str | None, typer.Argument(help="a service (e.g. bentoml, mlflow-ui); none: list")
+    ] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=1, help="lines to show")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the services' logs under <home>/logs, or show the end of one (exit 2 if none)."""
+    from reelrank.logs import find_log, list_logs, tail
+
+    out = _out()
+    if as_json:
+        out.switch(Mode.json)
+    settings = _settings()
+    if service is None:
+        found = list_logs(settings)
+
+        def human(c: Console) -> None:
+            if not found:
+                c.print(f"no logs yet under {settings.home / 'logs'} (`reelrank up` writes them)")
+            for f in found:
+                c.print(f"{f.service:<24} {f.bytes:>12,} bytes  {f.modified}  {f.path}")
+
+        out.result({"logs": [f.to_dict() for f in found]}, None, human)
+        return
+    log = find_log(settings, service)
+    text = tail(log.path, lines)
+    out.result(
+        {**log.to_dict(), "lines": text},
+        None,
+        lambda c: c.out("\n".join(text), highlight=False),
+    )
+
+
+def _quiet_interpreter_exit() -> None:
+    """Flush what the command printed, then point stderr at /dev/null for the interpreter's
+    last steps: duckdb's nanobind bindings print ~40 lines of "leaked" objects while Python
+    finalizes (a shutdown-order report, not a leak of ours; duckdb has no switch for it).
+    Registered first, so it runs after every other exit handler has had its say."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
 
 
 def main() -> None:
     """Entry point (``reelrank``): expected failures (:mod:`reelrank.errors`) exit with their
     code and one message (see :class:`ReelrankGroup`); usage errors exit 2; anything else
     keeps its stack trace."""
+    import atexit
+
+    atexit.register(_quiet_interpreter_exit)
     app()
 
 

@@ -138,14 +138,39 @@ def undefined_metrics(settings: Settings, report: dict[str, Any] | None) -> list
         )
     for outcome, how in signals.items():
         if str(how).startswith("missing"):
-            notes.append(f"{outcome}: {how} (its head learns nothing)")
+            notes.append(f"{outcome}: {how} ({_what_misses_it(settings, outcome)})")
     return notes
+
+
+# the logged outcome each ranker head learns from
+_HEAD_OF = {
+    "completed": "completion",
+    "watch_time_s": "watch",
+    "liked": "like",
+    "shared": "share",
+    "skipped": "skip",
+}
+
+
+def _what_misses_it(settings: Settings, outcome: str) -> str:
+    """What a missing outcome costs the ranker that this configuration trains."""
+    t = settings.training
+    if t.objective == "value":
+        if outcome in ("completed", "liked", "shared"):
+            return "the value label, completed or liked or shared, goes without it"
+        return "the value objective does not use it"
+    head = _HEAD_OF.get(outcome)
+    if head is None:
+        return "no head uses it"
+    if t.objective_weights.get(head, 0.0) == 0.0:
+        return f"its head, {head}, has weight 0 and is not trained"
+    return f"its head, {head}, learns nothing"
 
 
 def run_dataset(settings: Settings, console: Console, live: Console | None = None) -> LoopSummary:
     """The loop on a real dataset: adapt and stage it, then hold out the day before its
     last day and check its last day for drift."""
-    from ingest.datasets import staged
+    from ingest.datasets import staged, window_problems
 
     with _status(live, f"adapting the {settings.dataset} log to the lake's contracts"):
         data = staged(settings)
@@ -156,9 +181,57 @@ def run_dataset(settings: Settings, console: Console, live: Console | None = Non
             f"the data covers {len(days)} day(s); the loop needs at least 3 "
             "(training days, a holdout day, a day to check for drift)"
         )
+    # before any heavy work: a holdout the gate cannot judge, or a drift day too thin to
+    # check, would only fail at the end of the loop
+    if problems := window_problems(data, days[-2], days[-1], settings.gate):
+        order_hint = (
+            " A sparse log can be regrouped by order: --order-col "
+            f"{settings.data.ts_col} spreads each user's events over --order-days synthetic "
+            "days, every user's last event on the last day (docs/datasets.md)."
+            if settings.dataset == "interactions" and not settings.data.order_col
+            else ""
+        )
+        raise InvalidDataError(
+            "the log cannot hold out and check a day: " + "; ".join(problems) + "." + order_hint
+        )
     summary = run_loop(settings, console, days[0], days[-2], days[-1], live)
     summary.adapter = data.report.to_dict()
     return summary
+
+
+def _retrieval_summary(settings: Settings) -> RetrievalSummary:
+    """What the last training registered for retrieval, read back from MLflow."""
+    from models.registry import CHALLENGER, alias_version, client
+
+    c = client(settings)
+    name = settings.retrieval_model_name
+    version = alias_version(c, name, CHALLENGER)
+    mv = c.get_model_version(name, version) if version else None
+    metrics = c.get_run(mv.run_id).data.metrics if mv and mv.run_id else {}
+    return RetrievalSummary(
+        model=name,
+        version=version,
+        gate=mv.tags.get("gate_verdict") if mv else None,
+        index_kind=mv.tags.get("index_kind") if mv else None,
+        metrics={k: round(v, 4) for k, v in sorted(metrics.items())},
+    )
+
+
+def _retrieval_recalls(s: RetrievalSummary) -> str:
+    """The retrieval model's R@50/100/500 beside the popularity baselines (and the oracle)."""
+    rm = s.metrics
+
+    def recall(prefix: str) -> str:
+        return "/".join(
+            f"{rm.get(f'{prefix}recall_at_{k}', float('nan')):.3f}" for k in (50, 100, 500)
+        )
+
+    oracle_recall = f", oracle {recall('oracle_')}" if "oracle_recall_at_100" in rm else ""
+    return (
+        f"two-tower {recall('')}  vs popularity {recall('popularity_')}, recent "
+        f"{recall('recent_popularity_')}{oracle_recall} "
+        f"({int(rm.get('index_size', 0)):,} videos, {s.index_kind} index)"
+    )
 
 
 def _gate_stop(
@@ -185,6 +258,13 @@ def _gate_stop(
         f"so nothing is deployed, served or checked for drift. Gate: {reasons}"
     )
     console.print(_metric_table(metrics))
+    # retrieval trained and was gated on its own before the ranker's gate stopped the loop
+    retrieval = _retrieval_summary(settings)
+    if retrieval.metrics:
+        console.print(
+            f"retrieval {retrieval.model} v{retrieval.version} (gate {retrieval.gate}), "
+            f"R@50/100/500: {_retrieval_recalls(retrieval)}"
+        )
     undefined = undefined_metrics(settings, staged_report(settings))
     for note in undefined:
         console.print(f"  [dim]note:[/] {note}")
@@ -194,6 +274,7 @@ def _gate_stop(
         ),
         holdout=first_day.isoformat(),
         metrics={k: round(v, 4) for k, v in sorted(metrics.items())},
+        retrieval=retrieval,
         registry=RegistrySummary(
             model=name,
             challenger=version,
@@ -248,10 +329,7 @@ def run_loop(
     challenger = alias_version(c, name, CHALLENGER)
     mv = c.get_model_version(name, challenger) if challenger else None
     metrics = c.get_run(mv.run_id).data.metrics if mv and mv.run_id else {}
-    rname = settings.retrieval_model_name
-    rv = alias_version(c, rname, CHALLENGER)
-    rmv = c.get_model_version(rname, rv) if rv else None
-    rmetrics = c.get_run(rmv.run_id).data.metrics if rmv and rmv.run_id else {}
+    retrieval = _retrieval_summary(settings)
 
     user = _pick_user(settings, first_day)
     with _status(live, "starting the BentoML server"):
@@ -308,7 +386,7 @@ def run_loop(
     datasets = json.loads(
         (settings.home / "training" / first_day.isoformat() / "datasets.json").read_text()
     )
-    feature_days = len(list((settings.features_dir / "user_engagement").glob("*.parquet")))
+    feature_files = sorted((settings.features_dir / "user_engagement").glob("*.parquet"))
 
     summary = LoopSummary(
         data=DataSummary(
@@ -318,7 +396,8 @@ def run_loop(
             scenario=settings.sim.scenario if settings.dataset == "simulator" else None,
         ),
         features=FeaturesSummary(
-            days=feature_days,
+            days=len(feature_files),
+            first_day=feature_files[0].stem if feature_files else "",
             feature_service=settings.feature_service,
             online_store=settings.feast_dir / "online_store.db",
         ),
@@ -329,13 +408,7 @@ def run_loop(
             for k, v in sorted(metrics.items())
             if not k.endswith(("n_rows", "n_requests")) and "logloss" not in k and k != "valid_auc"
         },
-        retrieval=RetrievalSummary(
-            model=rname,
-            version=rv,
-            gate=rmv.tags.get("gate_verdict") if rmv else None,
-            index_kind=rmv.tags.get("index_kind") if rmv else None,
-            metrics={k: round(v, 4) for k, v in sorted(rmetrics.items())},
-        ),
+        retrieval=retrieval,
         registry=RegistrySummary(
             model=name,
             challenger=challenger,
@@ -350,7 +423,8 @@ def run_loop(
             severity=verdict["severity"],
             drifted_columns=verdict["drifted_columns"],
             broken_columns=verdict.get("broken_columns", []),
-            index=str(settings.reports_dir / "drift" / "index.html"),
+            # the drift project in Evidently's UI (`reelrank up`), where every day's check is
+            index=verdict.get("tags", {}).get("dashboard", verdict["report_html"]),
             share_drifted=round(verdict["share_drifted"], 3),
             report_html=verdict["report_html"],
         ),
@@ -386,11 +460,14 @@ def _print_summary(console: Console, s: LoopSummary) -> None:
             f"{d.impressions:,} impressions, {d.users:,} users, "
             f"{d.videos:,} videos ({d.days}, UTC days from the data's timestamps)",
         )
+    from features.pipeline import VIEWS
+
     f = s.features
     t.add_row(
         "features",
-        f"{f.days} days x 6 views (incl. MiniLM caption embeddings), FeatureServices "
-        f"{f.feature_service} + retrieval_v1, materialized to SQLite online store",
+        f"{f.days} days from {f.first_day} (the training windows') x {len(VIEWS)} views "
+        f"+ caption embeddings, FeatureServices {f.feature_service} + retrieval_v1 "
+        "(pooled) / retrieval_v2 (sequence), materialized to SQLite online store",
     )
     w = s.training.window
     t.add_row(
@@ -401,19 +478,7 @@ def _print_summary(console: Console, s: LoopSummary) -> None:
     )
     rm = s.retrieval.metrics
     if rm:
-
-        def recall(prefix: str) -> str:
-            return "/".join(
-                f"{rm.get(f'{prefix}recall_at_{k}', float('nan')):.3f}" for k in (50, 100, 500)
-            )
-
-        oracle_recall = f", oracle {recall('oracle_')}" if "oracle_recall_at_100" in rm else ""
-        t.add_row(
-            "retrieval R@50/100/500",
-            f"two-tower {recall('')}  vs popularity {recall('popularity_')}, recent "
-            f"{recall('recent_popularity_')}{oracle_recall} "
-            f"({int(rm.get('index_size', 0)):,} videos, {s.retrieval.index_kind} index)",
-        )
+        t.add_row("retrieval R@50/100/500", _retrieval_recalls(s.retrieval))
         t.add_row(
             "cold-start R@100",
             f"{rm.get('cold_recall_at_100', float('nan')):.3f} on videos uploaded on the holdout "
@@ -502,7 +567,7 @@ def _print_summary(console: Console, s: LoopSummary) -> None:
         "drift verdict",
         f"{'DRIFT' if dr.drifted else 'no drift'} (severity "
         f"{dr.severity}, share {dr.share_drifted}, drifted: {cols}; broken inputs: "
-        f"{broken}); reports: {dr.index}",
+        f"{broken}); dashboard (after `reelrank up`): {dr.index}",
     )
     if s.retrain_on_drift:
         rt = s.retrain_on_drift

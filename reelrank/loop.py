@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from monitoring.pipeline import broken_days
+from monitoring.record import open_episode_since
 from reelrank.progress import ProgressFn, Stages
 from reelrank.settings import Settings
 from serving.offline import evaluate_version
@@ -67,7 +68,9 @@ def run_training(
     steps.next("two-tower retrieval")
     retrieval = train_retrieval(settings, holdout, progress=progress)
     steps.next("XGBoost ranker")
-    trained = train_and_register(settings, holdout, progress=progress)
+    # as the DAG does: while a drift episode is open, the days since it weigh more
+    drift_since = open_episode_since(settings, holdout)
+    trained = train_and_register(settings, holdout, progress=progress, drift_since=drift_since)
     steps.next("pipeline evaluation and gate")
     trained, gated = evaluate_and_gate(settings, trained)
     steps.finish()

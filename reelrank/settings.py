@@ -10,6 +10,7 @@ paths are computed, never created, until a stage needs them.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
@@ -71,6 +72,14 @@ class SimulationSettings(BaseModel):
     scenario_day: int | None = Field(
         None, description="day index the scenario starts; default last"
     )
+    version: int = Field(
+        2,
+        ge=1,
+        le=2,
+        description="simulator version: 2 (default) adds session intents, taste drift over "
+        "days, boredom with repeats and creator bonds that grow with engagement; 1 is the "
+        "static world of earlier releases, kept draw for draw",
+    )
 
     @property
     def end_date(self) -> date:
@@ -130,6 +139,21 @@ class InteractionsOptions(SourceOptions):
         "hashtags and the topic)",
     )
     creator_col: str | None = Field(None, description="creator column (interactions or items file)")
+    order_col: str | None = Field(
+        None,
+        description="per-user order column (sequence position) of a log without timestamps: "
+        "events go on synthetic days by order (ts_col is then not read; docs/datasets.md)",
+    )
+    order_days: int = Field(
+        14, ge=3, description="synthetic days an ordered log's events are spread over"
+    )
+    implicit_negatives: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="an implicit log (no rating, label or watch column: every row is an "
+        "interaction): negatives drawn per row from videos its user never interacted with",
+    )
     sep: str | None = Field(
         None, description="separator of the interactions file; unset: sniffed from its header"
     )
@@ -153,6 +177,13 @@ class TrainingSettings(BaseModel):
     """Training window and XGBoost parameters of the ranker."""
 
     train_days: int = Field(7, ge=1, description="days of impressions before the holdout day")
+    drift_half_life_days: float | None = Field(
+        0.5,
+        gt=0,
+        description="while a drift episode is open, training rows from its first day on weigh "
+        "1 and older rows halve in weight every this many days before it (the retrain "
+        "follows the changed world); unset: every row weighs the same",
+    )
     n_estimators: int = 200
     max_depth: int = 6
     learning_rate: float = 0.08
@@ -162,6 +193,12 @@ class TrainingSettings(BaseModel):
     nthread: int = 2
     seed: int = 13
     reference_sample_rows: int = Field(5000, description="training rows kept as drift reference")
+    feature_backfill_days: int = Field(
+        28,
+        ge=0,
+        description="days of feature tables computed before the training windows, so that a "
+        "retrain on an earlier holdout finds them; older lake days get no table",
+    )
     max_train_rows: int = Field(
         500_000,
         ge=1000,
@@ -205,16 +242,41 @@ class TrainingSettings(BaseModel):
         return v
 
 
+RetrievalKind = Literal["pooled", "sequence"]
+
+
+def _all_kinds() -> list[RetrievalKind]:
+    return ["pooled", "sequence"]
+
+
 class RetrievalSettings(BaseModel):
     """The two-tower retrieval model, its content encoder and its candidate index."""
 
-    text_encoder: Literal["minilm", "hashing"] = Field(
+    text_encoder: Literal["minilm", "multilingual", "hashing"] = Field(
         "minilm",
-        description="caption encoder: all-MiniLM-L6-v2 (shipped offline), or a hashing "
-        "encoder for tests that must not load a language model",
+        description="caption encoder: all-MiniLM-L6-v2 (English, shipped offline), "
+        "multilingual (Universal Sentence Encoder multilingual v3, shipped offline, reads "
+        "Chinese captions), or a hashing encoder for tests that must not load a language model",
     )
     train_days: int = Field(14, ge=1, description="days of positive engagements to train on")
     history_len: int = Field(20, ge=1, description="recent positives pooled by the user tower")
+    kinds: list[RetrievalKind] = Field(
+        default_factory=_all_kinds,
+        min_length=1,
+        description="user-side model kinds trained each time; the best of them on the holdout "
+        "faces the gate (pooled: recent positives averaged; sequence: a causal transformer "
+        "over the last seq_len events)",
+    )
+    seq_len: int = Field(
+        50, ge=2, description="events the sequence model reads (the user_sequence feature)"
+    )
+    seq_dim: int = Field(64, ge=8, description="width of the sequence model's transformer")
+    seq_layers: int = Field(2, ge=1, description="transformer blocks of the sequence model")
+    seq_heads: int = Field(2, ge=1, description="attention heads per block")
+    seq_batch_size: int = Field(128, ge=2, description="sequences per sequence-model batch")
+    device: str = Field(
+        "cpu", description="where retrieval models train: cpu, or cuda when a GPU is present"
+    )
     dim: int = Field(64, ge=8, description="output vector size of both towers")
     id_buckets: int = Field(1 << 15, ge=16, description="hashed id embedding buckets")
     id_dropout: float = Field(
@@ -241,6 +303,11 @@ class RetrievalSettings(BaseModel):
     min_margin_over_champion: float = Field(
         0.0, description="Recall@100 a retrieval challenger must gain over the champion"
     )
+    min_margin_over_baseline: float = Field(
+        0.005,
+        description="Recall@100 a retrieval challenger must gain over each popularity baseline "
+        "(its own setting: the ranker's gate margins do not move the retrieval gate)",
+    )
 
 
 class GateSettings(BaseModel):
@@ -252,8 +319,30 @@ class GateSettings(BaseModel):
         description="a passing challenger waits under the 'pending-approval' alias until "
         "'reelrank models promote VERSION' instead of becoming champion",
     )
-    min_margin_over_baseline: float = 0.005
-    min_margin_over_champion: float = 0.0
+    min_margin_over_baseline: float = Field(
+        0.005,
+        description="the lower bound of the bootstrap interval of (challenger - baseline) "
+        "must exceed this",
+    )
+    min_margin_over_champion: float = Field(
+        0.0,
+        description="the lower bound of the bootstrap interval of (challenger - champion) "
+        "must exceed this (0: significantly better, so a retrain on the same data does not "
+        "churn deployments)",
+    )
+    min_holdout_rows: int = Field(
+        1000, ge=0, description="a holdout with fewer rows is too small to judge: no promotion"
+    )
+    min_holdout_users: int = Field(
+        100, ge=0, description="a holdout with fewer users is too small to judge: no promotion"
+    )
+    bootstrap_samples: int = Field(
+        1000, ge=100, description="resamples of the paired bootstrap over holdout users"
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="two-sided level of the bootstrap interval"
+    )
+    bootstrap_seed: int = Field(0, description="seed of the bootstrap: the verdict is reproducible")
 
 
 class ServingSettings(BaseModel):
@@ -320,6 +409,26 @@ class ServingSettings(BaseModel):
     api_key: SecretStr | None = Field(
         None, description="when set, /recommend, /rank and /feedback need it as x-api-key"
     )
+    # the HTTP guard (serving/guards.py) and the server's log
+    max_body_bytes: int = Field(
+        1 << 20, ge=1, description="larger bodies on /recommend, /rank, /feedback get 413 unread"
+    )
+    max_concurrency: int | None = Field(
+        64,
+        ge=1,
+        description="requests in flight per worker; more get 503 with Retry-After (null: off)",
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After of a 503 (overload, shutdown)")
+    drain_grace_s: float = Field(
+        1.0,
+        ge=0.0,
+        description="on SIGTERM, in-flight requests finish, then new ones get 503 this long "
+        "before the worker stops",
+    )
+    log_max_bytes: int = Field(
+        10_000_000, ge=1024, description="the server's log file is rotated at this size"
+    )
+    log_backups: int = Field(3, ge=0, description="rotated server logs kept (bentoml.log.1, ...)")
     user_cache_size: int = Field(
         100_000,
         ge=0,
@@ -347,6 +456,13 @@ class UiSettings(BaseModel):
 
     airflow_port: int = 8080
     mlflow_port: int = 5000
+    feast_port: int = 8888
+    evidently_port: int = 8000
+    mlflow_auth: bool = Field(
+        False,
+        description="the MLflow UI behind MLflow's basic-auth app: every request but /health "
+        "needs a login (admin's in <home>/mlflow/auth/basic_auth.ini, 0600)",
+    )
 
 
 class DriftSettings(BaseModel):
@@ -477,6 +593,11 @@ class Settings(BaseSettings):
         return self.home / "reports"
 
     @property
+    def evidently_dir(self) -> Path:
+        """The Evidently workspace: one snapshot per daily check, read by ``evidently ui``."""
+        return self.home / "evidently"
+
+    @property
     def serving_dir(self) -> Path:
         return self.home / "serving"
 
@@ -521,13 +642,52 @@ class Settings(BaseSettings):
         return env
 
 
+# The settings that are secrets (what :meth:`Settings.to_env` writes in clear), and the
+# variable that names a file holding them (see :func:`move_secrets_to_file`).
+SECRET_VARS = (
+    "REELRANK_REDIS_URL",
+    "REELRANK_POSTGRES_URL",
+    "REELRANK_CELERY_BROKER_URL",
+    "REELRANK_MLFLOW_TRACKING_URI",
+    "REELRANK_SERVING__API_KEY",
+    "REELRANK_DRIFT__WEBHOOK_URL",
+)
+SECRETS_FILE_VAR = "REELRANK_SECRETS_FILE"
+
+
 def get_settings(**overrides: object) -> Settings:
-    """Build settings from the environment, with keyword overrides winning."""
+    """Build settings from the environment, with keyword overrides winning; the secrets come
+    from the file ``REELRANK_SECRETS_FILE`` names when it is set (a variable set in the
+    environment still wins over the file)."""
+    secrets_file = os.environ.get(SECRETS_FILE_VAR)
+    if secrets_file:
+        if not os.path.isfile(secrets_file):
+            raise FileNotFoundError(f"{SECRETS_FILE_VAR} names {secrets_file}, which is missing")
+        return Settings(_env_file=secrets_file, **overrides)  # type: ignore[arg-type]
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
+def move_secrets_to_file(env: dict[str, str], path: Path) -> dict[str, str]:
+    """``env`` without its secret settings, which go to ``path`` (created 0600, so only the
+    owner reads it) and are found there by :func:`get_settings` through
+    ``REELRANK_SECRETS_FILE``.
+
+    For child processes whose environment others can read: BentoML's process manager
+    answers its workers' environment to whoever reaches its control endpoint."""
+    secrets = {k: v for k, v in env.items() if k in SECRET_VARS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file from before keeps no wider mode
+    with os.fdopen(fd, "w") as f:
+        for key, value in secrets.items():  # dotenv, single-quoted: \\ and \' are escapes
+            quoted = value.replace("\\", "\\\\").replace("'", "\\'")
+            f.write(f"{key}='{quoted}'\n")
+    public = {k: v for k, v in env.items() if k not in SECRET_VARS}
+    return {**public, SECRETS_FILE_VAR: str(path)}
+
+
 # -- the cluster profile's servers, as named by settings (``reelrank.cluster`` acts on them) --
-PURPOSES = ("feast", "mlflow", "airflow")
+PURPOSES = ("feast", "mlflow", "airflow", "mlflow_auth")
 
 
 def _with_database(url: str, database: str) -> str:
@@ -540,7 +700,8 @@ def base_database(settings: Settings) -> str:
 
 
 def database_url(settings: Settings, purpose: str) -> str:
-    """The SQLAlchemy URL of the database for ``purpose`` (feast, mlflow or airflow)."""
+    """The SQLAlchemy URL of the database for ``purpose`` (feast, mlflow, airflow or
+    mlflow_auth: the users of the MLflow UI's basic-auth app)."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown database purpose {purpose!r}; known: {PURPOSES}")
     base = base_database(settings)

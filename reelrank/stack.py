@@ -7,6 +7,8 @@
   unpaused through the API once the dag-processor has parsed them; in the cluster profile
   the scheduler hands tasks to Celery and a ``celery worker`` runs them;
 - the MLflow UI on the project's tracking store and artifact root;
+- the Feast UI (``feast ui``) on the project's registry, and Evidently's UI (``evidently ui``)
+  on the drift checks' workspace (``<home>/evidently``);
 - the BentoML service with the registry's champion (skipped, with a message, before there
   is one).
 
@@ -24,18 +26,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from reelrank.airflow_runner import PROJECT_ROOT, airflow_env, migrate
+from features.store import write_repo_yaml
+from reelrank.airflow_runner import (
+    AIRFLOW_USER,
+    PROJECT_ROOT,
+    airflow_env,
+    airflow_password_file,
+    migrate,
+    open_owner_only,
+    owner_only_dir,
+)
 from reelrank.errors import ServiceExited, ServiceTimeout
-from reelrank.settings import Settings
+from reelrank.settings import Settings, move_secrets_to_file
 
 DAG_IDS = ("reelrank_features", "reelrank_training", "reelrank_deploy", "reelrank_monitoring")
-AIRFLOW_USER = "admin"
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,9 @@ class Service:
     env: dict[str, str]
     health: str | None  # a URL that answers 200 when the service is up
     url: str | None  # what a person opens
+    # run by `start`, not by `status`: writes the private files the service reads (0600) and
+    # returns its environment
+    setup: Callable[[dict[str, str]], dict[str, str]] | None = None
 
 
 def _bin(name: str) -> str:
@@ -75,7 +89,19 @@ def stack_airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
+        # INFO: a task's log says what it did (day, rows, the gate's and the drift check's
+        # verdicts, why it skipped); at WARNING a skipped task's log is empty
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
+            "AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"
+        ),
     }
+
+
+def _ui(name: str, port: int, health: str, *argv: str) -> Service:
+    """A UI that takes ``--host``/``--port`` (Feast's, Evidently's) on 127.0.0.1."""
+    url = f"http://127.0.0.1:{port}"
+    args = [_bin(argv[0]), *argv[1:], "--host", "127.0.0.1", "--port", str(port)]
+    return Service(name, args, {**os.environ, "DO_NOT_TRACK": "1"}, url + health, url)
 
 
 def services(settings: Settings, serve: bool = True) -> list[Service]:
@@ -113,19 +139,21 @@ def services(settings: Settings, serve: bool = True) -> list[Service]:
                 None,
             )
         )
+    mlflow_argv = [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mp)]
+    mlflow_setup: Callable[[dict[str, str]], dict[str, str]] | None = None
+    if settings.ui.mlflow_auth:  # logins and permissions (reelrank.cluster.ensure_mlflow_auth)
+        from reelrank.cluster import ensure_mlflow_auth
+
+        def with_logins(env: dict[str, str]) -> dict[str, str]:
+            return {**env, **ensure_mlflow_auth(settings).env()}
+
+        mlflow_argv += ["--app-name", "basic-auth"]
+        mlflow_setup = with_logins
+
     out += [
         Service(
             "mlflow-ui",
-            [
-                _bin("mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mp),
-                "--workers",
-                "1",
-            ],
+            [*mlflow_argv, "--workers", "1"],
             {
                 **os.environ,
                 **settings.to_env(),
@@ -138,21 +166,36 @@ def services(settings: Settings, serve: bool = True) -> list[Service]:
             },
             f"http://127.0.0.1:{mp}/health",
             f"http://127.0.0.1:{mp}",
+            mlflow_setup,
+        ),
+        _ui(
+            "feast-ui",
+            settings.ui.feast_port,
+            "/health",
+            "feast",
+            "-c",
+            str(settings.home),
+            "-f",
+            str(settings.feast_dir / "feature_store.yaml"),
+            "ui",
+        ),
+        _ui(
+            "evidently-ui",
+            settings.ui.evidently_port,
+            "/api/version",
+            "evidently",
+            "ui",
+            "--workspace",
+            str(settings.evidently_dir),
         ),
     ]
     if serve:
+        from serving.server import secrets_file, serve_command
+
         out.append(
             Service(
                 "bentoml",
-                [
-                    _bin("bentoml"),
-                    "serve",
-                    "serving.service:RecommenderService",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(sp),
-                ],
+                serve_command("127.0.0.1", sp),
                 {
                     **os.environ,
                     **settings.to_env(),
@@ -161,6 +204,8 @@ def services(settings: Settings, serve: bool = True) -> list[Service]:
                 },
                 f"http://127.0.0.1:{sp}/readyz",
                 f"http://127.0.0.1:{sp}",
+                # the secrets in a 0600 file, not in the environment circus hands out
+                lambda env: move_secrets_to_file(env, secrets_file(settings, sp)),
             )
         )
     return out
@@ -218,13 +263,16 @@ def _answers(url: str | None) -> bool:
 
 
 def start(service: Service, settings: Settings) -> int:
-    log_dir(settings).mkdir(parents=True, exist_ok=True)
-    run_dir(settings).mkdir(parents=True, exist_ok=True)
-    with open(log_dir(settings) / f"{service.name}.log", "ab") as log:
+    """Start ``service`` in its own process group; its log (0600, in a 0700 directory) is
+    its owner's only: a service may log a setting or a request."""
+    owner_only_dir(log_dir(settings))
+    owner_only_dir(run_dir(settings))
+    env = service.env if service.setup is None else service.setup(service.env)
+    with os.fdopen(open_owner_only(log_dir(settings) / f"{service.name}.log"), "ab") as log:
         proc = subprocess.Popen(
             service.argv,
             cwd=PROJECT_ROOT,
-            env=service.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -254,7 +302,7 @@ def stop_pid(pid: int, grace_s: float = 20.0) -> None:
 
 # -- Airflow API --------------------------------------------------------------------------------
 def airflow_password(settings: Settings) -> str | None:
-    path = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    path = airflow_password_file(settings)
     if not path.exists():
         return None
     return str(json.loads(path.read_text()).get(AIRFLOW_USER))
@@ -340,6 +388,7 @@ def up(settings: Settings, serve: bool = True, timeout_s: float = 300.0) -> UpRe
         serve = False
         skipped["bentoml"] = "no champion in the registry yet: run `make demo` first"
     migrate(settings)
+    write_repo_yaml(settings)  # what `feast ui` reads
     started: dict[str, int] = {}
     wanted = services(settings, serve)
     for svc in wanted:
@@ -386,21 +435,81 @@ def down(settings: Settings) -> dict[str, str]:
     return out
 
 
-def status(settings: Settings) -> dict[str, Any]:
-    """What runs (pid alive, URL answering) and which model versions serve."""
+def _serving_status(url: str | None) -> dict[str, Any] | None:
+    """The server's own ``GET /status`` (versions served against their aliases, the online
+    store's health), or None when it does not answer."""
+    try:
+        r = httpx.get(f"{url}/status", timeout=2.0)
+        return dict(r.json()) if r.status_code in (200, 503) else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def serving_lines(doc: dict[str, Any] | None) -> list[str]:
+    """What ``reelrank status`` prints of the server's ``/status``: per arm the version
+    served and, where it differs, the one its alias names and why it is not served."""
+    if not doc:
+        return []
+    out = []
+    for arm, m in (doc.get("models") or {}).items():
+        line = f"bentoml {arm}: serves v{m['served']}"
+        if m.get("alias") != m.get("served"):
+            line += f", {arm} alias is v{m['alias']}"
+            if m.get("error"):
+                line += f" (cannot load: {m['error']})"
+        out.append(line)
+    features = doc.get("features") or {}
+    if features.get("failing"):
+        out.append(f"bentoml: {features.get('error')}")
+    return out
+
+
+# as long as ``up`` waits for a service: a live process that does not answer yet is starting
+STARTUP_GRACE_S = 300.0
+
+
+def _age_s(pid: int) -> float | None:
+    """Seconds since ``pid`` started (from /proc; None where there is no /proc)."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _state(pid: int | None, alive: bool, answering: bool, grace_s: float) -> str:
+    """answering | starting (alive, not healthy yet) | not answering | stopped | not started."""
+    if pid is None:
+        return "not started"
+    if not alive:
+        return "stopped"
+    if answering:
+        return "answering"
+    age = _age_s(pid)
+    return "starting" if age is None or age < grace_s else "not answering"
+
+
+def status(settings: Settings, grace_s: float = STARTUP_GRACE_S) -> dict[str, Any]:
+    """What runs (pid alive, URL answering, its ``state``) and which model versions serve.
+    A live service that does not answer within ``grace_s`` of its start is "starting"."""
     from models.registry import CHALLENGER, CHAMPION, alias_version, client
 
     pids = read_pids(settings)
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for svc in services(settings):
         pid = pids.get(svc.name)
         alive = pid is not None and _alive(pid)
+        answering = alive and _answers(svc.health)
         rows[svc.name] = {
             "pid": pid,
             "running": alive,
-            "answering": alive and _answers(svc.health),
+            "answering": answering,
+            "state": _state(pid, alive, answering, grace_s),
             "url": svc.url,
         }
+        if svc.name == "bentoml" and alive:
+            rows[svc.name]["serving"] = _serving_status(svc.url)
     models: dict[str, dict[str, str | None]] = {}
     try:
         c = client(settings)
@@ -411,4 +520,12 @@ def status(settings: Settings) -> dict[str, Any]:
             }
     except Exception as err:  # no registry yet
         models = {"error": {"registry": str(err)[:200]}}
-    return {"services": rows, "models": models}
+    # where the owner reads the UI's password (the file is 0600: nobody else can)
+    login = {"user": AIRFLOW_USER, "password_file": str(airflow_password_file(settings))}
+    out: dict[str, Any] = {"services": rows, "models": models, "airflow_login": login}
+    if settings.ui.mlflow_auth:
+        from reelrank.cluster import MLFLOW_ADMIN, mlflow_auth_config_path
+
+        path = str(mlflow_auth_config_path(settings))
+        out["mlflow_login"] = {"user": MLFLOW_ADMIN, "password_file": path}
+    return out

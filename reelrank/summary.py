@@ -25,6 +25,7 @@ class DataSummary(BaseModel):
 
 class FeaturesSummary(BaseModel):
     days: int
+    first_day: str = ""  # the first day with tables: the training windows' (earlier: none)
     feature_service: str
     online_store: Path
 

@@ -8,6 +8,7 @@ restarts or reloads a server, and writes a deployment record people and tools ca
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ import numpy as np
 from ingest.lake import atomic_write
 from reelrank.errors import StageFailed
 from reelrank.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ def deploy_champion(settings: Settings, n_requests: int = 50) -> Deployment:
     fields.pop("record")
     text = json.dumps(fields, indent=2)
     path = atomic_write(settings.serving_dir / "deployment.json", lambda t: t.write_text(text))
+    log.info("deployed %s v%s: %s", record.model_name, record.model_version, text)
     return Deployment(**{**fields, "record": str(path)})
 
 

@@ -4,8 +4,15 @@ A client reports what the user did with items of a served list (``POST /feedback
 event names the ``request_id`` of the list and one ``video_id`` in it; the server knows the
 rest (user, surface, position, arm, model version) from what it served, so a client cannot
 attribute an event to a list or a position that never existed. A batch is accepted or
-rejected whole: one unknown request id or one video that was not in its list rejects it with
-a report, and nothing is written.
+rejected whole: one unknown request id, one video that was not in its list or one event that
+contradicts itself (``completed`` and ``skipped`` together) rejects it with a report, and
+nothing is written.
+
+Feedback is idempotent: an event is identified by (request id, video id, what happened: the
+set of actions it reports), and an event already accepted, by any worker, is answered as a
+duplicate and not written again (:func:`event_key`; the keys are kept in the served state,
+shared by the workers, for as long as the served list itself). A client may therefore retry
+a batch safely. Another event for the same video (a share after a like) is a new event.
 
 Accepted events become rows of the lake table ``feedback`` (the impressions contract plus the
 experiment ``arm``), written as one atomic Parquet part per batch under
@@ -65,6 +72,24 @@ class FeedbackRejected(DataError, ValueError):
         self.problems = problems
 
 
+# Actions one event cannot report together: a video watched to the end was not skipped.
+CONTRADICTIONS = (("completed", "skipped"),)
+ACTIONS = ("completed", "liked", "shared", "commented", "followed", "skipped")
+
+
+def event_key(e: Event) -> str:
+    """What identifies an event for de-duplication: the served list, the video and the set
+    of actions it reports (``view`` for a watch with no action). The watch time and the
+    timestamp are not part of it: a retry re-sent later, or re-measured, is the same event."""
+    kind = "+".join(a for a in ACTIONS if getattr(e, a)) or "view"
+    return f"{e.request_id}\t{e.video_id}\t{kind}"
+
+
+def contradictions(e: Event) -> list[str]:
+    """The pairs of actions an event reports together although they exclude each other."""
+    return [f"{a} and {b}" for a, b in CONTRADICTIONS if getattr(e, a) and getattr(e, b)]
+
+
 def feedback_rows(
     events: Sequence[Event], registry: ServedLookup, now: datetime | None = None
 ) -> pd.DataFrame:
@@ -79,6 +104,10 @@ def feedback_rows(
         )
         problems.append(f"unknown request_id: {shown} (not served by this service recently)")
     for i, e in enumerate(events):
+        clash = contradictions(e)
+        if clash:
+            problems.append(f"events[{i}]: contradictory: {', '.join(clash)} in one event")
+            continue
         served = registry.get(e.request_id)
         if served is None:
             continue

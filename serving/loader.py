@@ -6,19 +6,24 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import numpy as np
 
-from feature_repo.columns import USER_CREATOR_COLUMNS, USER_STATE_REFS, feature_refs
+from feature_repo.columns import (
+    SEQUENCE_COLUMNS,
+    USER_CREATOR_COLUMNS,
+    USER_STATE_REFS,
+    feature_refs,
+)
 from features.batch import FEATURE_DEFAULTS
-from features.cross import MODEL_FEATURES
 from ingest.lake import read_table
-from models import ranker as models_ranker
 from models.champion import catch_up, champion_retriever
-from models.ranker import Ranker
-from reelrank.errors import ModelNotFound, StageFailed
+from models.ranker import IncompatibleModel as IncompatibleModel  # raised by load_ranker
+from models.ranker import Ranker, error_line, servable_ranker
+from reelrank.errors import ModelNotFound, ReelrankError
 from reelrank.settings import Settings
 from serving.pipeline import (
     ITEM_FEATURES,
@@ -33,38 +38,95 @@ from serving.served_state import MemoryRecent, Recent
 log = logging.getLogger(__name__)
 
 
-class IncompatibleModel(StageFailed, ValueError):
-    """A registered ranker whose inputs are not the ones serving builds."""
-
-
 class FeastUserReader:
     """One online read per user: the user's rates, topic affinity and recent history.
 
     The online store changes only when a materialization lands, so a user's state is kept
     (LRU, ``cache_size`` users; 0 turns it off) until :meth:`clear`, which the feature
     watcher calls when it sees a new materialization: a scrolling user costs one read per
-    materialization, not one per request, and never sees a stale state."""
+    materialization, not one per request, and never sees a stale state.
 
-    def __init__(self, store: Any, cache_size: int = 0) -> None:
+    A read that fails (a corrupt or unreachable store) does not fail the request: that user
+    takes the cold-start path, the failure is counted (``on_failure``) and the store is
+    marked failing (:attr:`failing`, which ``/readyz`` reports) until a read succeeds again;
+    one warning is logged when a burst of failures starts and one line when it ends, not one
+    per request."""
+
+    def __init__(
+        self,
+        store: Any,
+        cache_size: int = 0,
+        where: str = "the online store",
+        on_failure: Callable[[], object] | None = None,
+    ) -> None:
         self.store = store
         self.cache_size = cache_size
         self._cache: OrderedDict[str, UserState | None] = OrderedDict()
         self._lock = threading.Lock()
         self.refs = list(USER_STATE_REFS)
+        self.where, self.on_failure = where, on_failure
+        self.failing: str | None = None  # the error of the burst in progress
+        self.failures = 0  # failed reads in the burst in progress
+        self._probed = 0.0
 
     def clear(self) -> None:
         with self._lock:
             self._cache = OrderedDict()
 
+    def _read(self, user_id: str) -> tuple[bool, UserState | None]:
+        """(whether the store answered, the state): a failure is recorded, not raised."""
+        try:
+            state = self.read(user_id)
+        except Exception as err:  # any store error: sqlite, redis, a corrupt value
+            self._failed(err)
+            return False, None
+        if self.failing is not None:
+            log.warning(
+                "online feature reads from %s recovered after %d failed reads",
+                self.where,
+                self.failures,
+            )
+            self.failing, self.failures = None, 0
+        return True, state
+
+    def _failed(self, err: Exception) -> None:
+        with self._lock:
+            first = self.failing is None
+            self.failing, self.failures = error_line(err), self.failures + 1
+        if first:
+            log.warning(
+                "online feature reads are failing (%s: %s); users get the cold-start path "
+                "until a read succeeds",
+                self.where,
+                self.failing,
+            )
+        if self.on_failure is not None:
+            self.on_failure()
+
+    def problem(self, every_s: float = 1.0) -> str | None:
+        """Why the store cannot serve (None when it can): a probe read at most every
+        ``every_s``, so that a worker that served no request since the store broke (or was
+        repaired) still tells the truth."""
+        now = time.monotonic()
+        if now - self._probed >= every_s:
+            self._probed = now
+            self._read("__readiness_probe__")
+        failing = self.failing
+        if failing is None:
+            return None
+        return f"online feature reads from {self.where} fail: {failing}"
+
     def __call__(self, user_id: str) -> UserState | None:
         if self.cache_size <= 0:
-            return self.read(user_id)
+            return self._read(user_id)[1]
         with self._lock:
             cache = self._cache
             if user_id in cache:
                 cache.move_to_end(user_id)
                 return cache[user_id]
-        state = self.read(user_id)
+        ok, state = self._read(user_id)
+        if not ok:  # a failed read is not the user's state: do not keep it
+            return None
         with self._lock:
             if cache is self._cache:  # not cleared by a reload meanwhile
                 cache[user_id] = state
@@ -80,7 +142,8 @@ class FeastUserReader:
         values = [resp[c][0] for c in USER_FEATURES]
         history = resp["hist_video_ids"][0]
         creators = [resp[c][0] or [] for c in USER_CREATOR_COLUMNS]
-        if all(v is None for v in values) and not history and not creators[0]:
+        seq = [resp[c][0] or [] for c in SEQUENCE_COLUMNS]
+        if all(v is None for v in values) and not history and not creators[0] and not seq[0]:
             return None
         features = np.array(
             [
@@ -95,6 +158,7 @@ class FeastUserReader:
             list(creators[0]),
             [float(x) for x in creators[1]],
             [float(x) for x in creators[2]],
+            (list(seq[0]), [int(a) for a in seq[1]], [float(t) for t in seq[2]]),
         )
 
 
@@ -117,20 +181,15 @@ def load_item_table(settings: Settings, store: Any) -> ItemTable:
 
 def load_ranker(settings: Settings, alias: str = "champion") -> Ranker | None:
     """The ranker version under ``alias``, ready to serve; None when the alias is unset. A
-    Bento serves the version it was built with (``serving.pinned_version``)."""
+    Bento serves the version it was built with (``serving.pinned_version``). A version that
+    cannot serve raises ``ModelLoadFailed`` or :class:`IncompatibleModel`, naming it."""
     pinned = settings.serving.pinned_version
     if pinned is not None and alias == "champion":
-        model = models_ranker.load_ranker(settings, version=pinned)
+        model = servable_ranker(settings, version=pinned)
     else:
-        model = models_ranker.load_ranker(settings, alias)
+        model = servable_ranker(settings, alias)
     if model is None:
         return None
-    if model.features != MODEL_FEATURES:
-        # numpy input is positional: a model trained on other columns would score garbage
-        raise IncompatibleModel(
-            f"{model.name} v{model.version} expects features {model.features}, "
-            f"serving builds {MODEL_FEATURES}"
-        )
     return model.for_serving()  # one request per thread; BentoML runs several
 
 
@@ -186,11 +245,33 @@ class CatalogWatcher:
 
 class ModelWatcher:
     """Follows the registry aliases: when ``champion`` (or, in an experiment, ``challenger``)
-    points at another version, that version is loaded, warmed up and swapped in."""
+    points at another version, that version is loaded, warmed up and swapped in.
 
-    def __init__(self, settings: Settings, rec: Recommender) -> None:
+    A version that cannot be loaded (a corrupt file, other features) is not swapped in: the
+    loaded one keeps serving, the refusal is logged once per version (not at every poll) and
+    kept in :meth:`state` for ``/status``, ``/metrics`` and ``reelrank status``; the load is
+    tried again every ``retry_s``, in case the file is repaired."""
+
+    def __init__(self, settings: Settings, rec: Recommender, retry_s: float = 60.0) -> None:
         self.settings, self.rec = settings, rec
         self._client: Any = None
+        self.retry_s = retry_s
+        self.aliases: dict[str, str | None] = {}  # arm -> the version its alias names
+        self.refused: dict[str, tuple[str, str, float]] = {}  # arm -> (version, why, when)
+
+    def state(self) -> dict[str, dict[str, str | None]]:
+        """Per arm: the version served, the version its alias names, and why they differ."""
+        out = {}
+        for arm, model in (("champion", self.rec.model), ("challenger", self.rec.challenger)):
+            if model is None and arm not in self.aliases:
+                continue
+            refused = self.refused.get(arm)
+            out[arm] = {
+                "served": None if model is None else model.version,
+                "alias": self.aliases.get(arm, None if model is None else model.version),
+                "error": refused[1] if refused else None,
+            }
+        return out
 
     def poll(self) -> list[str]:
         from models.registry import alias_version, client
@@ -208,11 +289,36 @@ class ModelWatcher:
         for arm, current in arms:
             version = alias_version(c, name, arm)
             if version is None or version == current.version:
+                self.refused.pop(arm, None)
+                self.aliases[arm] = version
                 continue
-            model = load_ranker(self.settings, arm)
+            refused = self.refused.get(arm)
+            if refused and refused[0] == version and time.monotonic() - refused[2] < self.retry_s:
+                continue  # reported already; tried again later
+            # the alias is published only once the attempt to follow it is over, so that
+            # /status never shows an alias that moved without the outcome of loading it
+            try:
+                model = load_ranker(self.settings, arm)
+            except Exception as err:  # any failure to load keeps the loaded version serving
+                why = err.brief if isinstance(err, ReelrankError) else error_line(err)
+                if refused is None or refused[0] != version:
+                    log.error(
+                        "%s: cannot load %s v%s, still serving v%s: %s",
+                        arm,
+                        name,
+                        version,
+                        current.version,
+                        why,
+                    )
+                self.refused[arm] = (version, why, time.monotonic())
+                self.aliases[arm] = version
+                continue
             if model is None:
+                self.aliases[arm] = version
                 continue
+            self.refused.pop(arm, None)
             self.rec.swap_model(model, arm)
+            self.aliases[arm] = version
             swapped.append(arm)
             log.info("%s: %s v%s -> v%s", arm, name, current.version, model.version)
         return swapped
@@ -268,15 +374,18 @@ def build_recommender(
 
     ``seen``: where recently served videos are kept (:mod:`serving.served_state`); one
     process's memory when not given."""
-    from features.store import feature_store
+    from features.store import check_online_store, feature_store, online_store_label
 
+    check_online_store(settings)  # before Feast opens it: a missing file would be created
     store = feature_store(settings)
     model = load_champion(settings)
     other = load_ranker(settings, "challenger") if challenger else None
     if challenger and other is None:
         log.warning("experiment configured but no challenger alias: champion serves all")
     items = load_item_table(settings, store)
-    users = FeastUserReader(store, settings.serving.user_cache_size)
+    users = FeastUserReader(
+        store, settings.serving.user_cache_size, where=online_store_label(settings)
+    )
     rec = Recommender(
         model,
         items,

@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from feature_repo.columns import USER_CREATOR_COLUMNS, USER_STATE_REFS, feature_refs
+from feature_repo.columns import (
+    SEQUENCE_COLUMNS,
+    USER_CREATOR_COLUMNS,
+    USER_STATE_REFS,
+    feature_refs,
+)
 from features.batch import FEATURE_DEFAULTS
 from features.pit import value_label
 from ingest.lake import read_table
@@ -63,7 +68,15 @@ def user_states_at(
             np.float32,
         )
         uc = [_list_or_empty(row[c]) for c in USER_CREATOR_COLUMNS]
-        states[uid] = UserState(feats, _list_or_empty(row["hist_video_ids"]), *uc)
+        ids, acts, ts = (_list_or_empty(row[c]) for c in SEQUENCE_COLUMNS)
+        states[uid] = UserState(
+            feats,
+            _list_or_empty(row["hist_video_ids"]),
+            uc[0],
+            uc[1],
+            uc[2],
+            (list(ids), [int(a) for a in acts], [float(t) for t in ts]),
+        )
     return states
 
 

@@ -56,6 +56,9 @@ class UserState:
     creator_ids: list[str] = field(default_factory=list)
     creator_imp: list[float] = field(default_factory=list)
     creator_pos: list[float] = field(default_factory=list)
+    # the user's latest events, oldest first (view user_sequence): video ids, action codes,
+    # epoch seconds; what a sequence-kind retrieval model reads
+    events: tuple[list[str], list[int], list[float]] | None = None
 
 
 class UserFeatureReader(Protocol):
@@ -85,7 +88,12 @@ class CandidateRetriever(Protocol):
     @property
     def catalog(self) -> RetrievalCatalog: ...
 
-    def user_vector(self, user_features: np.ndarray | None, history: Sequence[str]) -> Any: ...
+    def user_vector(
+        self,
+        user_features: np.ndarray | None,
+        history: Sequence[str],
+        events: tuple[Sequence[str], Sequence[int], Sequence[float]] | None = None,
+    ) -> Any: ...
     def retrieve_rows(
         self, user_vec: Any, n: int, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
@@ -195,6 +203,27 @@ class Scored:
     default_rows: int = 0  # candidates scored with default item features
     durations: list[float] = field(default_factory=list)  # seconds, per served video
     ranked: int = 0  # candidates scored
+    why: list[Why] | None = None  # per served video, with explain=True only
+
+
+@dataclass(frozen=True)
+class Why:
+    """Why one served video is where it is (``recommend(..., explain=True)`` only).
+
+    ``source``: ``two_tower`` (retrieved for this user), or for a cold-start user the
+    recent-popular pool (``popular``, or ``fresh`` for an upload younger than
+    ``fresh_hours``). ``value`` is the ranker's score, blended from ``heads``;
+    ``score_rank`` its rank among every scored candidate. ``slot``: ``score`` when it is the
+    best-valued of the videos from its position down, ``diversity`` when the MMR pass lifted
+    it above better-valued ones (other creators or topics), ``exploration`` for the slot kept
+    for a fresh upload."""
+
+    source: str
+    retrieval_score: float | None
+    value: float
+    heads: dict[str, float]
+    score_rank: int
+    slot: str
 
 
 @dataclass(frozen=True)
@@ -446,7 +475,10 @@ class Recommender:
             return None
         if state is None:
             return retriever.user_vector(None, [])
-        return retriever.user_vector(state.features[: len(USER_COLUMNS)], state.history)
+        feats = state.features[: len(USER_COLUMNS)]
+        if state.events is None:  # no user_sequence row: a pooled model needs none
+            return retriever.user_vector(feats, state.history)
+        return retriever.user_vector(feats, state.history, state.events)
 
     def _arm_model(self, arm: str) -> Ranker:
         if arm == "champion":
@@ -574,8 +606,10 @@ class Recommender:
         blocked_creators: Iterable[str] = (),
         arm: str = "champion",
         shadow: bool = False,
+        explain: bool = False,
     ) -> Scored:
-        """The user's next ``k`` videos: retrieve, filter, score, re-rank.
+        """The user's next ``k`` videos: retrieve, filter, score, re-rank (``explain``: and
+        :class:`Why` each is there; it costs the served rows' head predictions only).
 
         Candidates travel as integer rows of the item table from the index to the feed;
         ids appear only where they enter (what the user has seen) and leave (the feed)."""
@@ -612,7 +646,7 @@ class Recommender:
         shadow_scores = self.challenger.predict(x) if shadow and self.challenger else None
         t5 = time.perf_counter()
 
-        chosen = self._rerank(items, rows, scores, k)
+        chosen, by_mmr = self._rerank(items, rows, scores, k)
         served_rows = rows[chosen]
         served = items.video_ids[served_rows].tolist()
         self.seen.add(user_id, served)
@@ -638,7 +672,57 @@ class Recommender:
             default_rows=defaults,
             durations=items.features[served_rows, self._duration].tolist(),
             ranked=len(rows),
+            why=(
+                self._why(model, items, rows, x, scores, retrieved, chosen, by_mmr)
+                if explain
+                else None
+            ),
         )
+
+    def _why(
+        self,
+        model: Ranker,
+        items: ItemTable,
+        rows: np.ndarray,
+        x: np.ndarray,
+        scores: np.ndarray,
+        retrieved: np.ndarray | None,
+        chosen: np.ndarray,
+        by_mmr: np.ndarray,
+    ) -> list[Why]:
+        heads = np.asarray(model.predict_heads(x[chosen]), dtype=np.float64)
+        heads = heads.reshape(len(chosen), -1)
+        rank = np.empty(len(scores), dtype=np.int64)
+        rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+        fresh = items.features[rows[chosen], self._age] <= self.rerank_config.fresh_hours
+        explored = set(chosen.tolist()) - set(by_mmr.tolist())
+        moved = self.rerank_config.exploration_position
+        out = []
+        for pos, c in enumerate(chosen.tolist()):
+            later = [d for d in chosen[pos:].tolist() if d not in explored]
+            if c in explored or (
+                pos == moved and pos < len(by_mmr) and by_mmr[pos] != c and fresh[pos]
+            ):
+                slot = "exploration"
+            elif scores[c] >= max(scores[d] for d in later):
+                slot = "score"
+            else:
+                slot = "diversity"
+            out.append(
+                Why(
+                    source="two_tower"
+                    if retrieved is not None
+                    else "fresh"
+                    if fresh[pos]
+                    else "popular",
+                    retrieval_score=None if retrieved is None else float(retrieved[c]),
+                    value=float(scores[c]),
+                    heads=dict(zip(model.heads.heads, heads[pos].tolist(), strict=True)),
+                    score_rank=int(rank[c]),
+                    slot=slot,
+                )
+            )
+        return out
 
     def _unseen_candidates(
         self,
@@ -684,9 +768,11 @@ class Recommender:
             retrieved = None if retrieved is None else retrieved[keep]
         return rows, catalog_rows, retrieved, filtered, t2
 
-    def _rerank(self, items: ItemTable, rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    def _rerank(
+        self, items: ItemTable, rows: np.ndarray, scores: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Positions in ``rows`` of the feed: diversity (MMR) among the best scored, then one
-        slot kept for a fresh upload."""
+        slot kept for a fresh upload; and the MMR order before that slot (for :class:`Why`)."""
         cfg = self.rerank_config
         pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
         topics = items.features[rows[pool], self._slot]
@@ -695,8 +781,8 @@ class Recommender:
         ]
         if cfg.exploration_position is not None:
             fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)
-            chosen = exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores)
-        return chosen
+            return exploration_slot(chosen, fresh, cfg.exploration_position, scores=scores), chosen
+        return chosen, chosen
 
     def add_videos(self, videos: Any, content: Any) -> int:
         """New uploads: embedded into the retriever's fresh index, default feature rows."""

@@ -6,7 +6,9 @@ requests of one user, and a feedback call for a served list, may land on any of 
 - **recently served**: the last ``per_user`` videos shown to each user, so the next scroll
   does not repeat them (:class:`Recent`);
 - **served lists**: what each response served, by ``request_id``, so ``POST /feedback`` can
-  check an event against it and fill in user, surface, position and arm (:class:`Lists`).
+  check an event against it and fill in user, surface, position and arm (:class:`Lists`);
+- **accepted feedback**: the key of every accepted feedback event, so an event re-posted to
+  any worker is answered as a duplicate and written once (:class:`Claims`).
 
 Three backends, chosen by ``serving.shared_state`` (``auto`` picks for you):
 
@@ -22,10 +24,12 @@ served longer ago than that is rejected as unknown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections import OrderedDict, deque
@@ -34,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from reelrank.errors import ConfigError
 from serving.feedback import ServedList
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,21 @@ class Recent(Protocol):
 class Lists(Protocol):
     def add(self, served: ServedList) -> None: ...
     def get(self, request_id: str) -> ServedList | None: ...
+
+
+class Claims(Protocol):
+    """Accepted feedback events by key (:func:`serving.feedback.event_key`), shared by the
+    workers so that a re-posted event is a duplicate whichever worker receives it."""
+
+    def claim(self, keys: list[str]) -> list[bool]:
+        """Mark each key accepted; True for the keys no one had claimed before (a key that
+        occurs twice in ``keys`` is new only the first time). Atomic per key across
+        processes: two workers claiming the same key at once give one True."""
+        ...
+
+    def release(self, keys: list[str]) -> None:
+        """Forget claimed keys again (their batch could not be written)."""
+        ...
 
 
 def encode_list(served: ServedList) -> str:
@@ -78,6 +98,42 @@ def decode_list(payload: str | bytes) -> ServedList:
         {v: i for i, v in enumerate(videos)},
         dict(zip(videos, d["durations"], strict=True)),
     )
+
+
+class UnsafeStateDir(ConfigError, PermissionError):
+    """The served state's directory is not its owner's only: someone else made it, others may
+    write to it, or it is a symbolic link (exit 2)."""
+
+
+def private_state_dir(path: Path) -> Path:
+    """Create ``path`` 0700, or accept an existing one only if this user owns it and nobody else
+    may write to it (an own directory is tightened to 0700).
+
+    The default location is predictable (``/dev/shm/reelrank-<hash of the home>``) in a
+    directory every local user can write to: another user could create it first and then
+    read what was served to whom, or plant a database. Refusing is the only safe answer."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=True)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStateDir(
+            f"served state directory {path} is a symbolic link or not a directory; remove it "
+            "or set REELRANK_SERVING__STATE_DIR"
+        )
+    if st.st_uid != os.geteuid():
+        raise UnsafeStateDir(
+            f"served state directory {path} is owned by uid {st.st_uid}, not by this user "
+            f"(uid {os.geteuid()}): someone else created it; remove it or set "
+            "REELRANK_SERVING__STATE_DIR"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "others" if st.st_mode & stat.S_IWOTH else "its group"
+        raise UnsafeStateDir(
+            f"served state directory {path} is writable by {who} "
+            f"(mode {oct(stat.S_IMODE(st.st_mode))}); use a directory only you can write to"
+        )
+    os.chmod(path, 0o700)
+    return path
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -131,6 +187,34 @@ class MemoryLists:
         return len(self._lists)
 
 
+class MemoryClaims:
+    """Claimed feedback keys of this process (bounded, LRU, TTL)."""
+
+    def __init__(self, capacity: int = 1_000_000, ttl_s: float = 86_400.0) -> None:
+        self.capacity, self.ttl_s = capacity, ttl_s
+        self._keys: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, keys: list[str]) -> list[bool]:
+        now, fresh = time.time(), []
+        with self._lock:
+            for key in keys:
+                at = self._keys.get(key)
+                new = at is None or now - at > self.ttl_s
+                if new:
+                    self._keys[key] = now
+                    self._keys.move_to_end(key)
+                fresh.append(new)
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+        return fresh
+
+    def release(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._keys.pop(key, None)
+
+
 # -- SQLite ----------------------------------------------------------------------------------
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS served_lists (
@@ -140,6 +224,8 @@ CREATE TABLE IF NOT EXISTS recent (
     user_id TEXT NOT NULL, ts REAL NOT NULL, video_ids TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS recent_user_ts ON recent (user_id, ts);
 CREATE INDEX IF NOT EXISTS recent_ts ON recent (ts);
+CREATE TABLE IF NOT EXISTS feedback_claims (key TEXT PRIMARY KEY, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS feedback_claims_ts ON feedback_claims (ts);
 """
 
 
@@ -167,12 +253,14 @@ class SqliteState:
         self.path, self.per_user, self.ttl_s = Path(path), per_user, ttl_s
         self.checkpoint_s, self.prune_s = checkpoint_s, prune_s
         self.wal_limit_bytes = wal_limit_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_state_dir(self.path.parent)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite's WAL copies its mode
         self._local = threading.local()
         con = self._con()
         con.executescript(_SCHEMA)
         self.recent = _SqliteRecent(self)
         self.lists = _SqliteLists(self)
+        self.claims = _SqliteClaims(self)
         self._stop = threading.Event()
         self._maintenance = threading.Thread(
             target=self._maintain, name="served-state-maintenance", daemon=True
@@ -220,6 +308,7 @@ class SqliteState:
         con = self._con()
         con.execute("DELETE FROM served_lists WHERE ts < ?", (cutoff,))
         con.execute("DELETE FROM recent WHERE ts < ?", (cutoff,))
+        con.execute("DELETE FROM feedback_claims WHERE ts < ?", (cutoff,))
 
     def _maintain(self) -> None:
         next_prune = time.monotonic() + self.prune_s
@@ -290,6 +379,42 @@ class _SqliteLists:
         return decode_list(row[0]) if row else None
 
 
+class _SqliteClaims:
+    def __init__(self, state: SqliteState) -> None:
+        self.state = state
+
+    def claim(self, keys: list[str]) -> list[bool]:
+        """One transaction: ``INSERT OR IGNORE`` per key; a key inserted is a new one (the
+        primary key makes a concurrent claim by another process lose). A claim older than the
+        TTL is taken over, as if pruned."""
+        con = self.state._con()
+        now = time.time()
+        fresh = []
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(
+                "DELETE FROM feedback_claims WHERE key IN (SELECT value FROM json_each(?)) "
+                "AND ts < ?",
+                (json.dumps(keys), now - self.state.ttl_s),
+            )
+            for key in keys:
+                cur = con.execute(
+                    "INSERT OR IGNORE INTO feedback_claims (key, ts) VALUES (?, ?)", (key, now)
+                )
+                fresh.append(cur.rowcount == 1)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return fresh
+
+    def release(self, keys: list[str]) -> None:
+        self.state.write(
+            "DELETE FROM feedback_claims WHERE key IN (SELECT value FROM json_each(?))",
+            (json.dumps(keys),),
+        )
+
+
 # -- Redis -----------------------------------------------------------------------------------
 class RedisState:
     """Served state in Redis: ``<prefix>list:<request_id>`` (a JSON string) and
@@ -306,6 +431,7 @@ class RedisState:
         self.prefix, self.per_user, self.ttl = prefix, per_user, max(1, int(ttl_s))
         self.recent = _RedisRecent(self)
         self.lists = _RedisLists(self)
+        self.claims = _RedisClaims(self)
 
     def close(self) -> None:
         self.client.close()
@@ -347,12 +473,40 @@ class _RedisLists:
         return decode_list(payload) if payload is not None else None  # type: ignore[arg-type]
 
 
+class _RedisClaims:
+    """``<prefix>fb:<key>`` set with ``NX`` (only if absent) and the TTL: Redis runs each
+    ``SET NX`` atomically, so of two workers claiming a key only one succeeds."""
+
+    def __init__(self, state: RedisState) -> None:
+        self.state = state
+
+    def claim(self, keys: list[str]) -> list[bool]:
+        s = self.state
+        pipe = s.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(f"{s.prefix}fb:{key}", 1, nx=True, ex=s.ttl)
+        return [bool(ok) for ok in pipe.execute()]
+
+    def release(self, keys: list[str]) -> None:
+        if keys:
+            s = self.state
+            s.client.delete(*(f"{s.prefix}fb:{key}" for key in keys))
+
+
 # -- choosing a backend ----------------------------------------------------------------------
 class ServedState:
-    """The backend's two views, plus its name (shown in logs and ``reelrank status``)."""
+    """The backend's views, plus its name (shown in logs and ``reelrank status``)."""
 
-    def __init__(self, backend: str, recent: Recent, lists: Lists, closer: Any = None) -> None:
+    def __init__(
+        self,
+        backend: str,
+        recent: Recent,
+        lists: Lists,
+        closer: Any = None,
+        claims: Claims | None = None,
+    ) -> None:
         self.backend, self.recent, self.lists = backend, recent, lists
+        self.claims: Claims = claims if claims is not None else MemoryClaims()
         self._closer = closer
 
     def close(self) -> None:
@@ -399,11 +553,13 @@ def open_served_state(settings: Any) -> ServedState:
     ttl = sv.served_ttl_hours * 3600.0
     backend = resolve_backend(sv.shared_state, settings.profile, sv.workers)
     if backend == "memory":
-        return ServedState(backend, MemoryRecent(), MemoryLists(ttl_s=ttl))
+        return ServedState(
+            backend, MemoryRecent(), MemoryLists(ttl_s=ttl), claims=MemoryClaims(ttl_s=ttl)
+        )
     if backend == "sqlite":
         st = SqliteState(sqlite_path(settings), ttl_s=ttl)
-        return ServedState(backend, st.recent, st.lists, st)
+        return ServedState(backend, st.recent, st.lists, st, st.claims)
     if backend == "redis":
         rs = RedisState(settings.redis_url.get_secret_value(), prefix=sv.state_prefix, ttl_s=ttl)
-        return ServedState(backend, rs.recent, rs.lists, rs)
+        return ServedState(backend, rs.recent, rs.lists, rs, rs.claims)
     raise ValueError(f"unknown serving.shared_state {backend!r}: auto, memory, sqlite or redis")

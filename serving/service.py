@@ -1,11 +1,16 @@
 """The BentoML service: loads its models and stores, and delegates to the plain classes.
 
-Run it with ``bentoml serve serving.service:RecommenderService`` (or ``reelrank serve``).
+Run it with ``reelrank serve`` (or ``python -m serving.launch serve
+serving.service:RecommenderService``: a bare ``bentoml serve`` opens circus's control endpoint
+on a TCP port, see :mod:`serving.launch`).
 Endpoints: ``POST /recommend``, ``POST /rank``, ``POST /feedback``, and BentoML's own
-``/livez``, ``/readyz``, ``/metrics`` (with reelrank's series added) and the OpenAPI page at
-``/``. A malformed body is answered 400 by BentoML's validation with the field and the
-reason; unknown users get the cold-start path; a feedback batch that names an unknown
-request is answered 422 with every problem, and nothing of it is written.
+``/livez``, ``/readyz`` (503 with the cause while the online store fails), ``/metrics``
+(with reelrank's series added), reelrank's ``GET /status`` (JSON: versions served against
+their aliases, the store's health) and the OpenAPI page at ``/``. A malformed body is
+answered 400 by BentoML's validation with the field and the reason; unknown users get the
+cold-start path; a feedback batch that names an unknown request (or an event that is both
+``completed`` and ``skipped``) is answered 422 with every problem, and nothing of it is
+written; a re-posted event is counted as a duplicate, not written again.
 
 Background threads keep the service current without a restart: the registry aliases are
 polled (a promotion or rollback swaps the model within ``model_poll_s``), Feast is polled
@@ -15,6 +20,7 @@ uploads are added to the retrieval index. Every served list is logged (``request
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -37,6 +43,8 @@ from serving.schemas import (
     RecommendRequest,
     RecommendResponse,
     ScoredVideo,
+    Why,
+    events_out_of_time,
 )
 
 log = logging.getLogger(__name__)
@@ -44,10 +52,13 @@ PROTECTED_PATHS = ("/recommend", "/rank", "/feedback")
 
 
 def _items(scored: Scored) -> list[ScoredVideo]:
-    return [
+    items = [
         ScoredVideo(video_id=v, score=s, rank=i + 1)
         for i, (v, s) in enumerate(zip(scored.video_ids, scored.scores, strict=True))
     ]
+    for item, why in zip(items, scored.why or (), strict=False):  # explain: true only
+        item.why = Why(**dataclasses.asdict(why))
+    return items
 
 
 _settings = get_settings()
@@ -74,13 +85,25 @@ class RecommenderService:
         sv = self.settings.serving
         self.experiment = ExperimentConfig(sv.challenger_share, sv.shadow, sv.experiment_salt)
         self.state = open_served_state(self.settings)
-        self.rec = build_recommender(
-            self.settings, challenger=sv.challenger_share > 0 or sv.shadow, seen=self.state.recent
-        )
+        try:
+            self.rec = build_recommender(
+                self.settings,
+                challenger=sv.challenger_share > 0 or sv.shadow,
+                seen=self.state.recent,
+            )
+        except Exception as err:  # one line with the cause, for start_server and the log
+            from serving.server import report_startup_failure
+
+            report_startup_failure(err)
+            raise
         log.info("served state: %s", self.state.backend)
         self.feature_names = list(MODEL_FEATURES)
         self.metrics = ServiceMetrics()
+        if hasattr(self.rec.users, "on_failure"):  # a failed online read: cold start, counted
+            self.rec.users.on_failure = self.metrics.feature_failures.inc
+        self.model_watcher: Any = None
         self._publish_versions()
+        OpenApiDocs.versions = self._served_versions  # named on /docs.json
         self.served = self.state.lists
         self.request_log = RequestLog(
             self.settings.home, max_rows=sv.log_max_rows, max_age_s=sv.log_flush_s
@@ -123,7 +146,7 @@ class RecommenderService:
     def _model_poller(self) -> Callable[[], object]:
         from serving.loader import ModelWatcher
 
-        watcher = ModelWatcher(self.settings, self.rec)
+        watcher = self.model_watcher = ModelWatcher(self.settings, self.rec)
 
         def poll() -> None:
             for arm in watcher.poll():
@@ -144,9 +167,49 @@ class RecommenderService:
         return poll
 
     def _publish_versions(self) -> None:
+        aliases = self.model_watcher.aliases if self.model_watcher is not None else {}
         for arm, m in (("champion", self.rec.model), ("challenger", self.rec.challenger)):
             if m is not None and m.version.isdigit():
                 self.metrics.model_version.labels(m.name, arm).set(int(m.version))
+                alias = aliases.get(arm) or m.version
+                self.metrics.alias_version.labels(m.name, arm).set(int(alias))
+
+    def __is_ready__(self) -> bool:
+        """``/readyz`` (BentoML calls this): 503 naming the cause while online feature reads
+        fail. A champion that cannot be loaded does not make a worker unready: it serves
+        the previous version, and ``/status`` says so (every worker would fail alike, and
+        taking them all out of rotation would turn a bad promotion into an outage)."""
+        problem = self.rec.users.problem() if hasattr(self.rec.users, "problem") else None
+        if problem is not None:
+            from starlette.exceptions import HTTPException
+
+            raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, detail=problem)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """``GET /status``: readiness with its reason, the versions served against the ones
+        their aliases name (and why they differ), the online store's health."""
+        users = self.rec.users
+        problem = users.problem() if hasattr(users, "problem") else None
+        models = self.model_watcher.state() if self.model_watcher is not None else {}
+        return {
+            "ready": problem is None,
+            "models": models,
+            "features": {
+                "failing": problem is not None,
+                "error": problem,
+                "failed_reads": getattr(users, "failures", 0),
+            },
+        }
+
+    def _served_versions(self) -> dict[str, str | None]:
+        rec = self.rec
+        return {
+            "ranker": f"{rec.model.name} v{rec.model.version}",
+            "challenger": None if rec.challenger is None else f"v{rec.challenger.version}",
+            "retrieval": getattr(rec.retriever, "version", None),
+            "bentoml": bentoml.__version__,
+        }
 
     # -- the request path --------------------------------------------------------------------
     def _served(self, endpoint: str, user_id: str, surface: str, scored: Scored) -> str:
@@ -226,6 +289,7 @@ class RecommenderService:
             blocked_creators=req.blocked_creator_ids,
             arm=arm,
             shadow=route.shadow,
+            explain=req.explain,
         )
         request_id = self._served("recommend", req.user_id, req.surface, scored)
         return RecommendResponse(
@@ -262,18 +326,57 @@ class RecommenderService:
     @bentoml.api(input_spec=FeedbackRequest)
     def feedback(self, **params: Any) -> FeedbackResponse:
         """Engagement events for served items, appended to the lake (all or nothing)."""
-        from serving.feedback import FeedbackRejected, feedback_rows, write_feedback
+        from serving.feedback import FeedbackRejected, event_key, feedback_rows, write_feedback
 
         req = FeedbackRequest(**params)
+        if bad_ts := events_out_of_time(req.events, self.settings.serving.served_ttl_hours):
+            self.metrics.feedback.labels("rejected").inc(len(req.events))
+            raise BentoMLException("; ".join(bad_ts), error_code=HTTPStatus.UNPROCESSABLE_ENTITY)
         try:
             rows = feedback_rows(req.events, self.served)
         except FeedbackRejected as err:
             self.metrics.feedback.labels("rejected").inc(len(req.events))
             raise BentoMLException(str(err), error_code=HTTPStatus.UNPROCESSABLE_ENTITY) from None
-        write_feedback(self.settings.lake_dir, rows)
-        self.metrics.feedback.labels("accepted").inc(len(rows))
-        return FeedbackResponse(accepted=len(rows))
+        # idempotent: an event accepted before, by any worker, is not written again
+        keys = [event_key(e) for e in req.events]
+        fresh = self.state.claims.claim(keys)
+        new = [k for k, f in zip(keys, fresh, strict=True) if f]
+        try:
+            write_feedback(self.settings.lake_dir, rows[fresh].reset_index(drop=True))
+        except BaseException:
+            self.state.claims.release(new)  # not written: a retry must be accepted
+            raise
+        self.metrics.feedback.labels("accepted").inc(len(new))
+        self.metrics.feedback.labels("duplicate").inc(len(keys) - len(new))
+        return FeedbackResponse(accepted=len(new), duplicates=len(keys) - len(new))
 
+
+# Outermost of reelrank's middlewares, so that it counts the API key's 401s too.
+from serving.guards import RequestGuard  # noqa: E402
+from serving.observability import quiet_client_errors  # noqa: E402
+from serving.openapi import OpenApiDocs  # noqa: E402
+
+quiet_client_errors()
+RecommenderService.add_asgi_middleware(  # type: ignore[attr-defined]
+    OpenApiDocs, service=RecommenderService
+)
+RecommenderService.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestGuard,
+    protected=PROTECTED_PATHS,
+    max_body_bytes=_settings.serving.max_body_bytes,
+    max_concurrency=_settings.serving.max_concurrency,
+    retry_after_s=_settings.serving.retry_after_s,
+    drain_grace_s=_settings.serving.drain_grace_s,
+)
+
+
+def _worker_status() -> dict[str, Any]:
+    return dict(bentoml.get_current_service().status())
+
+
+from serving.observability import StatusMiddleware  # noqa: E402 (beside its use)
+
+RecommenderService.add_asgi_middleware(StatusMiddleware, status=_worker_status)  # type: ignore[attr-defined]
 
 if _settings.serving.api_key is not None:
     from serving.observability import ApiKeyMiddleware

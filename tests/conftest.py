@@ -40,6 +40,9 @@ def tiny_settings(home: Path, **overrides: object) -> Settings:
         "training": {"train_days": 3, "n_estimators": 60, "reference_sample_rows": 2000},
         "drift": {"sample_rows": 2000},
         "serving": {"n_candidates": 50},
+        # the sequence kind trains in the session's loop (below) and its own unit tests;
+        # every other tiny world trains the pooled tower only, to keep the suite's time
+        "retrieval": {"kinds": ["pooled"]},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -79,7 +82,10 @@ class Loop:
 
 @pytest.fixture(scope="session")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
-    settings = tiny_settings(Path(tmp_path_factory.mktemp("loop")) / "var")
+    settings = tiny_settings(
+        Path(tmp_path_factory.mktemp("loop")) / "var",
+        retrieval={"kinds": ["pooled", "sequence"]},  # the gate chooses between the kinds
+    )
     migrate(settings)
     last = settings.sim.end_date
     runs = {
@@ -107,7 +113,12 @@ def stack_copy(settings: Settings, home: Path, *ignore: str) -> Settings:
         **{
             **base,
             "home": home,
-            "ui": {"airflow_port": free_port(), "mlflow_port": free_port()},
+            "ui": {
+                "airflow_port": free_port(),
+                "mlflow_port": free_port(),
+                "feast_port": free_port(),
+                "evidently_port": free_port(),
+            },
             "serving": {**base["serving"], "port": free_port(), "workers": 1},
         }
     )

@@ -63,7 +63,8 @@ def behavioural_checks(score: Scorer, rows: pd.DataFrame, seed: int = 0) -> dict
     out["direction"] = (
         None
         if share_up > 0.95 and gain > 0
-        else f"more topic affinity raised the score on {share_up:.0%} of rows (mean {gain:+.4f})"
+        else f"more topic affinity raised the score on {share_up:.0%} of rows (mean gain "
+        f"{gain:+.4f}); the check needs more than 95% and a positive mean gain"
     )
 
     # minimum functionality: a one-topic user gets that topic on top
@@ -75,7 +76,10 @@ def behavioural_checks(score: Scorer, rows: pd.DataFrame, seed: int = 0) -> dict
     top = videos.assign(_s=score(videos)).nlargest(5, "_s")
     share = float((top["v_topic_slot"] == target).mean())
     out["minimum_functionality"] = (
-        None if share >= 0.8 else f"a one-topic user got {share:.0%} of that topic in the top 5"
+        None
+        if share >= 0.8
+        else f"a one-topic user got {share:.0%} of that topic in the top 5; the check needs "
+        "at least 80%"
     )
     return out
 

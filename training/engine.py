@@ -85,12 +85,14 @@ def fit(
     y: np.ndarray,
     eval_set: Sequence[tuple[pd.DataFrame, np.ndarray]] = (),
     client: Client | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[xgb.XGBModel, dict[str, dict[str, list[float]]]]:
-    """Fit ``factory(**params)`` on (x, y); returns the in-memory model and its eval curves
-    (``evals_result()``: ``validation_i`` -> metric -> per-round values)."""
+    """Fit ``factory(**params)`` on (x, y), each row weighted by ``sample_weight`` when
+    given; returns the in-memory model and its eval curves (``evals_result()``:
+    ``validation_i`` -> metric -> per-round values)."""
     if client is None:
         model = factory(**params)
-        model.fit(x, y, eval_set=list(eval_set) or None, verbose=False)
+        model.fit(x, y, sample_weight=sample_weight, eval_set=list(eval_set) or None, verbose=False)
         return model, model.evals_result() if eval_set else {}
 
     from xgboost import dask as dxgb
@@ -104,7 +106,9 @@ def fit(
     dask_params = {k: v for k, v in params.items() if k != "n_jobs"}
     model = dask_factory(**dask_params)
     model.client = client
-    model.fit(dx, dy, eval_set=dask_evals or None, verbose=False)
+    # the weights split into the same row partitions as the features (a 1-D "label")
+    dw = None if sample_weight is None else _to_dask(x, sample_weight, parts)[1]
+    model.fit(dx, dy, sample_weight=dw, eval_set=dask_evals or None, verbose=False)
     evals = model.evals_result() if eval_set else {}
     # back to a plain in-memory model: the rest of the pipeline (and MLflow's flavour)
     # handles one kind of model whatever engine trained it

@@ -44,11 +44,13 @@ from training.evaluate import (
     surface_slices,
     with_eval_groups,
 )
-from training.gate import GateVerdict, decide
+from training.gate import Evidence, GateVerdict, decide, significance
 from training.plots import learning_curve_plot
 from training.ranker import D2Q_ATTR, head_predictions, objective_labels, predict, train_ranker
+from training.recency import recency_weights
 from training.results import DatasetsResult, GateInputs, GateResult, HeadsSummary, TrainingResult
 from training.review import hold_for_approval, promote
+from training.tracking import log_dataset, log_references
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,15 @@ def build_datasets(settings: Settings, holdout: date) -> DatasetsResult:
     }
     text = json.dumps(info, indent=2)
     atomic_write(out / "datasets.json", lambda tmp: tmp.write_text(text))
+    log.info(
+        "datasets for holdout %s: train %s..%s, %d train rows, %d holdout rows, written to %s",
+        holdout,
+        window.train_start,
+        window.train_end,
+        len(train),
+        len(hold),
+        out,
+    )
     return DatasetsResult(**info)  # type: ignore[arg-type]
 
 
@@ -165,6 +176,7 @@ def model_card(
     verdict: GateVerdict | None,
     checks: dict[str, str | None] | None = None,
     heads: HeadsSummary | None = None,
+    evidence: Evidence | None = None,
 ) -> str:
     """The version's description in the MLflow UI: what it does, its data, its metrics
     beside every reference, its heads, checks and the gate's verdict."""
@@ -188,6 +200,7 @@ def model_card(
         or "not run"
     )
     gate = (f"**{verdict.label}**: " + "; ".join(verdict.reasons)) if verdict else "pending"
+    significance_text = _significance_table(evidence, settings)
     what, model_kind = _objective_text(weights)
     head_table = _head_table(weights, heads.holdout if heads else {})
     return f"""# reelrank ranker: model card
@@ -225,13 +238,35 @@ the learning curve (holdout log-loss and AUC per head by boosting round, also as
 **Behavioural checks:** {check_lines}.
 
 **Gate** (metric `{settings.gate.metric}`, margin over baselines
-{settings.gate.min_margin_over_baseline}, over champion {settings.gate.min_margin_over_champion}):
+{settings.gate.min_margin_over_baseline}, over champion {settings.gate.min_margin_over_champion},
+cleared by the lower bound of a paired bootstrap interval over users; holdout at least
+{settings.gate.min_holdout_rows} rows and {settings.gate.min_holdout_users} users):
+{significance_text}
 {gate}
 
 **Known limits.** Trained on logs of a mixed popularity/topic policy, so it inherits that
 policy's exposure bias beyond position; the head weights are a product choice, not learned;
 share and like are rare, so their heads are the least certain.
 """
+
+
+def _significance_table(evidence: Evidence | None, settings: Settings) -> str:
+    """The challenger's NDCG@10 advantage over each reference with its bootstrap interval."""
+    if evidence is None or not evidence.intervals:
+        return ""
+    level = round(100 * evidence.confidence)
+    margins = {"champion": settings.gate.min_margin_over_champion}
+    rows = "\n".join(
+        f"| {ref} | {_fmt(iv.mean)} | [{_fmt(iv.low)}, {_fmt(iv.high)}] "
+        f"| {margins.get(ref, settings.gate.min_margin_over_baseline)} |"
+        for ref, iv in evidence.intervals.items()
+    )
+    return (
+        f"\nHoldout: {evidence.rows} rows, {evidence.users} users; {evidence.samples} "
+        f"bootstrap resamples of users.\n\n"
+        f"| challenger minus | NDCG@10 difference | {level}% interval | margin |\n"
+        f"|---|---|---|---|\n{rows}\n"
+    )
 
 
 def _calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[list, list]:
@@ -289,6 +324,7 @@ class FittedRanker:
     hold: pd.DataFrame
     info: dict[str, Any]  # datasets.json: window, rows, join report
     retrieval_version: str | None
+    drift_since: date | None = None  # first day of the open drift episode, when weighted
 
     @property
     def ranker(self) -> XGBoostRanker:
@@ -309,6 +345,7 @@ class Evaluation:
     heads: ValueHeads
     champion_version: str | None
     champion_blocker: str | None
+    evidence: Evidence
 
 
 @dataclass(frozen=True)
@@ -321,10 +358,14 @@ class Review:
     blockers: list[str]
 
 
-def fit_step(settings: Settings, holdout: date) -> FittedRanker:
+def fit_step(settings: Settings, holdout: date, drift_since: date | None = None) -> FittedRanker:
     """Read the point-in-time sets, add the retrieval champion's features (the model serving
     will pair this ranker with) and fit on all but the last training day, which early
-    stopping watches."""
+    stopping watches.
+
+    ``drift_since``: the first day of a drift episode still open (the monitoring's state);
+    rows before it then count less (``training.drift_half_life_days``,
+    :mod:`training.recency`), so the retrain follows the changed world."""
     out = _dir(settings, holdout)
     info = json.loads((out / "datasets.json").read_text())
     train = pd.read_parquet(out / "train.parquet")
@@ -338,9 +379,31 @@ def fit_step(settings: Settings, holdout: date) -> FittedRanker:
     fit_part = train[train["event_timestamp"] < last_day]
     valid_part = train[train["event_timestamp"] >= last_day]
     # a Dask cluster in the cluster profile (its own name: ``client`` is the registry's)
+    half_life = settings.training.drift_half_life_days
+    weights = None
+    if drift_since is not None and half_life is not None and drift_since <= holdout:
+        weights = recency_weights(fit_part["event_timestamp"], drift_since, half_life)
+    if weights is not None:
+        log.info(
+            "drift episode open since %s: training rows weighted by recency (half-life %g "
+            "days, mean weight %.3f)",
+            drift_since,
+            half_life,
+            float(weights.mean()),
+        )
     with training_client(settings) as dask_client:
-        model, curves = train_ranker(fit_part, valid_part, settings.training, dask_client)
-    return FittedRanker(model, curves, train, hold, info, retrieval_version)
+        model, curves = train_ranker(
+            fit_part, valid_part, settings.training, dask_client, sample_weight=weights
+        )
+    return FittedRanker(
+        model,
+        curves,
+        train,
+        hold,
+        info,
+        retrieval_version,
+        drift_since if weights is not None else None,
+    )
 
 
 def evaluate_step(settings: Settings, fitted: FittedRanker, holdout: date) -> Evaluation:
@@ -375,8 +438,19 @@ def evaluate_step(settings: Settings, fitted: FittedRanker, holdout: date) -> Ev
         metrics["oracle"] = oracle
         scores["oracle"] = world_oracle_scores(settings, hold, holdout)
     slices = {k: surface_slices(hold, v) for k, v in scores.items()}
+    references = {k: v for k, v in scores.items() if k not in ("challenger", "oracle")}
+    evidence = significance(hold, scores["challenger"], references, settings.gate)
     return Evaluation(
-        metrics, scores, slices, per_head, head_pred, head_labels, heads, champ_version, blocker
+        metrics,
+        scores,
+        slices,
+        per_head,
+        head_pred,
+        head_labels,
+        heads,
+        champ_version,
+        blocker,
+        evidence,
     )
 
 
@@ -413,6 +487,14 @@ def _flat_metrics(evaluation: Evaluation, checks: dict[str, str | None]) -> dict
             {f"{prefix}ndcg_at_10_{k}": v for k, v in per_surface.items() if not math.isnan(v)}
         )
     flat.update({f"check_{k}": 0.0 if v else 1.0 for k, v in checks.items()})
+    flat.update(
+        {
+            f"ndcg_diff_{name}_{part}": v
+            for name, iv in evaluation.evidence.intervals.items()
+            for part, v in iv.to_dict().items()
+            if not math.isnan(v)
+        }
+    )
     flat.update(
         {
             f"head_{h}_{k}": v
@@ -511,10 +593,16 @@ def log_step(
                 "retrieval_version": fitted.retrieval_version,
                 "rows_train": len(fitted.train),
                 "rows_holdout": len(fitted.hold),
+                "drift_since": fitted.drift_since.isoformat() if fitted.drift_since else None,
                 **{f"window_{k}": v for k, v in fitted.info["window"].items()},
             }
         )
         mlflow.log_metrics(_flat_metrics(e, review.checks))
+        sets = _dir(settings, holdout)
+        day = holdout.isoformat()
+        log_dataset(fitted.train, f"train-{day}", sets / "train.parquet", "training", "value")
+        log_dataset(fitted.hold, f"holdout-{day}", sets / "holdout.parquet", "holdout", "value")
+        log_references(exp_id, run.info.run_id, day, {k: m.to_dict() for k, m in e.metrics.items()})
         with tempfile.TemporaryDirectory() as tmp:
             learning = _review_artifacts(Path(tmp), settings, fitted, e, review, holdout)
             mlflow.log_artifacts(tmp, artifact_path="review")
@@ -563,19 +651,25 @@ def register_step(settings: Settings, trained: TrainingResult) -> None:
     }
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)
-    card = model_card(settings, trained.info, trained.metrics, None, checks, trained.heads)
+    card = model_card(
+        settings, trained.info, trained.metrics, None, checks, trained.heads, trained.evidence
+    )
     c.update_model_version(name, version, description=card)
 
 
 def train_and_register(
-    settings: Settings, holdout: date, progress: ProgressFn | None = None
+    settings: Settings,
+    holdout: date,
+    progress: ProgressFn | None = None,
+    drift_since: date | None = None,
 ) -> TrainingResult:
     """Fit, evaluate, log and register a challenger (alias ``challenger``); the result is
     also written next to the datasets (``trained.json``) for the gate's step.
-    ``progress`` hears of each stage (fit, evaluation, checks, MLflow)."""
+    ``progress`` hears of each stage (fit, evaluation, checks, MLflow); ``drift_since``, the
+    first day of an open drift episode, weighs the days since it (:func:`fit_step`)."""
     stages = Stages(progress, "ranker", 4)
     stages.next("XGBoost fit")
-    fitted = fit_step(settings, holdout)
+    fitted = fit_step(settings, holdout, drift_since)
     stages.next("evaluation vs baselines, champion, oracle")
     evaluation = evaluate_step(settings, fitted, holdout)
     stages.next("behavioural checks and feature contract")
@@ -594,9 +688,19 @@ def train_and_register(
         metrics=evaluation.metrics,
         heads=HeadsSummary(evaluation.heads.as_dict(), evaluation.per_head),
         info=fitted.info,
+        evidence=evaluation.evidence,
     )
     register_step(settings, trained)
     trained.save(_dir(settings, holdout) / "trained.json")
+    m = evaluation.metrics
+    log.info(
+        "registered %s v%s (run %s) on holdout %s: NDCG@10 %s",
+        settings.ranker_model_name,
+        version,
+        run_id,
+        holdout,
+        ", ".join(f"{k} {_fmt(v.ndcg_at_10)}" for k, v in m.items()),
+    )
     return trained
 
 
@@ -620,6 +724,17 @@ def record_pipeline_evaluation(
     out = replace(trained, pipeline_ndcg=pipeline)
     out.save(_dir(settings, date.fromisoformat(trained.holdout)) / "trained.json")
     return out
+
+
+def _evidence_tags(evidence: Evidence | None) -> dict[str, str]:
+    """The holdout size and each bootstrap interval as version tags (searchable in MLflow)."""
+    if evidence is None:
+        return {}
+    level = round(100 * evidence.confidence)
+    tags = {"gate_holdout": f"{evidence.rows} rows, {evidence.users} users"}
+    for ref, iv in evidence.intervals.items():
+        tags[f"gate_ci{level}_{ref}"] = f"{iv.mean:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}]"
+    return tags
 
 
 def load_trained(settings: Settings, holdout: date) -> TrainingResult:
@@ -646,12 +761,32 @@ def gate_and_promote(
         champion,
         settings.gate,
         blockers=[*trained.blockers, *inputs.blockers()],
+        evidence=trained.evidence,
     )
     c = client(settings)
     name, version = settings.ranker_model_name, trained.version
     c.set_model_version_tag(name, version, "gate_verdict", verdict.label)
-    c.set_model_version_tag(name, version, "gate_reasons", " | ".join(verdict.reasons))
-    card = model_card(settings, trained.info, all_metrics, verdict, trained.checks, trained.heads)
+    c.set_model_version_tag(name, version, "gate_reasons", verdict.summary)
+    for k, v in _evidence_tags(trained.evidence).items():
+        c.set_model_version_tag(name, version, k, v)
+    level = logging.INFO if verdict.promote else logging.WARNING
+    log.log(
+        level,
+        "gate %s for %s v%s: %s",
+        verdict.label,
+        name,
+        version,
+        verdict.summary.removeprefix("failed: "),
+    )
+    card = model_card(
+        settings,
+        trained.info,
+        all_metrics,
+        verdict,
+        trained.checks,
+        trained.heads,
+        trained.evidence,
+    )
     c.update_model_version(name, version, description=card)
     promoted = pending = False
     if verdict.promote and settings.gate.manual_approval:
@@ -662,5 +797,4 @@ def gate_and_promote(
         promoted = True
     else:
         c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
-        log.warning("gate failed for %s v%s: %s", name, version, verdict.reasons)
     return GateResult(version, promoted, pending, verdict)

@@ -70,9 +70,12 @@ def train_ranker(
     valid: pd.DataFrame,
     params: TrainingSettings,
     client: Client | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[xgb.XGBModel, dict[str, list[float]]]:
     """Fit on ``train``, early-stopping on ``valid`` (the last training day); on a Dask
     cluster when ``client`` is given (:mod:`training.engine`), in-process otherwise.
+    ``sample_weight`` (one per ``train`` row) makes some rows count more, e.g. the days
+    since a drift (:mod:`training.recency`).
 
     Early stopping on log loss (which also rewards calibration) picks the number of boosting
     rounds; the model keeps exactly those trees, so every consumer (serving's raw
@@ -110,6 +113,7 @@ def train_ranker(
         y_tr,
         eval_set=[(x_tr.iloc[k], y_tr[k]), (x_va, y_va)],
         client=client,
+        sample_weight=sample_weight,
     )
     curves = {
         "train_logloss": ev["validation_0"]["logloss"],

@@ -15,7 +15,7 @@ from typing import Any
 
 from ingest.lake import atomic_write
 from training.evaluate import Metrics, json_safe
-from training.gate import GateVerdict
+from training.gate import Evidence, GateVerdict
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class TrainingResult:
     heads: HeadsSummary
     info: dict[str, Any]  # the datasets' window, rows and join report
     pipeline_ndcg: dict[str, float] = field(default_factory=dict)
+    evidence: Evidence | None = None  # holdout size and bootstrap intervals for the gate
 
     @property
     def window_days(self) -> tuple[date, date]:
@@ -78,6 +79,7 @@ class TrainingResult:
                 "heads": self.heads.to_dict(),
                 "info": self.info,
                 "pipeline_ndcg_at_10": self.pipeline_ndcg,
+                "evidence": self.evidence.to_dict() if self.evidence else None,
             }
         )
 
@@ -98,6 +100,7 @@ class TrainingResult:
                 k: float("nan") if v is None else v
                 for k, v in d.get("pipeline_ndcg_at_10", {}).items()
             },
+            evidence=Evidence.from_dict(d["evidence"]) if d.get("evidence") else None,
         )
 
     def save(self, path: Path) -> None:

@@ -20,7 +20,7 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,18 +29,38 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from feature_repo.columns import USER_COLUMNS
-from features.content import CAPTION_DIM, read_content
+from feature_repo.columns import SEQUENCE_COLUMNS, USER_COLUMNS
+from features.content import encoder_dim, read_content
 from features.pipeline import load_vocabulary
+from features.sequence import ordered_events, sequences_before
 from features.store import feature_store
 from ingest.lake import read_table
 from ingest.simulator import world_for
 from models.candidates import KS, available_rows, popularity_order, positives
 from models.champion import catch_up, champion_retriever
-from models.registry import CHALLENGER, CHAMPION, alias_version, client, configure_mlflow, git_sha
-from models.retrieval_features import user_states
+from models.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RETRIEVAL_EXPERIMENT,
+    alias_version,
+    client,
+    configure_mlflow,
+    git_sha,
+)
+from models.retrieval_features import state_events, user_states
 from models.retriever import RetrievalModel, Retriever
+from models.sequence import (
+    POOLED,
+    SEQUENCE,
+    SequenceTower,
+    SequenceTrainData,
+    fit_sequence,
+    sequence_inputs,
+    sequence_user_vectors,
+    training_sequences,
+)
 from models.two_tower import (
+    CATALOG_ARRAYS,
     Catalog,
     FitResult,
     TowerConfig,
@@ -57,6 +77,7 @@ from training.evaluate import json_safe
 from training.gate import GateVerdict, decide
 from training.plots import two_tower_curve_plot
 from training.review import hold_for_approval, promote
+from training.tracking import log_dataset, log_references
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -167,10 +188,14 @@ def eval_set(settings: Settings, store: FeatureStore, catalog: Catalog, holdout:
 
 
 def evaluate_retriever(retriever: Retriever, es: EvalSet, n: int = max(KS)) -> RetrievalMetrics:
+    """Recall of the served path: each user's vector from the numpy forward of serving."""
     ranked = []
-    for _, row in es.users.iterrows():
+    has_events = all(c in es.users.columns for c in SEQUENCE_COLUMNS)
+    events = state_events(es.users) if has_events else [None] * len(es.users)
+    for (_, row), ev in zip(es.users.iterrows(), events, strict=True):
         feats = row[list(USER_COLUMNS)].to_numpy(np.float32)
-        ids, _ = retriever.retrieve(retriever.user_vector(feats, row["hist_video_ids"]), n)
+        vec = retriever.user_vector(feats, row["hist_video_ids"], ev)
+        ids, _ = retriever.retrieve(vec, n)
         ranked.append(ids)
     return recall(ranked, es.relevant, es.cold)
 
@@ -199,20 +224,31 @@ def _tower_config(settings: Settings, content: pd.DataFrame) -> TowerConfig:
     r = settings.retrieval
     lengths = content["visual_embedding"].map(len) if len(content) else pd.Series([0])
     return TowerConfig(
-        caption_dim=CAPTION_DIM,
+        caption_dim=encoder_dim(r.text_encoder),
         visual_dim=int(lengths.max()),
         topics=load_vocabulary(settings),
         dim=r.dim,
         id_buckets=r.id_buckets,
         history_len=r.history_len,
         temperature=r.temperature,
+        seq_len=r.seq_len,
+        seq_dim=r.seq_dim,
+        seq_layers=r.seq_layers,
+        seq_heads=r.seq_heads,
     )
 
 
 def _validator(
-    catalog: Catalog, states: pd.DataFrame, pos: pd.DataFrame, avail: np.ndarray, k: int
+    catalog: Catalog,
+    states: pd.DataFrame,
+    pos: pd.DataFrame,
+    avail: np.ndarray,
+    k: int,
+    events: pd.DataFrame | None = None,
 ):
-    """Recall@k on the validation day by exact search: the early-stopping signal."""
+    """Recall@k on the validation day by exact search: the early-stopping signal. A
+    sequence model reads each user's events before the day (``events`` from the lake,
+    :func:`features.sequence.ordered_events`); a pooled one the users' states."""
     from models.two_tower import all_item_vectors, user_vectors
 
     rel = pos.groupby("user_id")["video_id"].agg(set)
@@ -222,10 +258,18 @@ def _validator(
     # as wide as the longest history (the model reads its own history_len of it)
     width = max((len(h) for h in histories if h is not None), default=1)
     hist = history_rows(catalog, histories, max(width, 1))
+    seqs = None
+    if events is not None:
+        day = pd.Timestamp(pos["day"].min()).tz_localize("UTC").timestamp()
+        seqs = sequences_before(events, pd.Series(rel.index), pd.Series([day] * len(rel)), 10**6)
 
     def validate(model: Any) -> float:
-        h = hist[:, : model.cfg.history_len]
-        u = user_vectors(model, catalog, x, h)
+        if isinstance(model, SequenceTower):
+            assert seqs is not None, "a sequence model is validated on events"
+            inputs = sequence_inputs(catalog, seqs, model.cfg.seq_len)
+            u = sequence_user_vectors(model, catalog, inputs)
+        else:
+            u = user_vectors(model, catalog, x, hist[:, : model.cfg.history_len])
         v = all_item_vectors(model, catalog)[avail]
         ids_avail = catalog.video_ids[avail]
         found = []
@@ -282,6 +326,9 @@ class _Window:
     val_pos: pd.DataFrame
     states: pd.DataFrame
     data: TrainData
+    # the window's impressions as ordered events (the sequence kind's input), or None when
+    # no sequence model is trained
+    events: pd.DataFrame | None = None
 
     @property
     def label(self) -> str:
@@ -305,44 +352,90 @@ def _window(settings: Settings, store: FeatureStore, holdout: date) -> _Window:
     if train_pos.empty or val_pos.empty:
         raise InvalidDataError(f"retrieval needs >= 2 days of positives before {holdout}")
     data = _train_data(catalog, train_pos, states, cfg.history_len)
-    return _Window(first, valid_day, cfg, catalog, pos, val_pos, states, data)
+    events = None
+    if SEQUENCE in r.kinds:
+        imp = read_table(settings.lake_dir, "impressions", start=first, end=valid_day)
+        events = ordered_events(imp)
+    return _Window(first, valid_day, cfg, catalog, pos, val_pos, states, data, events)
+
+
+def _sequence_data(w: _Window, catalog: Catalog) -> SequenceTrainData:
+    """Training sequences of the window's training days (the validation day excluded)."""
+    assert w.events is not None
+    cutoff = pd.Timestamp(w.valid_day).tz_localize("UTC").timestamp()
+    ev = w.events[w.events["t"] < cutoff]
+    users = [
+        (g["video_id"].tolist(), g["action"].tolist(), g["t"].tolist())
+        for _, g in ev.groupby("user_id", sort=True)
+    ]
+    return training_sequences(catalog, users, w.cfg.seq_len)
+
+
+def _copy_catalog(catalog: Catalog) -> Catalog:
+    """Each kind's own catalog: fitting sets which ids were trained (``id_known``)."""
+    return Catalog(**{n: getattr(catalog, n).copy() for n in CATALOG_ARRAYS})
 
 
 def _fit_tower(
-    settings: Settings, w: _Window, progress: ProgressFn | None
-) -> tuple[FitResult, float]:
-    """Fit with early stopping on the validation day's Recall@100; (result, seconds)."""
+    settings: Settings, w: _Window, progress: ProgressFn | None, kind: str = POOLED
+) -> tuple[FitResult, float, Catalog]:
+    """Fit one kind with early stopping on the validation day's Recall@100;
+    (result, seconds, the catalog it was fitted on)."""
     r = settings.retrieval
+    catalog = w.catalog if kind == POOLED else _copy_catalog(w.catalog)
     val_day = pd.Timestamp(w.valid_day)
     validate = _validator(
-        w.catalog,
+        catalog,
         w.states[w.states["day"] == val_day],
         w.val_pos,
-        available_rows(w.catalog, w.valid_day, settings, end_of_day=True),
+        available_rows(catalog, w.valid_day, settings, end_of_day=True),
         100,
+        events=w.events if kind == SEQUENCE else None,
     )
-    t0 = time.perf_counter()
-    result = fit(
-        w.catalog,
-        w.data,
-        w.cfg,
-        validate=validate,
-        batch_size=r.batch_size,
-        learning_rate=r.learning_rate,
-        max_epochs=r.max_epochs,
-        patience=r.patience,
-        id_dropout=r.id_dropout,
-        seed=r.seed,
-        threads=r.threads,
-        on_epoch=lambda epoch, loss, recall: report(
+    label = "two-tower" if kind == POOLED else "sequence model"
+
+    def on_epoch(epoch: int, loss: float, recall: float) -> None:
+        report(
             progress,
-            f"two-tower epochs: loss {loss:.3f}, valid R@100 {recall:.3f}",
+            f"{label} epochs: loss {loss:.3f}, valid R@100 {recall:.3f}",
             epoch,
             r.max_epochs,
-        ),
-    )
-    report(progress, "two-tower epochs", r.max_epochs, r.max_epochs)  # early stopping ends it
-    return result, time.perf_counter() - t0
+        )
+
+    common: dict[str, Any] = {
+        "validate": validate,
+        "learning_rate": r.learning_rate,
+        "max_epochs": r.max_epochs,
+        "patience": r.patience,
+        "id_dropout": r.id_dropout,
+        "seed": r.seed,
+        "threads": r.threads,
+        "on_epoch": on_epoch,
+    }
+    t0 = time.perf_counter()
+    if kind == SEQUENCE:
+        cfg = replace(w.cfg, kind=SEQUENCE)
+        data = _sequence_data(w, catalog)
+        if not len(data.targets):
+            raise InvalidDataError("no training sequence has a positive to predict")
+        result = fit_sequence(
+            catalog, data, cfg, batch_size=r.seq_batch_size, device=r.device, **common
+        )
+    else:
+        result = fit(catalog, w.data, w.cfg, batch_size=r.batch_size, **common)
+    report(progress, f"{label} epochs", r.max_epochs, r.max_epochs)  # early stopping ends it
+    return result, time.perf_counter() - t0, catalog
+
+
+def pick_kind(by_kind: dict[str, RetrievalMetrics]) -> str:
+    """The kind that goes before the gate: the best holdout Recall@100 (NaN never wins);
+    a tie goes to the kind listed first (the configured order, pooled by default)."""
+
+    def score(kind: str) -> float:
+        v = by_kind[kind].recall_at_100
+        return -math.inf if math.isnan(v) else v
+
+    return max(by_kind, key=score)  # max keeps the first of equal scores
 
 
 def _build_retriever(
@@ -365,11 +458,18 @@ def _build_retriever(
 
 
 def _evaluate_all(
-    settings: Settings, retriever: Retriever, es: EvalSet, w: _Window, holdout: date
+    settings: Settings,
+    retriever: Retriever,
+    es: EvalSet,
+    w: _Window,
+    holdout: date,
+    challenger: RetrievalMetrics | None = None,
 ) -> tuple[dict[str, RetrievalMetrics], list[str]]:
     """The challenger beside popularity, recent popularity, the oracle (simulated data) and
     the champion on the same eval set; and why the champion cannot compete, if it cannot."""
-    metrics: dict[str, RetrievalMetrics] = {"challenger": evaluate_retriever(retriever, es)}
+    metrics: dict[str, RetrievalMetrics] = {
+        "challenger": challenger or evaluate_retriever(retriever, es)
+    }
     cat = retriever.catalog
     metrics["popularity"] = evaluate_static(popularity_order(cat, w.pos, es.available), es)
     metrics["recent_popularity"] = evaluate_static(
@@ -410,9 +510,13 @@ def _log_retrieval(
     (model + index + ids), registered under the retrieval model's name; (run id, version)."""
     r = settings.retrieval
     result, _ = fitted
-    exp_id = configure_mlflow(settings)
+    exp_id = configure_mlflow(settings, RETRIEVAL_EXPERIMENT)
     holdout = evaluation["holdout"]
     with mlflow.start_run(experiment_id=exp_id, run_name=f"retrieval-{holdout}") as run:
+        impressions = settings.lake_dir / "impressions"
+        log_dataset(w.pos, f"retrieval-positives-{w.label}", impressions, "training")
+        log_dataset(w.val_pos, f"retrieval-positives-{w.valid_day}", impressions, "validation")
+        log_references(exp_id, run.info.run_id, str(holdout), evaluation["metrics"])
         mlflow.log_params(
             {
                 **{f"retrieval_{k}": v for k, v in r.model_dump().items()},
@@ -421,7 +525,8 @@ def _log_retrieval(
                 "index_kind": retriever.index.kind,
                 "data_window": w.label,
                 "validation_day": w.valid_day.isoformat(),
-                "feature_service": "retrieval_v1",
+                "feature_service": _feature_service(retriever.kind),
+                "retrieval_kind": retriever.kind,
             }
         )
         mlflow.log_metrics(flat)
@@ -472,6 +577,11 @@ def _flat_metrics(
     return flat
 
 
+def _feature_service(kind: str) -> str:
+    """The Feast feature service a kind reads (retrieval_v2 adds the user's events)."""
+    return "retrieval_v2" if kind == SEQUENCE else "retrieval_v1"
+
+
 def _gate_retrieval(
     settings: Settings,
     version: str,
@@ -481,38 +591,45 @@ def _gate_retrieval(
     random_recall: dict[int, float],
     blockers: list[str],
     index_kind: str,
+    kind: str = POOLED,
 ) -> GateVerdict:
     """Alias ``challenger``, decide on Recall@100 (the same review rules as the ranker,
     manual approval included), tag the version and write its card."""
     r, name, c = settings.retrieval, settings.retrieval_model_name, client(settings)
     c.set_registered_model_alias(name, CHALLENGER, version)
     gate = settings.gate.model_copy(
-        update={"metric": "recall_at_100", "min_margin_over_champion": r.min_margin_over_champion}
+        update={
+            "metric": "recall_at_100",
+            "min_margin_over_champion": r.min_margin_over_champion,
+            "min_margin_over_baseline": r.min_margin_over_baseline,
+        }
     )
     refs = {k: m.to_dict() for k, m in metrics.items() if k in ("popularity", "recent_popularity")}
     champ_metrics = metrics["champion"].to_dict() if "champion" in metrics else None
     verdict = decide(metrics["challenger"].to_dict(), refs, champ_metrics, gate, blockers)
     tags = {
         "data_window": w.label,
-        "feature_service": "retrieval_v1",
+        "feature_service": _feature_service(kind),
+        "retrieval_kind": kind,
         "git_sha": git_sha(),
         "gate_verdict": verdict.label,
-        "gate_reasons": " | ".join(verdict.reasons),
+        "gate_reasons": verdict.summary,
         "recall_at_100": f"{metrics['challenger'].recall_at_100:.4f}",
         "index_kind": index_kind,
         "run_id": run_id,
     }
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)
-    card = retrieval_card(settings, w.label, metrics, random_recall, verdict)
+    card = retrieval_card(settings, w.label, metrics, random_recall, verdict, kind)
     c.update_model_version(name, version, description=card)
     if verdict.promote and settings.gate.manual_approval:
         hold_for_approval(c, name, version, "; ".join(verdict.reasons))
     elif verdict.promote:
         promote(c, name, version, "gate", "gate passed: " + "; ".join(verdict.reasons))
+        log.info("retrieval gate passed for v%s: %s", version, verdict.reasons)
     else:
         c.set_model_version_tag(name, version, "review_status", "rejected by the gate")
-        log.warning("retrieval gate failed for v%s: %s", version, verdict.reasons)
+        log.warning("retrieval gate %s for v%s", verdict.summary, version)
     return verdict
 
 
@@ -524,11 +641,28 @@ def train_retrieval(
     ``progress`` hears of every training epoch (out of at most ``max_epochs``)."""
     store = feature_store(settings)
     w = _window(settings, store, holdout)
-    fitted = _fit_tower(settings, w, progress)
-    retriever = _build_retriever(settings, fitted[0].model, w.catalog, holdout)
-    fresh = catch_up(retriever, settings, holdout)
-    es = eval_set(settings, store, retriever.catalog, holdout)
-    metrics, blockers = _evaluate_all(settings, retriever, es, w, holdout)
+    fits: dict[str, tuple[FitResult, float]] = {}
+    built: dict[str, Retriever] = {}
+    added: dict[str, int] = {}
+    for kind in settings.retrieval.kinds:
+        result, seconds, catalog = _fit_tower(settings, w, progress, kind)
+        fits[kind] = (result, seconds)
+        built[kind] = _build_retriever(settings, result.model, catalog, holdout)
+        added[kind] = catch_up(built[kind], settings, holdout)
+    first = settings.retrieval.kinds[0]
+    es = eval_set(settings, store, built[first].catalog, holdout)
+    by_kind = {kind: evaluate_retriever(ret, es) for kind, ret in built.items()}
+    chosen = pick_kind(by_kind)
+    fitted, retriever, fresh = fits[chosen], built[chosen], added[chosen]
+    log.info(
+        "retrieval kinds on the holdout (R@100): %s; %s goes before the gate",
+        {k: round(m.recall_at_100, 4) for k, m in by_kind.items()},
+        chosen,
+    )
+    metrics, blockers = _evaluate_all(settings, retriever, es, w, holdout, by_kind[chosen])
+    for other, m in by_kind.items():
+        if other != chosen:
+            metrics[f"{other}_kind"] = m  # the kind that lost, beside the references
     random_recall = {k: min(1.0, k / max(len(es.available), 1)) for k in KS}
     flat = _flat_metrics(metrics, random_recall, fitted, w, fresh, retriever.index.size)
     evaluation = {
@@ -540,7 +674,15 @@ def train_retrieval(
     }
     run_id, version = _log_retrieval(settings, w, fitted, retriever, evaluation, flat)
     verdict = _gate_retrieval(
-        settings, version, run_id, w, metrics, random_recall, blockers, retriever.index.kind
+        settings,
+        version,
+        run_id,
+        w,
+        metrics,
+        random_recall,
+        blockers,
+        retriever.index.kind,
+        chosen,
     )
     return RetrievalResult(
         version=version,
@@ -553,12 +695,21 @@ def train_retrieval(
     )
 
 
+_KIND_TEXT = {
+    POOLED: "The user side pools the user's recent positives (described above).",
+    SEQUENCE: "The user side is a causal transformer over the user's latest events (video, "
+    "action, time gap), trained to predict each next positive; it replaces the pooled user "
+    "tower described above, and the item tower is the same.",
+}
+
+
 def retrieval_card(
     settings: Settings,
     window: str,
     metrics: dict[str, RetrievalMetrics],
     random_recall: dict[int, float],
     verdict: Any,
+    kind: str = POOLED,
 ) -> str:
     rows = "\n".join(
         f"| {k} | {m.recall_at_50:.4f} | {m.recall_at_100:.4f} | {m.recall_at_500:.4f} | "
@@ -573,6 +724,8 @@ A two-tower model: the user tower reads engagement rates and the pooled content 
 {r.history_len} most recent positive videos; the item tower reads a hashed id, the caption
 embedding ({r.text_encoder}), the visual embedding, topic, creator and duration. Videos
 uploaded after training are embedded from their content and added to the index.
+
+**Kind: {kind}.** {_KIND_TEXT.get(kind, "")}
 
 **Data.** Positive engagements (completed, liked or shared) {window}; the day before the
 holdout is the early-stopping validation day. In-batch sampled softmax with log-Q correction,

@@ -10,19 +10,23 @@ reviewer in the MLflow UI sees the history next to the model card:
 - ``rolled_back_by`` / ``rolled_back_at`` / ``rolled_back_why`` on a champion that was
   replaced by its predecessor.
 
-Serving follows the ``champion`` alias, so each of these is also a deployment decision.
+Serving follows the ``champion`` alias, so each of these is also a deployment decision: a
+person's promote and rollback therefore load the target version as serving would (``verify``)
+before the alias moves, and refuse with the cause when it cannot serve (a corrupt model file,
+other feature columns).
 """
 
 from __future__ import annotations
 
 import getpass
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from models.registry import CHAMPION, alias_version
-from reelrank.errors import ModelNotFound, StageFailed
+from reelrank.errors import ModelNotFound, ReelrankError, StageFailed
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -83,9 +87,28 @@ def _check_version(c: MlflowClient, name: str, version: str) -> None:
         raise VersionNotFound(f"{name} has no version {version!r}") from err
 
 
-def promote(c: MlflowClient, name: str, version: str, who: str, why: str) -> Move:
-    """Point ``champion`` at ``version`` and record the move; clears a pending approval."""
+Verify = Callable[[str], object]
+
+
+def _verify(verify: Verify | None, action: str, version: str) -> None:
+    """Run ``verify`` on the target version; its failure refuses the move, with the cause."""
+    if verify is None:
+        return
+    try:
+        verify(version)
+    except ReelrankError as err:
+        raise ReviewError(f"refusing to {action}: {err.brief}") from err
+
+
+def promote(
+    c: MlflowClient, name: str, version: str, who: str, why: str, verify: Verify | None = None
+) -> Move:
+    """Point ``champion`` at ``version`` and record the move; clears a pending approval.
+
+    ``verify(version)`` (loading it as serving would) runs before the alias moves; a
+    :class:`~reelrank.errors.ReelrankError` from it refuses the promotion."""
     _check_version(c, name, version)
+    _verify(verify, "promote", version)
     previous = alias_version(c, name, CHAMPION)
     at = _now()
     c.set_registered_model_alias(name, CHAMPION, version)
@@ -114,8 +137,9 @@ def hold_for_approval(c: MlflowClient, name: str, version: str, why: str) -> Mov
     return Move(name, PENDING, version, previous, "gate", why, at)
 
 
-def rollback(c: MlflowClient, name: str, who: str, why: str) -> Move:
-    """Put the previous champion back (the one the current champion replaced)."""
+def rollback(c: MlflowClient, name: str, who: str, why: str, verify: Verify | None = None) -> Move:
+    """Put the previous champion back (the one the current champion replaced); ``verify``
+    as for :func:`promote`, on the version that would come back."""
     current = alias_version(c, name, CHAMPION)
     if current is None:
         raise ReviewError(f"{name} has no champion to roll back")
@@ -123,6 +147,7 @@ def rollback(c: MlflowClient, name: str, who: str, why: str) -> Move:
     if not previous:
         raise ReviewError(f"{name} v{current} replaced no earlier champion: nothing to roll back")
     _check_version(c, name, previous)
+    _verify(verify, "roll back", previous)
     at = _now()
     c.set_registered_model_alias(name, CHAMPION, previous)
     for k, v in {

@@ -69,6 +69,7 @@ class AdapterReport:
     source: str
     rows_read: int
     rows_kept: int
+    rows_added: int = 0  # impressions the adapter drew (an implicit log's negatives)
     dropped: dict[str, int] = field(default_factory=dict)
     defaulted: dict[str, int] = field(default_factory=dict)
     unknown_columns: list[str] = field(default_factory=list)
@@ -86,6 +87,7 @@ class AdapterReport:
             "source": self.source,
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
+            "rows_added": self.rows_added,
             "dropped": dict(self.dropped),
             "defaulted": dict(self.defaulted),
             "unknown_columns": list(self.unknown_columns),
@@ -100,8 +102,9 @@ class AdapterReport:
 
     def __str__(self) -> str:
         lines = [
-            f"{self.dataset}: {self.rows_kept:,} of {self.rows_read:,} rows kept "
-            f"({self.n_users:,} users, {self.n_videos:,} videos, {self.first_ts} .. "
+            f"{self.dataset}: {self.rows_kept:,} of {self.rows_read:,} rows kept"
+            + (f" (+{self.rows_added:,} sampled negatives)" if self.rows_added else "")
+            + f" ({self.n_users:,} users, {self.n_videos:,} videos, {self.first_ts} .. "
             f"{self.last_ts})",
             f"  source: {self.source}",
         ]
@@ -466,7 +469,7 @@ def finish(
     check_contract(VIDEOS, videos, None)
     known = {"users": set(users["user_id"]), "videos": set(videos["video_id"])}
     check_contract(IMPRESSIONS, impressions, known)
-    report.rows_kept = len(impressions)
+    report.rows_kept = len(impressions) - report.rows_added
     report.n_users = len(users)
     report.n_videos = len(videos)
     report.first_ts = _stamp(impressions["ts"].min())

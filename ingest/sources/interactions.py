@@ -201,7 +201,9 @@ def _log_columns(o: InteractionsOptions) -> dict[str, str | None]:
     return {
         "user_col": o.user_col,
         "item_col": o.item_col,
-        "ts_col": o.ts_col,
+        # an ordered log's time is its order: its timestamp column is not read
+        "ts_col": None if o.order_col else o.ts_col,
+        "order_col": o.order_col,
         "rating_col": o.rating_col,
         "label_col": o.label_col,
         "watch_col": o.watch_col,
@@ -218,6 +220,12 @@ def _layout(o: InteractionsOptions) -> _Layout:
         raise AdapterError(f"{path} does not exist")
     columns = read_columns(path, o.sep)
     for role, col in _log_columns(o).items():
+        if col is not None and col not in columns and role == "ts_col":
+            raise AdapterError(
+                f"{path.name} has no timestamp column {col!r} and no order column: name its "
+                "time with --ts-col, or its per-user order (sequence position) with "
+                f"--order-col; its columns are: {', '.join(columns)}"
+            )
         if col is not None and col not in columns:
             raise missing_column(col, role, path, columns)
     items_path = Path(o.items) if o.items is not None else None
@@ -242,6 +250,85 @@ def _layout(o: InteractionsOptions) -> _Layout:
     )
 
 
+# the last synthetic day of an ordered log (a fixed, documented date: the order is the data)
+ORDER_LAST_DAY = "2020-01-31"
+
+
+def _order_key(s: pd.Series) -> pd.Series:
+    """An order column as numbers: sequence positions as they are; times (a sparse log's
+    timestamp column named as its order) as epoch microseconds."""
+    num = numeric(s) if not pd.api.types.is_datetime64_any_dtype(s.dtype) else None
+    if num is not None and num.notna().mean() >= 0.5:
+        return num
+    ts, _ = parse_ts(s, "auto")
+    key = pd.Series(np.nan, index=s.index, dtype=float)
+    known = ts.notna()
+    key[known] = ts[known].astype("int64").astype(float)
+    return key
+
+
+def synthetic_times(users: pd.Series, order: pd.Series, days: int) -> pd.Series:
+    """Times for a log that has a per-user order but no time.
+
+    A user's n events, sorted by ``order`` (ties in file order), go on ``days`` synthetic
+    days ending :data:`ORDER_LAST_DAY`: the event with r events after it lands on day
+    ``days - 1 - floor(r * days / n)``, so every user's last event is on the last day (the
+    drift check's day) and their earlier ones spread evenly before it, as a leave-last-out
+    split expects. Within a day events are one second apart from 12:00 UTC, in order. A
+    missing order gives no time (the row is dropped as unparseable)."""
+    frame = pd.DataFrame({"u": users.to_numpy(dtype=object), "o": order.to_numpy(dtype=float)})
+    known = frame["o"].notna() & frame["u"].notna()
+    ranked = frame[known].sort_values(["u", "o"], kind="stable")
+    n = ranked.groupby("u", sort=False)["o"].transform("size").to_numpy(dtype=np.int64)
+    rank = ranked.groupby("u", sort=False).cumcount().to_numpy(dtype=np.int64)
+    after = n - 1 - rank
+    day = days - 1 - (after * days) // n
+    first_in_day = pd.Series(rank).groupby([ranked["u"].to_numpy(), day]).transform("min")
+    last = pd.Timestamp(ORDER_LAST_DAY, tz="UTC") + pd.Timedelta(hours=12)
+    stamps = (
+        last
+        - pd.to_timedelta(days - 1 - day, unit="D")
+        + pd.to_timedelta(rank - first_in_day.to_numpy(), unit="s")
+    )
+    out = pd.Series(pd.NaT, index=users.index, dtype="datetime64[ns, UTC]")
+    out.loc[ranked.index] = stamps
+    return out
+
+
+def _implicit_negatives(log: pd.DataFrame, per_row: int, seed: int = 0) -> pd.DataFrame:
+    """Negative impressions for an implicit log: for each row, ``per_row`` videos drawn
+    uniformly (seeded) from the log's videos its user never interacted with, without
+    repeats within the row, at the row's time, with every outcome False. A user who
+    interacted with (nearly) every video gets fewer: draws that keep hitting their videos
+    after 20 rounds are given up."""
+    vids = pd.Index(pd.unique(log["vid"].to_numpy(dtype=object)))
+    users = pd.Index(pd.unique(log["uid"].to_numpy(dtype=object)))
+    nv = len(vids)
+    v_of = vids.get_indexer(log["vid"]).astype(np.int64)
+    u_of = users.get_indexer(log["uid"]).astype(np.int64)
+    seen = np.unique(u_of * nv + v_of)
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(len(log)), per_row)
+    draw = rng.integers(nv, size=len(rows))
+    bad = np.ones(len(rows), dtype=bool)
+    for _ in range(20):
+        bad = (
+            np.isin(u_of[rows] * nv + draw, seen)
+            | pd.DataFrame({"r": rows, "d": draw}).duplicated().to_numpy()
+        )
+        if not bad.any():
+            break
+        draw[bad] = rng.integers(nv, size=int(bad.sum()))
+    rows, draw = rows[~bad], draw[~bad]
+    neg = log.iloc[rows].copy()
+    neg["vid"] = vids.to_numpy()[draw]
+    duration = log.drop_duplicates("vid").set_index("vid")["duration_s"]
+    neg["duration_s"] = duration.reindex(neg["vid"]).to_numpy()
+    for col in OUTCOMES:
+        neg[col] = 0.0 if col == "watch_time_s" else False
+    return neg.reset_index(drop=True)
+
+
 def _read_log(
     o: InteractionsOptions, layout: _Layout, notes: list[str]
 ) -> tuple[pd.DataFrame, int, list[str]]:
@@ -249,9 +336,20 @@ def _read_log(
     outcome columns (not yet cleaned); the rows read; the columns used."""
     named = (*_log_columns(o).values(), layout.log_dur_col, layout.log_creator_col)
     used = [c for c in layout.columns if c in named]
-    raw = read_frame(layout.path, o.sep, used, as_str=(o.user_col, o.item_col, o.ts_col))
-    ts, ts_how = parse_ts(raw[o.ts_col], o.ts_unit)
-    notes.append(f"timestamps read as {ts_how}")
+    as_str = (o.user_col, o.item_col) if o.order_col else (o.user_col, o.item_col, o.ts_col)
+    raw = read_frame(layout.path, o.sep, used, as_str=as_str)
+    if o.order_col:
+        ts = synthetic_times(
+            id_strings(raw[o.user_col]), _order_key(raw[o.order_col]), o.order_days
+        )
+        notes.append(
+            f"no timestamps: events placed on {o.order_days} synthetic days by {o.order_col} "
+            f"(each user's events spread evenly over the days ending {ORDER_LAST_DAY}, the "
+            "last on the last day; one second apart within a day)"
+        )
+    else:
+        ts, ts_how = parse_ts(raw[o.ts_col], o.ts_unit)
+        notes.append(f"timestamps read as {ts_how}")
     log = pd.DataFrame(
         {"uid": id_strings(raw[o.user_col]), "vid": id_strings(raw[o.item_col]), "ts": ts}
     )
@@ -466,6 +564,21 @@ def load_interactions(options: InteractionsOptions, *, id_prefix: str = "") -> A
         len(log),
     )
     log = log.assign(surface=DEFAULT_SURFACE, duration_s=duration_s, **outcomes)
+    added = 0
+    if not (options.label_col or options.rating_col or options.watch_col):
+        # an implicit log: every row is an interaction, so a positive; the negatives that
+        # training and evaluation need are drawn from what each user did not interact with
+        log["completed"] = True
+        signals["completed"] = "implicit: every row of the log is an interaction"
+        negatives = _implicit_negatives(log, options.implicit_negatives)
+        added = len(negatives)
+        log = pd.concat([log, negatives], ignore_index=True)
+        notes.append(
+            f"implicit log (no rating, label or watch column): each of the {len(log) - added:,} "
+            f"rows is a positive (completed); {added:,} negatives drawn, up to "
+            f"{options.implicit_negatives} per row, uniformly from the videos its user never "
+            "interacted with, at the row's time (seeded)"
+        )
     user_ids = id_prefix + log["uid"].astype(str)
     video_ids = id_prefix + log["vid"].astype(str)
     impressions = impressions_frame(log, user_ids, video_ids, id_prefix)
@@ -474,7 +587,8 @@ def load_interactions(options: InteractionsOptions, *, id_prefix: str = "") -> A
         dataset="interactions",
         source=layout.source,
         rows_read=rows_read,
-        rows_kept=len(impressions),
+        rows_kept=len(impressions) - added,
+        rows_added=added,
         dropped=dropped,
         defaulted=defaulted,
         unknown_columns=[c for c in layout.columns if c not in used] + item_unknown,

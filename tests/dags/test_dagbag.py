@@ -83,3 +83,23 @@ def test_dag_files_are_wiring_only():
             line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))
         ]
         assert all(line.startswith(allowed) for line in top_level), (path.name, top_level)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_every_task_fails_fast_on_a_data_error(dagbag, dag_id):
+    """A data error fails the same way on every try: Airflow must not retry it (before: a
+    holdout day without positives was retried three times)."""
+    from dags.assets import fails_fast_on_data_errors
+
+    for t in dagbag.dags[dag_id].tasks:
+        assert fails_fast_on_data_errors(t.python_callable), t.task_id
+
+
+def test_a_data_error_in_a_task_is_not_retried(dagbag, tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("REELRANK_HOME", str(tmp_path / "empty"))
+    datasets = dagbag.dags["reelrank_training"].task_dict["datasets"].python_callable
+    with pytest.raises(AirflowFailException, match="not retried") as err:
+        datasets("2025-07-09")  # an empty home: no features to train on
+    assert str(err.value).startswith("reelrank.errors.MissingDataError: ")

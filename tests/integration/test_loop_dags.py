@@ -192,17 +192,32 @@ def test_features_dag_is_idempotent(loop):
 
 
 def test_gate_failure_keeps_the_champion_and_emits_nothing(loop):
-    s = loop.settings.model_copy(
-        update={"gate": loop.settings.gate.model_copy(update={"min_margin_over_baseline": 1.0})}
+    """Both gates are set out of reach: the ranker's and retrieval's own, so that no model of
+    the shared loop moves (a retrieval champion promoted here would change what every later
+    test of the session serves)."""
+    ls = loop.settings
+    unreachable = {"min_margin_over_baseline": 1.0}
+    s = ls.model_copy(
+        update={
+            "gate": ls.gate.model_copy(update=unreachable),
+            "retrieval": ls.retrieval.model_copy(update=unreachable),
+        }
     )
     promoted_before = loop.asset_events().count((PROMOTED, "reelrank_training"))
-    run_dag(s, "reelrank_training")
+    result = run_dag(s, "reelrank_training")
     c = client(s)
     name = s.ranker_model_name
     assert alias_version(c, name, CHALLENGER) == "2"
     assert alias_version(c, name, CHAMPION) == "1"
+    assert alias_version(c, s.retrieval_model_name, CHAMPION) == "1"
     assert c.get_model_version(name, "2").tags["gate_verdict"] == "failed"
     assert loop.asset_events().count((PROMOTED, "reelrank_training")) == promoted_before
+    # the run's task log says what each step did, the gate's reasons and why a task skipped
+    log = result.log_path.read_text()
+    assert "datasets for holdout" in log and "holdout rows" in log
+    assert "registered reelrank-ranker v2" in log
+    assert "gate failed for reelrank-ranker v2" in log and "not significant" in log
+    assert "Skipping task" in log and "v2 not promoted: gate failed: ndcg_at_10" in log
 
 
 def test_a_failing_task_fails_the_run(loop):

@@ -137,7 +137,7 @@ def test_workers_share_what_was_served(ops):
         events.append({"request_id": r["request_id"], "video_id": r["items"][1]["video_id"]})
     assert len(shown) == len(set(shown)) == 30
     ok = post(ops, "/feedback", {"events": [{**e, "watch_time_s": 2.0} for e in events]})
-    assert ok.status_code == 200 and ok.json() == {"accepted": 6}, ok.text
+    assert ok.status_code == 200 and ok.json() == {"accepted": 6, "duplicates": 0}, ok.text
 
 
 def test_feedback_is_validated_and_appended_to_the_lake(ops):
@@ -158,7 +158,7 @@ def test_feedback_is_validated_and_appended_to_the_lake(ops):
     ]
     ok = post(ops, "/feedback", {"events": events})
     assert ok.status_code == 200, ok.text
-    assert ok.json() == {"accepted": 2}
+    assert ok.json() == {"accepted": 2, "duplicates": 0}
     rows = read_feedback(ops.settings.lake_dir)
     mine = rows[rows["request_id"] == rid].sort_values("position")
     assert mine["position"].tolist() == [0, 2] and (mine["user_id"] == u).all()
@@ -177,6 +177,42 @@ def test_feedback_is_validated_and_appended_to_the_lake(ops):
     assert len(read_feedback(ops.settings.lake_dir)) == len(rows)
     malformed = post(ops, "/feedback", {"events": [{"request_id": rid, "watch_time_s": -1}]})
     assert malformed.status_code == 400 and "Traceback" not in malformed.text
+
+
+def test_feedback_is_idempotent_across_workers_and_refuses_contradictions(ops):
+    """A client that re-posts an event (a retry, a replay) adds one lake row, whichever of
+    the two workers answers each post; an event that says both ``completed`` and
+    ``skipped`` is refused with the reason, and nothing of its batch is written."""
+    from ingest.served import read_feedback
+
+    served = post(ops, "/recommend", {"user_id": ops.users[4], "k": 3}).json()
+    rid, video = served["request_id"], served["items"][0]["video_id"]
+    event = {"request_id": rid, "video_id": video, "watch_time_s": 3.0, "liked": True}
+    answers = []
+    for _ in range(12):  # a new connection each time: the workers take turns
+        with httpx.Client(timeout=30, headers=AUTH) as http:
+            answers.append(http.post(ops.server.url + "/feedback", json={"events": [event]}))
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert answers[0].json() == {"accepted": 1, "duplicates": 0}
+    assert all(r.json() == {"accepted": 0, "duplicates": 1} for r in answers[1:])
+    # another event for the same video (a share) is new; the like in its batch is not
+    both = post(ops, "/feedback", {"events": [event, {**event, "liked": False, "shared": True}]})
+    assert both.status_code == 200 and both.json() == {"accepted": 1, "duplicates": 1}
+    rows = read_feedback(ops.settings.lake_dir)
+    mine = rows[rows["request_id"] == rid]
+    assert len(mine) == 2 and sorted(mine["shared"]) == [False, True]
+
+    contradictory = {
+        "request_id": rid,
+        "video_id": served["items"][1]["video_id"],
+        "watch_time_s": 1.0,
+        "completed": True,
+        "skipped": True,
+    }
+    r = post(ops, "/feedback", {"events": [{**event, "commented": True}, contradictory]})
+    assert r.status_code == 422, r.text
+    assert "events[1]" in r.text and "completed" in r.text and "skipped" in r.text
+    assert len(read_feedback(ops.settings.lake_dir)) == len(rows)
 
 
 def test_item_features_reload_after_a_materialization(ops):
@@ -289,8 +325,9 @@ def test_online_quality_joins_feedback_to_the_served_log(ops, tmp_path):
 
     rows = online_quality_of(ops.settings, datetime.now(UTC).date(), tmp_path)
     assert {r["arm"] for r in rows} == {"champion", "challenger"}
-    # every accepted feedback event (6 from the shared-state test, 2 from the feedback test)
-    assert sum(r["labelled_items"] for r in rows) == 8
+    # every labelled item: 6 from the shared-state test, 2 from the feedback test, 1 from
+    # the idempotency test (two events for one video)
+    assert sum(r["labelled_items"] for r in rows) == 9
     assert (tmp_path / "online_quality.json").exists()
 
 

@@ -29,6 +29,8 @@ def test_up_starts_everything_status_reports_it_and_down_stops_exactly_it(loop, 
             "airflow-dag-processor",
             "airflow-triggerer",
             "mlflow-ui",
+            "feast-ui",
+            "evidently-ui",
             "bentoml",
         }
         assert result.dags_unpaused == dict.fromkeys(DAG_IDS, True)
@@ -53,7 +55,7 @@ def test_up_starts_everything_status_reports_it_and_down_stops_exactly_it(loop, 
         ranker = st["models"][settings.ranker_model_name]
         assert ranker["champion"] is not None
         again = up(settings)  # idempotent: nothing is started twice
-        assert again.started == {} and len(again.skipped) == 6
+        assert again.started == {} and len(again.skipped) == 8
 
         pids = read_pids(settings)
         family = [p for pid in pids.values() for p in (pid, *descendants(pid))]

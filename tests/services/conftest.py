@@ -37,7 +37,12 @@ def cluster_settings(home: Path, **overrides: object) -> Settings:
         profile="cluster",
         postgres_url=f"{POSTGRES}/{db}",
         redis_url=REDIS,
-        ui={"airflow_port": free_port(), "mlflow_port": free_port()},
+        ui={
+            "airflow_port": free_port(),
+            "mlflow_port": free_port(),
+            "feast_port": free_port(),
+            "evidently_port": free_port(),
+        },
         serving={"port": free_port(), "workers": 1},
         **overrides,
     )

@@ -4,7 +4,8 @@ After the loop (the four DAGs run through Airflow on a tiny world), ``reelrank u
 the stack on a copy of its home and each page is asserted on what it renders, with a
 screenshot of each: the Airflow DAG list and runs (logged in through the login form), the
 registered ranker in the MLflow UI with its ``champion`` alias and model card, the BentoML
-Swagger page, and the Evidently drift report and index written by the monitoring DAG.
+Swagger page, the feature views in the Feast UI, the Evidently drift report the monitoring
+DAG wrote and the drift project's dashboard in Evidently's UI.
 
 Every wait is for text on the page, bounded, and names the page when it times out. The
 expected texts come from the run itself (the registry, the verdict file), not from constants.
@@ -242,6 +243,25 @@ def test_bentoml_swagger_lists_recommend(
     screenshot(browser, screenshots, "bentoml-swagger")
 
 
+# -- Feast --------------------------------------------------------------------------------------
+def test_feast_ui_lists_the_feature_views(
+    stack: Stack, browser: WebDriver, screenshots: Path
+) -> None:
+    """``feast ui`` (started by ``up``; it crashed on a missing ``grpc_health`` before) shows
+    every feature view the registry holds, with its number of features."""
+    from features.store import PROJECT, feature_store
+
+    views = {v.name: len(v.features) for v in feature_store(stack.settings).list_feature_views()}
+    assert views, "the loop's Feast registry has no feature view"
+    browser.get(f"{stack.url('feast-ui')}/p/{PROJECT}/feature-view")
+    shown = wait_for_text(browser, "feast-feature-views", screenshots, "Feature Views", *views)
+    lines = shown.split("\n")
+    for name, n in views.items():  # the table's row: the name, then its number of features
+        assert lines[lines.index(name) + 1] == str(n), f"{name}: {n} features not shown"
+    assert f"Feature Views ({len(views)})" in shown, "the side bar's count is not the registry's"
+    screenshot(browser, screenshots, "feast-feature-views")
+
+
 # -- Evidently ----------------------------------------------------------------------------------
 def drift_dir(loop: Loop) -> Path:
     """Where the monitoring DAG wrote the last day's check (monitoring.pipeline)."""
@@ -277,18 +297,33 @@ def test_evidently_drift_report_renders_its_drift_table(
     screenshot(browser, screenshots, "evidently-drift")
 
 
-def test_evidently_index_lists_the_check(loop: Loop, browser: WebDriver, screenshots: Path) -> None:
-    from selenium.webdriver.common.by import By
+def test_evidently_ui_shows_the_drift_project_dashboard(
+    loop: Loop, stack: Stack, browser: WebDriver, screenshots: Path
+) -> None:
+    """``evidently ui`` (started by ``up`` on the workspace the monitoring DAG wrote) shows
+    the ``reelrank drift`` project's dashboard: the verdict's drift share, the panels over
+    time, and the day's runs in its report list."""
+    from monitoring.workspace import PROJECT_NAME
 
-    index = loop.settings.reports_dir / "drift" / "index.html"
-    day = loop.settings.sim.end_date.isoformat()
     verdict = json.loads((drift_dir(loop) / "verdict.json").read_text())
-    browser.get(index.as_uri())
+    project_id = verdict["tags"]["dashboard"].rsplit("/", 1)[1]  # the alert's link
+    page = f"{stack.url('evidently-ui')}/projects/{project_id}"
+    browser.get(page)
     shown = wait_for_text(
-        browser, "evidently-index", screenshots, "reelrank drift reports", day, verdict["severity"]
+        browser,
+        "evidently-dashboard",
+        screenshots,
+        PROJECT_NAME,
+        "Drift share, last check",
+        "Share of drifted columns per day",
+        "Drift score per column",
+        "Content mix: caption-cluster drift",
+        "Online quality of the served lists",
     )
-    assert f"{verdict['share_drifted']:.2f}" in shown
-    plot = browser.find_element(By.TAG_NAME, "img")
-    loaded = browser.execute_script("return arguments[0].naturalWidth > 0", plot)
-    assert loaded, "the drift-share plot did not load"
-    screenshot(browser, screenshots, "evidently-index")
+    share = verdict["share_drifted"]
+    assert f"{share:.2f}" in shown or f"{share:.2g}" in shown, f"drift share {share} not shown"
+    screenshot(browser, screenshots, "evidently-dashboard")
+
+    browser.get(f"{page}/reports")
+    day = loop.settings.sim.end_date.isoformat()
+    wait_for_text(browser, "evidently-runs", screenshots, f"{day} data-drift")

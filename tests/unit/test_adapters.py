@@ -51,7 +51,7 @@ def assert_adapted(ds: AdaptedDataset) -> None:
         assert report.ok, str(report)
         assert to_arrow(contract, frame).num_rows == len(frame)
     r = ds.report
-    assert r.rows_kept == len(ds.impressions)
+    assert r.rows_kept + r.rows_added == len(ds.impressions)
     assert sum(r.dropped.values()) == r.rows_read - r.rows_kept
     assert ds.impressions["ts"].is_monotonic_increasing
     assert ds.videos["video_id"].to_numpy().dtype == object
@@ -608,12 +608,121 @@ def test_generic_ratings_only_parquet(tmp_path: Path) -> None:
     assert ds.impressions["liked"].sum() == 2  # ratings 5.0 and 4.5
 
 
-def test_generic_without_any_outcome(tmp_path: Path) -> None:
+def test_an_implicit_log_is_positives_with_drawn_negatives(tmp_path: Path) -> None:
+    """Before: a log with no rating, label or watch column had no positive at all and every
+    outcome was reported "missing: False", with no warning."""
+    rows = [("u1", f"i{i}", f"2024-03-0{1 + i % 3} 12:00:{i:02d}") for i in range(6)]
+    rows += [("u2", "i0", "2024-03-02 09:00:00"), ("u2", "i7", "2024-03-03 09:00:00")]
     path = tmp_path / "plays.csv"
-    path.write_text("user;item;when\nu1;i1;2024-03-01 12:00:00\nu1;i2;2024-03-01 12:00:30\n")
-    ds = interactions(path, user_col="user", item_col="item", ts_col="when")
+    pd.DataFrame(rows, columns=["user", "item", "when"]).to_csv(path, sep=";", index=False)
+    mapping = {"user_col": "user", "item_col": "item", "ts_col": "when"}
+    ds = interactions(path, implicit_negatives=2, **mapping)
     assert_adapted(ds)
-    assert all(v.startswith("missing:") for v in ds.report.signals.values())
-    assert list(ds.impressions["position"]) == [0, 1]
-    assert ds.impressions["request_id"].nunique() == 1
-    assert "interactions: 2 of 2 rows kept" in str(ds.report)
+    r = ds.report
+    assert r.rows_kept == 8 and r.rows_added == 6 * 1 + 2 * 2  # u1 never saw only i7
+    assert r.signals["completed"] == "implicit: every row of the log is an interaction"
+    assert any(n.startswith("implicit log") and "10 negatives drawn" in n for n in r.notes)
+    assert "(+10 sampled negatives)" in str(r)
+    imp = ds.impressions
+    pos, neg = imp[imp["completed"]], imp[~imp["completed"]]
+    assert len(pos) == 8 and len(neg) == 10
+    assert not neg[["liked", "shared", "skipped"]].any().any()
+    seen = {(u, v) for u, v, _ in rows}
+    assert not any((u, v) in seen for u, v in zip(neg["user_id"], neg["video_id"], strict=True))
+    # each negative is shown at the time of a positive of its user
+    times = set(zip(pos["user_id"], pos["ts"], strict=True))
+    assert all(t in times for t in zip(neg["user_id"], neg["ts"], strict=True))
+    # seeded: adapting again gives the same rows
+    again = interactions(path, implicit_negatives=2, **mapping).impressions
+    pd.testing.assert_frame_equal(again, imp)
+
+
+def test_an_ordered_log_without_timestamps_goes_on_synthetic_days(tmp_path: Path) -> None:
+    path = tmp_path / "seq.csv"
+    log = [("a", f"i{k}", k + 1) for k in range(8)] + [("b", "i1", 5), ("b", "i2", 9)]
+    pd.DataFrame(log[::-1], columns=["user", "item", "pos"]).to_csv(path, index=False)
+    ds = interactions(path, user_col="user", item_col="item", order_col="pos", order_days=4)
+    assert_adapted(ds)
+    imp = ds.impressions[ds.impressions["completed"]].sort_values(["user_id", "ts"])
+    days = {u: [str(t.date()) for t in g["ts"]] for u, g in imp.groupby("user_id")}
+    # a's 8 events, 2 a day; b's 2 events: the last on the last day, the first 2 days before
+    assert days["a"] == [
+        d for d in ("2020-01-28", "2020-01-29", "2020-01-30", "2020-01-31") for _ in range(2)
+    ]
+    assert days["b"] == ["2020-01-29", "2020-01-31"]
+    assert list(imp[imp["user_id"] == "a"]["video_id"]) == [f"i{k}" for k in range(8)]
+    assert any("synthetic days by pos" in n for n in ds.report.notes)
+
+
+def test_a_log_with_neither_time_nor_order_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    path.write_text("user,item\nu1,i1\n")
+    with pytest.raises(AdapterError, match="no timestamp column 'timestamp' and no order column"):
+        interactions(path, user_col="user", item_col="item")
+
+
+def _sparse_log(path: Path, years: int = 20, users: int = 300) -> None:
+    """A ratings log over many years with about one active user a day (a public ratings
+    log's shape): no single day can be a holdout."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    n = users * 20
+    start = pd.Timestamp("2000-01-01", tz="UTC")
+    seconds = np.sort(rng.integers(0, years * 365 * 86400, size=n))
+    pd.DataFrame(
+        {
+            "user": rng.integers(users, size=n).astype(str),
+            "item": rng.integers(400, size=n).astype(str),
+            "when": (start + pd.to_timedelta(seconds, unit="s")).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "stars": rng.integers(1, 6, size=n),
+        }
+    ).to_csv(path, index=False)
+
+
+def test_a_sparse_log_is_refused_before_any_heavy_work_and_runs_regrouped_by_order(
+    tmp_path: Path,
+) -> None:
+    """Before: a 22-year log ran the features DAG for 25 minutes, then failed training on
+    a 2-row holdout day, retried three times."""
+    from ingest.datasets import window_problems
+    from reelrank.settings import GateSettings
+
+    path = tmp_path / "ratings.csv"
+    _sparse_log(path)
+    mapping = {"user_col": "user", "item_col": "item", "ts_col": "when", "rating_col": "stars"}
+    gate = GateSettings()
+    ds = interactions(path, **mapping)
+    days = ds.days
+    problems = window_problems(ds, days[-2], days[-1], gate)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"the holdout day {days[-2]} has ")
+    assert "the gate needs at least 1,000 rows, 100 users and a positive" in problems[0]
+    assert problems[1].endswith("a drift check needs at least 100")
+    # regrouped by the order of its times: every user's last events on the last days
+    regrouped = interactions(path, **{**mapping, "order_col": "when"}, order_days=5)
+    assert len(regrouped.days) == 5 and regrouped.report.rows_kept == ds.report.rows_kept
+    days = regrouped.days
+    assert window_problems(regrouped, days[-2], days[-1], gate) == []
+
+
+def test_a_holdout_day_without_a_positive_is_named_before_any_work(tmp_path: Path) -> None:
+    from ingest.datasets import window_problems
+    from reelrank.settings import GateSettings
+
+    rows = []
+    for d in range(1, 5):  # 4 days, 150 users a day; nobody rates 4+ on the 3rd day
+        for u in range(150):
+            for k in range(8):
+                stars = 2 if d == 3 else 1 + (u + k) % 5
+                rows.append((f"u{u}", f"i{(u * 7 + k) % 90}", f"2024-05-0{d}T1{k}:00:00Z", stars))
+    path = tmp_path / "log.csv"
+    pd.DataFrame(rows, columns=["user", "item", "when", "stars"]).to_csv(path, index=False)
+    mapping = {"user_col": "user", "item_col": "item", "ts_col": "when", "rating_col": "stars"}
+    ds = interactions(path, **mapping)
+    days = ds.days
+    assert window_problems(ds, days[-2], days[-1], GateSettings()) == [
+        f"the holdout day {days[-2]} has 1,200 rows, 150 users and 0 positive engagements; "
+        "the gate needs at least 1,000 rows, 100 users and a positive"
+    ]
+    assert window_problems(ds, days[-3], days[-2], GateSettings()) == []

@@ -301,3 +301,30 @@ def test_drift_alert_names_columns_and_report(receiver: Receiver) -> None:
         )
     )
     assert broken.severity == "broken" and "broken input `w`" in broken.text
+
+
+def test_the_slack_text_names_each_drifted_column_once(receiver: Receiver) -> None:
+    """Twelve drifted columns: the ten strongest with their scores, the others by name, and
+    none of them twice (the headline counts them, it does not list them again)."""
+    names = [f"col_{i:02d}" for i in range(12)]
+    verdict = DriftVerdict(
+        drifted=True,
+        share_drifted=12 / 13,
+        drift_share_threshold=0.3,
+        columns=(
+            *(
+                ColumnDrift(n, 0.5 - i / 100, 0.1, "Wasserstein distance (normed)", True)
+                for i, n in enumerate(names)
+            ),
+            ColumnDrift("steady", 0.01, 0.1, "Wasserstein distance (normed)", False),
+        ),
+        reference_rows=5000,
+        current_rows=5000,
+        report_html="reports/drift/2025-07-10/drift_report.html",
+    )
+    alert = drift_alert(verdict, "day 2025-07-10: retraining scheduled")
+    assert send_alert(alert, fast(receiver.url)).delivered
+    text = receiver.bodies[0]["text"]
+    assert all(text.count(n) == 1 for n in names), text
+    assert "steady" not in text and "12/13 columns drifted" in text
+    assert "drift_report.html" in text and "retraining scheduled" in text

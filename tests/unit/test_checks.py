@@ -47,3 +47,10 @@ def test_a_model_that_ignores_taste_fails_direction_and_minimum_functionality(ro
     out = behavioural_checks(lambda d: d["quality"].to_numpy(), rows)
     assert out["direction"] and out["minimum_functionality"]
     assert out["invariance"] is None
+
+
+def test_a_failed_check_says_what_it_needed(rows):
+    """Before: "raised the score on 82% of rows", without the 95% it needed."""
+    out = behavioural_checks(lambda d: d["quality"].to_numpy(), rows)
+    assert "needs more than 95% and a positive mean gain" in out["direction"], out["direction"]
+    assert "needs at least 80%" in out["minimum_functionality"], out["minimum_functionality"]

@@ -34,6 +34,7 @@ COMMANDS = {
     ("up",): ("Airflow", "MLflow", "127.0.0.1", "--json"),
     ("down",): ("pid", "--json"),
     ("status",): ("serve", "exit 4", "--json"),
+    ("logs",): ("logs", "--lines", "--json"),
     ("models",): ("champion", "list", "promote", "rollback"),
     ("models", "list"): ("versions", "gate", "--model"),
     ("models", "promote"): ("champion", "--why", "VERSION"),
@@ -183,6 +184,26 @@ def test_run_explains_its_options_and_refuses_bad_input_in_one_line(tmp_path):
     assert "Traceback" not in missing.stdout + missing.stderr + wrong.stdout + wrong.stderr
 
 
+def test_an_unknown_ts_unit_is_a_usage_error_exit_2(tmp_path):
+    """``--ts-unit minutes``: exit 2 and one message naming the value and the choices."""
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,video_id,ts\nu1,v1,1\n")
+    out = run_cli(
+        "run",
+        "--dataset",
+        "interactions",
+        "--path",
+        str(log),
+        "--ts-unit",
+        "minutes",
+        env={**home_env(tmp_path), **WIDE},
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    said = [ln for ln in out.stderr.splitlines() if "minutes" in ln]
+    assert len(said) == 1 and "'auto', 's', 'ms', 'iso'" in said[0], out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
 def _reelrank_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("REELRANK_")}
 
@@ -276,15 +297,63 @@ def test_demo_sets_its_scenario_and_home_in_the_settings_only(tmp_path, monkeypa
     assert s.to_env()["REELRANK_SIM__SCENARIO"] == "topic_surge"
 
 
+def _register_tiny_rankers(s, n: int) -> list[Path]:
+    """``n`` registered versions of a real (tiny) XGBoost ranker over serving's features;
+    returns each version's model file."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+    from features.cross import MODEL_FEATURES
+    from models.registry import configure_mlflow
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.random((40, len(MODEL_FEATURES))), columns=list(MODEL_FEATURES))
+    booster = xgb.train({"max_depth": 2}, xgb.DMatrix(x, label=rng.random(40)), 2)
+    files = []
+    with mlflow.start_run(experiment_id=configure_mlflow(s)):
+        for _ in range(n):
+            info = mlflow.xgboost.log_model(
+                booster, name="model", registered_model_name=s.ranker_model_name
+            )
+            where = mlflow.get_logged_model(info.model_id).artifact_location
+            files.append(Path(where.removeprefix("file://")) / "model.ubj")
+    return files
+
+
+def test_models_promote_and_rollback_refuse_a_version_that_cannot_load(tmp_path):
+    """A version whose model file was overwritten with random bytes: promoting it, or rolling
+    back to it, is refused with the version, the file and the error; no alias moves."""
+    from models.registry import alias_version, client
+    from reelrank.settings import get_settings
+
+    s = get_settings(home=tmp_path / "h")
+    c = client(s)
+    name = s.ranker_model_name
+    files = _register_tiny_rankers(s, 2)
+    files[1].write_bytes(os.urandom(files[1].stat().st_size))
+    env = home_env(tmp_path)
+    out = run_cli("models", "promote", "2", env=env)
+    assert out.returncode == ExitCode.FAILED, out.stdout + out.stderr
+    assert "refusing to promote" in out.stderr and "v2" in out.stderr, out.stderr
+    assert str(files[1]) in out.stderr.replace("\n", "") and "Traceback" not in out.stderr
+    assert alias_version(c, name, "champion") is None
+    assert run_cli("models", "promote", "1", env=env).returncode == 0
+    c.set_model_version_tag(name, "1", "previous_champion", "2")
+    back = run_cli("--json", "models", "rollback", env=env)
+    assert back.returncode == ExitCode.FAILED, back.stdout + back.stderr
+    assert "refusing to roll back: reelrank-ranker v2" in json.loads(back.stdout)["error"]
+    assert alias_version(c, name, "champion") == "1"
+
+
 def test_models_promote_moves_the_alias_and_refuses_unknown_versions(tmp_path):
     from models.registry import client
     from reelrank.settings import get_settings
 
     s = get_settings(home=tmp_path / "h")
     c = client(s)
-    c.create_registered_model(s.ranker_model_name)
-    for _ in range(2):
-        c.create_model_version(s.ranker_model_name, source=str(tmp_path))
+    _register_tiny_rankers(s, 2)
     env = home_env(tmp_path)
     promoted = run_cli("--json", "models", "promote", "2", "--why", "test", env=env)
     assert promoted.returncode == 0, promoted.stderr
@@ -307,7 +376,8 @@ def _free_port() -> int:
 
 
 def test_status_exits_4_when_a_started_service_does_not_answer(tmp_path):
-    """A live process recorded as the MLflow UI, with nothing listening on its port."""
+    """A live process recorded as the MLflow UI, with nothing listening on its port: just
+    started, it is "starting" (past up's start-up wait it would be "not answering")."""
     env = home_env(tmp_path, REELRANK_UI__MLFLOW_PORT=str(_free_port()))
     run_dir = tmp_path / "h" / "run"
     run_dir.mkdir(parents=True)
@@ -316,11 +386,11 @@ def test_status_exits_4_when_a_started_service_does_not_answer(tmp_path):
         (run_dir / "mlflow-ui.pid").write_text(str(sleeper.pid))
         out = run_cli("status", env=env)
         assert out.returncode == ExitCode.UNAVAILABLE, out.stdout + out.stderr
-        assert "not answering: mlflow-ui" in out.stderr
+        assert "starting: mlflow-ui (pid alive, not healthy yet)" in out.stderr
         js = run_cli("--json", "status", env=env)
         assert js.returncode == ExitCode.UNAVAILABLE
         row = json.loads(js.stdout)["services"]["mlflow-ui"]
-        assert row["running"] and not row["answering"]
+        assert row["running"] and not row["answering"] and row["state"] == "starting"
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -433,3 +503,31 @@ def test_serve_on_a_port_another_server_answers_is_port_in_use(tmp_path):
         other.server_close()
     assert out.returncode == ExitCode.UNAVAILABLE, out.stdout + out.stderr
     assert f"port {port}" in out.stdout and "in use" in out.stdout
+
+
+def test_a_data_error_that_failed_fast_reads_as_the_error_itself():
+    text = (
+        "[DAG TEST] starting task_id=datasets\n"
+        "airflow.sdk.exceptions.AirflowFailException: reelrank.errors.InvalidDataError: no "
+        "positive engagements on the holdout day 2025-07-09 (a data error: not retried)\n"
+    )
+    task, error = _failure_details(text)
+    assert task == "datasets"
+    assert error == (
+        "reelrank.errors.InvalidDataError: no positive engagements on the holdout day "
+        "2025-07-09 (a data error: not retried)"
+    )
+
+
+def test_run_refuses_a_log_whose_holdout_cannot_be_judged_before_any_dag_runs(tmp_path):
+    from tests.unit.test_adapters import _sparse_log
+
+    path = tmp_path / "ratings.csv"
+    _sparse_log(path)
+    env = home_env(tmp_path)
+    cols = ["--user-col", "user", "--item-col", "item", "--ts-col", "when", "--rating-col", "stars"]
+    out = run_cli("run", "--dataset", "interactions", "--path", str(path), *cols, env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "the log cannot hold out and check a day: the holdout day" in out.stderr
+    assert "--order-col when" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "h" / "airflow").exists()  # refused before Airflow was set up

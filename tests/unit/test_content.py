@@ -88,3 +88,33 @@ def test_embedding_is_incremental_per_catalog_day(settings):
     assert content["video_id"].is_unique
     assert all(len(e) == CAPTION_DIM for e in content["caption_embedding"])
     assert set(content["has_visual"]) == {1.0}  # the simulator writes visual embeddings
+
+
+def test_encoder_sizes_and_labels_are_known_without_loading_weights():
+    from features.content import (
+        MULTILINGUAL_DIM,
+        MultilingualEncoder,
+        encoder_dim,
+        encoder_label,
+    )
+
+    assert encoder_dim("minilm") == CAPTION_DIM and encoder_dim("hashing") == CAPTION_DIM
+    assert encoder_dim("multilingual") == MULTILINGUAL_DIM == MultilingualEncoder.dim
+    assert encoder_label("multilingual") == MultilingualEncoder.name
+    assert encoder_label("hashing") == "hashing"
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        encoder_dim("bert")
+
+
+@pytest.mark.slow
+def test_multilingual_encoder_reads_chinese_captions_from_its_wheel():
+    """The shipped Universal Sentence Encoder weights place a Chinese caption nearer one on
+    the same subject than one on another, which a whitespace tokenizer cannot do."""
+    from features.content import MULTILINGUAL_DIM, MultilingualEncoder
+
+    enc = MultilingualEncoder()
+    v = enc.encode(["今天做了一道红烧肉，晚饭很香", "教你在厨房做家常菜", "足球比赛进球集锦", ""])
+    assert v.shape == (4, MULTILINGUAL_DIM) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-4)
+    sim = v @ v.T
+    assert sim[0, 1] > sim[0, 2] + 0.05  # cooking is nearer cooking than football

@@ -143,3 +143,28 @@ def test_one_retrain_per_drift_episode(tmp_path):
     (out / "verdict.json").write_text(json.dumps(verdict(True, broken=True).to_dict()))
     assert broken_days(s, date(2025, 7, 1), date(2025, 7, 8)) == {"2025-07-08": ["watch_time_s"]}
     assert broken_days(s, date(2025, 7, 1), date(2025, 7, 7)) == {}
+
+
+def test_training_learns_when_the_open_drift_episode_began(tmp_path):
+    from monitoring.drift import ColumnDrift, DriftVerdict
+    from monitoring.pipeline import drift_episode
+    from monitoring.record import open_episode_since
+    from reelrank.settings import get_settings
+
+    s = get_settings(home=tmp_path)
+
+    def verdict(drifted: bool) -> DriftVerdict:
+        col = ColumnDrift("prediction", 0.3 if drifted else 0.01, 0.1, "wasserstein", drifted)
+        return DriftVerdict(drifted, 0.5 if drifted else 0.0, 0.3, (col,), 10, 10)
+
+    assert open_episode_since(s, date(2025, 7, 3)) is None  # no state yet
+    drift_episode(s, date(2025, 7, 2), verdict(False))
+    assert open_episode_since(s, date(2025, 7, 3)) is None
+    drift_episode(s, date(2025, 7, 3), verdict(True))
+    drift_episode(s, date(2025, 7, 4), verdict(True))
+    # the retrain of the first drifted day and every one while the episode stays open
+    assert open_episode_since(s, date(2025, 7, 3)) == date(2025, 7, 3)
+    assert open_episode_since(s, date(2025, 7, 5)) == date(2025, 7, 3)
+    assert open_episode_since(s, date(2025, 7, 2)) is None  # a replay of an earlier holdout
+    drift_episode(s, date(2025, 7, 6), verdict(False))
+    assert open_episode_since(s, date(2025, 7, 7)) is None  # closed: back to equal weights

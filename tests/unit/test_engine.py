@@ -4,6 +4,7 @@ function, the engine chosen by settings."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
@@ -94,3 +95,24 @@ def test_the_model_keeps_exactly_the_rounds_early_stopping_chose():
     np.testing.assert_allclose(
         model.get_booster().inplace_predict(test), refit.get_booster().inplace_predict(test)
     )
+
+
+def test_sample_weights_let_recent_rows_outweigh_a_changed_past():
+    # the relation between a feature and the outcome flips: old rows say high retrieval score
+    # means completion, recent rows (a quarter of the window) say the opposite
+    def flipped(n: int, seed: int):
+        df = _frame(n, seed)
+        return df.assign(x_retrieval_score=1.0 - df["x_retrieval_score"])
+
+    old, recent = _frame(3000, 0), flipped(1000, 1)
+    train = pd.concat([old, recent], ignore_index=True)
+    valid, test = flipped(500, 2), flipped(1500, 3)
+    params = TrainingSettings(n_estimators=40, objective="value")
+    weights = np.r_[np.full(len(old), 0.05), np.ones(len(recent))]
+    plain, _ = train_ranker(train, valid, params)
+    weighted, _ = train_ranker(train, valid, params, sample_weight=weights)
+    auc = {
+        name: roc_auc_score(test["positive"], predict(m, test))
+        for name, m in (("plain", plain), ("weighted", weighted))
+    }
+    assert auc["weighted"] > 0.7 > auc["plain"], auc

@@ -18,6 +18,7 @@ import pytest
 from features import batch
 from features.batch_sql import FeatureSQL
 from features.pipeline import UC_HISTORY_LEN, VIEWS, compute_features, table_path
+from features.sequence import user_sequence
 from ingest.lake import read_table, write_partition
 from ingest.pipeline import ingest_simulated
 from reelrank.settings import Settings
@@ -33,6 +34,7 @@ def reference(
     day: date,
     history_len: int,
     uc_history_len: int,
+    seq_len: int = 50,
 ) -> dict[str, pd.DataFrame]:
     """The six tables of ``day`` from the pandas builders."""
     return {
@@ -42,6 +44,7 @@ def reference(
         "creator_stats": batch.creator_stats(imp, videos, day),
         "user_history": batch.user_history(imp, day, history_len),
         "user_creator_history": batch.user_creator_history(imp, day, uc_history_len),
+        "user_sequence": user_sequence(imp, day, seq_len),
     }
 
 
@@ -73,10 +76,12 @@ def assert_same_table(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
 # -- a simulated lake, through the pipeline ---------------------------------------------------
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """31 simulated days: windows filling, full, and sliding past the first day."""
+    """31 simulated days: windows filling, full, and sliding past the first day (a
+    retrieval window as long as the world, so every day gets its tables)."""
     s = tiny_settings(
         tmp_path_factory.mktemp("sql") / "var",
         sim={"n_users": 120, "n_creators": 12, "n_videos": 240, "days": 31},
+        retrieval={"train_days": 31},
     )
     ingest_simulated(s, s.sim.end_date)
     return s
@@ -98,7 +103,9 @@ def test_the_pipeline_writes_the_pandas_tables(world: Settings) -> None:
     days = [start + timedelta(days=i) for i in (0, 9, 27, 28, s.sim.days - 1)]
     idle_users = idle_videos = 0
     for day in days:
-        want = reference(imp, videos, vocab, day, s.retrieval.history_len, UC_HISTORY_LEN)
+        want = reference(
+            imp, videos, vocab, day, s.retrieval.history_len, UC_HISTORY_LEN, s.retrieval.seq_len
+        )
         for view in VIEWS:
             got = pd.read_parquet(table_path(s, view, day))
             assert_same_table(got, want[view], f"{day} {view}")
@@ -259,3 +266,38 @@ def test_ties_are_broken_like_the_pandas_stable_sorts(tied_lake: Path) -> None:
         "v6",
         "v5",
     ]
+
+
+def test_only_the_days_the_training_windows_read_get_tables(world: Settings, tmp_path) -> None:
+    """Before: every lake day from the first got its tables (a 22-year log computed 4,110
+    days to train on the last few)."""
+    import shutil
+
+    from features.pipeline import first_feature_day
+
+    s = world.model_copy(
+        update={
+            "home": tmp_path / "var",
+            "training": world.training.model_copy(
+                update={"train_days": 3, "feature_backfill_days": 0}
+            ),
+            "retrieval": world.retrieval.model_copy(update={"train_days": 5}),
+        }
+    )
+    shutil.copytree(world.lake_dir, s.lake_dir)
+    through = s.sim.end_date
+    compute_features(world, through)  # the whole span's tables, to compare with
+    assert first_feature_day(s, through) == through - timedelta(days=5)
+    # by default, 28 more days of tables before the windows (a retrain on an earlier holdout)
+    assert first_feature_day(world, through) == through - timedelta(days=31 + 28)
+    result = compute_features(s, through)
+    want = [(through - timedelta(days=i)).isoformat() for i in range(5, -1, -1)]
+    assert result.days_computed == want and result.first_day == want[0]
+    written = sorted(p.stem for p in (s.features_dir / VIEWS[0]).glob("*.parquet"))
+    assert written == want
+    # the tables of a day do not depend on which earlier days got tables
+    for view in VIEWS:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(table_path(s, view, through)),
+            pd.read_parquet(table_path(world, view, through)),
+        )

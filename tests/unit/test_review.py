@@ -10,7 +10,7 @@ import pytest
 
 from models.registry import CHAMPION, alias_version, client
 from reelrank.settings import get_settings
-from tests.unit.test_cli import run_cli
+from tests.unit.test_cli import _register_tiny_rankers, run_cli
 from training.evaluate import Metrics
 from training.pipeline import gate_and_promote
 from training.results import HeadsSummary, TrainingResult
@@ -121,8 +121,11 @@ def test_rollback_restores_the_previous_champion_step_by_step(registry):
         promote(c, name, "9", "bob", "typo")
 
 
-def test_cli_promote_and_rollback_record_the_reviewer(registry):
-    s, c = registry
+def test_cli_promote_and_rollback_record_the_reviewer(tmp_path):
+    # real (tiny) models: the CLI loads a version as serving would before moving the alias
+    s = get_settings(home=tmp_path / "h")
+    c = client(s)
+    _register_tiny_rankers(s, 2)
     env = {**os.environ, "REELRANK_HOME": str(s.home), "COLUMNS": "200"}
     for v in ("1", "2"):
         out = run_cli("models", "promote", v, "--why", f"ship v{v}", "--who", "carol", env=env)

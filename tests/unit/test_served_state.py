@@ -14,6 +14,7 @@ import pytest
 from serving.feedback import ServedList
 from serving.served_state import (
     MEMORY_FS,
+    MemoryClaims,
     MemoryLists,
     MemoryRecent,
     RedisState,
@@ -91,6 +92,53 @@ def test_each_backend_keeps_lists_and_recent_videos(state) -> None:
     # the newest ids are kept, at least per_user (5) of them, and never another user's
     assert {"d", "e", "f", "g"} <= got and "z" not in got
     assert recent.get("u2") == {"z"}
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def claims_pair(request: pytest.FixtureRequest, tmp_path: Path):
+    """Two handles on one backend's feedback claims, as two workers hold them."""
+    if request.param == "memory":
+        one = MemoryClaims()
+        yield one, one
+        return
+    if request.param == "sqlite":
+        a, b = SqliteState(tmp_path / "s.sqlite"), SqliteState(tmp_path / "s.sqlite")
+        yield a.claims, b.claims
+        a.close()
+        b.close()
+        return
+    prefix = f"test-{uuid.uuid4().hex}:"
+    try:
+        a, b = RedisState(REDIS_URL, prefix=prefix), RedisState(REDIS_URL, prefix=prefix)
+    except Exception as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} is required under CI: {err}")
+        pytest.skip(f"no Redis at {REDIS_URL}: {err}")
+    yield a.claims, b.claims
+    for key in a.client.scan_iter(f"{prefix}*"):
+        a.client.delete(key)
+    a.close()
+    b.close()
+
+
+def test_a_feedback_event_is_claimed_once_across_workers(claims_pair) -> None:
+    one, other = claims_pair
+    assert one.claim(["r1\tv1\tliked", "r1\tv1\tliked", "r1\tv2\tview"]) == [
+        True,
+        False,  # the same event twice in one batch
+        True,
+    ]
+    assert other.claim(["r1\tv1\tliked", "r1\tv1\tshared"]) == [False, True]
+    other.release(["r1\tv1\tshared"])  # its batch was not written: a retry is new again
+    assert one.claim(["r1\tv1\tshared"]) == [True]
+
+
+def test_sqlite_forgets_claims_after_the_ttl(tmp_path: Path) -> None:
+    st = SqliteState(tmp_path / "s.sqlite", ttl_s=60)
+    assert st.claims.claim(["k"]) == [True]
+    st.prune(now=time.time() + 120)
+    assert st.claims.claim(["k"]) == [True]
+    st.close()
 
 
 def test_memory_recent_is_capped_per_user() -> None:

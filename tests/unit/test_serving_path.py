@@ -19,6 +19,7 @@ from serving.feedback import (
     Event,
     FeedbackRejected,
     ServedList,
+    event_key,
     feedback_rows,
     write_feedback,
 )
@@ -120,6 +121,29 @@ def test_a_fresh_upload_gets_the_exploration_slot(champion):
     assert out.video_ids[2] == "v33"
     off = recommender(champion, make_items(fresh=(33,))).recommend("other", 6)
     assert "v33" not in off.video_ids[:3]
+
+
+def test_explain_names_the_slot_of_each_item_and_costs_nothing_without_it(champion):
+    """Issue 20, item 17: a feed whose scores are not in order explains itself."""
+    rec = recommender(champion, make_items(fresh=(33,)), diversity=0.8, exploration_position=2)
+    assert rec.recommend("other", 6).why is None  # the default path computes none of it
+    out = rec.recommend("fan", 6, explain=True)
+    assert out.why is not None and len(out.why) == 6
+    slots = [w.slot for w in out.why]
+    assert out.video_ids[2] == "v33" and slots[2] == "exploration"
+    assert slots[0] == "score" and "diversity" in slots  # MMR lifted some above others
+    for pos, (w, score) in enumerate(zip(out.why, out.scores, strict=True)):
+        assert w.source == "popular" or w.source == "fresh"  # no retriever: the pool
+        assert w.retrieval_score is None and w.value == pytest.approx(score)
+        assert set(w.heads) == set(champion.heads.heads)
+        later = [
+            s for s, x in zip(out.scores[pos:], slots[pos:], strict=True) if x != "exploration"
+        ]
+        if w.slot == "diversity":
+            assert score < max(later)
+        if w.slot == "score":
+            assert score >= max(later)
+    assert out.why[2].source == "fresh"
 
 
 def test_the_served_features_are_the_rows_that_were_scored(champion):
@@ -227,6 +251,19 @@ def test_bad_feedback_is_rejected_whole_with_every_problem(registry, tmp_path):
     assert read_feedback(tmp_path).empty
 
 
+def test_contradictory_feedback_is_rejected_and_events_have_a_stable_key(registry):
+    both = Event(request_id="r1", video_id="v1", watch_time_s=9.0, completed=True, skipped=True)
+    with pytest.raises(FeedbackRejected) as err:
+        feedback_rows([Event(request_id="r1", video_id="v2", watch_time_s=1.0), both], registry)
+    assert err.value.problems == ["events[1]: contradictory: completed and skipped in one event"]
+    liked = Event(request_id="r1", video_id="v1", watch_time_s=2.0, liked=True)
+    # a retry (re-measured, re-timed) is the same event; another action is another event
+    later = liked.model_copy(update={"watch_time_s": 2.5, "ts": T0 + timedelta(seconds=9)})
+    assert event_key(liked) == event_key(later) == "r1\tv1\tliked"
+    assert event_key(liked.model_copy(update={"shared": True})) == "r1\tv1\tliked+shared"
+    assert event_key(Event(request_id="r1", video_id="v1", watch_time_s=1.0)) == "r1\tv1\tview"
+
+
 def test_the_registry_forgets_the_oldest_lists(registry):
     for rid in ("r2", "r3"):
         registry.add(ServedList(rid, T0, "u", "spotlight", "champion", "1", {"v": 0}, {}))
@@ -241,14 +278,14 @@ class CountingStore:
         self.rate = 0.5
 
     def get_online_features(self, features, entity_rows):
-        from feature_repo.columns import USER_CREATOR_COLUMNS
+        from feature_repo.columns import SEQUENCE_COLUMNS, USER_CREATOR_COLUMNS
         from serving.pipeline import USER_FEATURES
 
         self.reads += 1
         known = entity_rows[0]["user_id"] != "nobody"
         values = {c: [self.rate if known else None] for c in USER_FEATURES}
         values["hist_video_ids"] = [["v1"] if known else None]
-        values.update({c: [None] for c in USER_CREATOR_COLUMNS})
+        values.update({c: [None] for c in (*USER_CREATOR_COLUMNS, *SEQUENCE_COLUMNS)})
 
         class Response:
             def to_dict(self) -> dict:

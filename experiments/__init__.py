@@ -1,0 +1,1 @@
+"""Online experiments: the statistics that judge an A/B test (and, later, its runs)."""
