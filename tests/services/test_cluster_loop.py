@@ -52,7 +52,19 @@ def _local_reference(home: Path, day: str) -> dict[str, float]:
     return _challenger_metrics(settings)
 
 
-@pytest.mark.timeout(1800)
+def _assert_promoted(settings: Settings) -> None:
+    c = client(settings)
+    name = settings.ranker_model_name
+    if alias_version(c, name, CHAMPION) is not None:
+        return
+    tags = {
+        m.version: (m.tags.get("gate_verdict"), m.tags.get("gate_reasons"))
+        for m in c.search_model_versions(f"name='{name}'")
+    }
+    pytest.fail(f"training promoted no ranker, so no deploy can follow; the gate said: {tags}")
+
+
+@pytest.mark.timeout(2700)
 def test_the_loop_runs_on_postgres_redis_and_celery(cluster: Settings, tmp_path: Path) -> None:
     end = cluster.sim.end_date.isoformat()
     family: list[int] = []
@@ -69,7 +81,9 @@ def test_the_loop_runs_on_postgres_redis_and_celery(cluster: Settings, tmp_path:
             # "features ready" schedules training; "model promoted" schedules deploy
             training = api.wait_for_new_run("reelrank_training", set(), timeout_s=900)
             assert training.run_type == "asset_triggered"
-            deploy = api.wait_for_new_run("reelrank_deploy", set(), timeout_s=300)
+            # a gate that refused the ranker emits no "model promoted": say so, not a timeout
+            _assert_promoted(cluster)
+            deploy = api.wait_for_new_run("reelrank_deploy", set(), timeout_s=900)
             assert deploy.run_type == "asset_triggered"
             monitoring = api.trigger("reelrank_monitoring", {"day": end})
             api.wait("reelrank_monitoring", monitoring.run_id, timeout_s=600)
