@@ -1,1 +1,2 @@
-"""Online experiments: the statistics that judge an A/B test (and, later, its runs)."""
+"""Online experiments: the statistics that judge an A/B test, off-policy estimates of a
+policy's value from logged propensities, and interleaving of two rankers in one feed."""
