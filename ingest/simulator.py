@@ -130,6 +130,9 @@ BOND_MAX = 0.8  # utility bonus of a bond built from scratch, at saturation
 BOND_SCALE = 4.0  # engagements that build about 63% of a bond
 BOND_KEEP = 0.97  # share of the engagements behind a bond that count the next day
 STATES_KEPT = 8  # version 2 user states cached per world (day 0 always)
+# the noiseless utility (plus context) at which completion is a coin flip: the logit of
+# COMPLETE_AT undone through the watched fraction's sigmoid(1.4 (z + 0.3))
+_COMPLETION_Z = float(np.log(COMPLETE_AT / (1.0 - COMPLETE_AT)) / 1.4 - 0.3)
 
 
 def _ts(d: date) -> datetime:
@@ -208,6 +211,7 @@ class World:
     _states: dict[int, UserState] = field(default_factory=dict, repr=False, compare=False)
     _last_draw: tuple[int, DayDraw] | None = field(default=None, repr=False, compare=False)
     _tastes: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    _served: dict[int, DayDraw] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def version(self) -> int:
@@ -277,9 +281,21 @@ class World:
                 del self._states[min(x for x in self._states if x > 0)]
         return state
 
+    def record_served(self, day_idx: int, draw: DayDraw) -> None:
+        """Make ``draw`` (a day served by another policy, :func:`respond`) day ``day_idx`` of
+        this world: later days' user state (boredom, bonds, tastes) follows from what was
+        served, not from the logging policy. States and tastes cached after it are dropped."""
+        self._served[day_idx] = draw
+        self._last_draw = None
+        for cache in (self._states, self._tastes):
+            for d in [d for d in cache if d > day_idx]:
+                del cache[d]
+
     def draw(self, day_idx: int) -> DayDraw:
         """The arrays of one simulated day (the last one drawn is kept: ingesting day d and
-        then asking for day d + 1's state draws day d once)."""
+        then asking for day d + 1's state draws day d once); a served day where recorded."""
+        if day_idx in self._served:
+            return self._served[day_idx]
         if self._last_draw is not None and self._last_draw[0] == day_idx:
             return self._last_draw[1]
         out = _draw_day(self, day_idx)
@@ -320,11 +336,7 @@ class World:
     ) -> np.ndarray:
         """P(the user completes the video) on ``day``: the oracle's judgement of any video,
         shown or not (completion happens when the noisy utility clears a threshold)."""
-        from scipy.special import ndtr
-
-        utility = self.oracle_utility(user_ids, video_ids, day)
-        threshold = np.log(COMPLETE_AT / (1.0 - COMPLETE_AT)) / 1.4 - 0.3
-        return ndtr((utility - threshold) / UTILITY_NOISE)
+        return _completion_chance(self.oracle_utility(user_ids, video_ids, day))
 
     def _utility(
         self,
@@ -518,6 +530,10 @@ class DayDraw:
     commented: np.ndarray
     followed: np.ndarray
     skipped: np.ndarray
+    #: the hidden utility of each impression at its moment (the oracle's truth of the feed)
+    utility: np.ndarray
+    #: P(completion) of each impression before the noise draw (position and surface included)
+    p_complete: np.ndarray
 
 
 def _earlier_count(keys: np.ndarray) -> np.ndarray:
@@ -597,8 +613,19 @@ def _next_state(world: World, state: UserState, draw: DayDraw) -> UserState:
 
 def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
     """The impression log of day ``day_idx`` (0-based), drawn from the hidden utility."""
-    sim = world.sim
     d = world.draw(day_idx)
+    stamp = world.day(day_idx).strftime("%Y%m%d")
+    req_ids = np.array([f"r{stamp}-{i:07d}" for i in range(len(d.req_user))])
+    return day_frame(world, day_idx, d, req_ids, np.array([POLICY_VERSION]))
+
+
+def day_frame(
+    world: World, day_idx: int, d: DayDraw, request_ids: np.ndarray, model_version: np.ndarray
+) -> pd.DataFrame:
+    """The lake's impression rows of a drawn day: one per impression, in draw order.
+    ``request_ids`` has one id per request; ``model_version`` one per request, or a single
+    value for the whole day."""
+    sim = world.sim
     n_r, m = len(d.req_user), sim.impressions_per_request
     broken = sim.scenario == "broken_feature" and day_idx >= world.scenario_start
     day_start = _ts(world.day(day_idx))
@@ -606,11 +633,11 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
         np.round(np.repeat(d.req_offset, m) + np.tile(np.arange(m) * 2.0, n_r), 3), unit="s"
     )
     stamp = world.day(day_idx).strftime("%Y%m%d")
-    req_ids = np.array([f"r{stamp}-{i:07d}" for i in range(n_r)])
+    versions = model_version[0] if len(model_version) == 1 else np.repeat(model_version, m)
     return pd.DataFrame(
         {
             "event_id": [f"e{stamp}-{i:08d}" for i in range(len(d.u))],
-            "request_id": np.repeat(req_ids, m),
+            "request_id": np.repeat(request_ids, m),
             "ts": ts,
             "user_id": world.users["user_id"].to_numpy()[d.u],
             "video_id": world.videos["video_id"].to_numpy()[d.v],
@@ -626,7 +653,7 @@ def simulate_day(world: World, day_idx: int) -> pd.DataFrame:
             "commented": d.commented,
             "followed": d.followed,
             "skipped": d.skipped,
-            "model_version": POLICY_VERSION,
+            "model_version": versions,
         }
     )
 
@@ -640,17 +667,8 @@ def _draw_day(world: World, day_idx: int) -> DayDraw:
     day_start = _ts(world.day(day_idx))
     k = len(TOPICS)
     interests = world.interests_on(day_idx)
-
-    # who opens the app, and how many feed requests they make
-    signed_up = (world.users["signup_ts"] < day_start).to_numpy()
-    active = signed_up & (rng.random(len(world.users)) < world.activity)
-    users = np.flatnonzero(active)
-    n_req = rng.poisson(sim.requests_per_active_user, len(users)) + 1
-    req_user = np.repeat(users, n_req)
+    req_user, req_offset = day_requests(world, day_idx, rng)
     n_r, m = len(req_user), sim.impressions_per_request
-
-    # when each request happens (sorted, so request i precedes request i + 1)
-    req_offset = np.sort(rng.uniform(0, 86400 - 60, n_r))
 
     # what the logging policy shows: videos uploaded before today, retired after the
     # catalog's history window (short videos live for weeks, not years)
@@ -694,6 +712,49 @@ def _draw_day(world: World, day_idx: int) -> DayDraw:
     pick = lo[ok] + np.floor(rng.random(int(ok.sum())) * (hi[ok] - lo[ok])).astype(np.int64)
     shown[rows[ok], cols[ok]] = fresh[pick]
 
+    # the surface draw comes after the feed's in this seeded order (the world's identity)
+    surfaces = draw_surfaces(rng, n_r)
+    return respond(world, day_idx, rng, req_user, req_offset, surfaces, shown)
+
+
+def day_requests(
+    world: World, day_idx: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Who opens the app on day ``day_idx`` and when each of their feed requests happens:
+    the user index of every request and its second of the day, in time order within the
+    day (the first draws of the day's generator ``rng``)."""
+    day_start = _ts(world.day(day_idx))
+    signed_up = (world.users["signup_ts"] < day_start).to_numpy()
+    active = signed_up & (rng.random(len(world.users)) < world.activity)
+    users = np.flatnonzero(active)
+    n_req = rng.poisson(world.sim.requests_per_active_user, len(users)) + 1
+    req_user = np.repeat(users, n_req)
+    # when each request happens (sorted, so request i precedes request i + 1)
+    req_offset = np.sort(rng.uniform(0, 86400 - 60, len(req_user)))
+    return req_user, req_offset
+
+
+def draw_surfaces(rng: np.random.Generator, n_requests: int) -> np.ndarray:
+    """The surface (spotlight, discover, stories) of each request."""
+    return rng.choice(list(SURFACE_P), size=n_requests, p=list(SURFACE_P.values()))
+
+
+def respond(
+    world: World,
+    day_idx: int,
+    rng: np.random.Generator,
+    req_user: np.ndarray,
+    req_offset: np.ndarray,
+    surfaces: np.ndarray,
+    shown: np.ndarray,
+) -> DayDraw:
+    """How users react to the feeds ``shown`` (requests x impressions_per_request video
+    indices, best slot first) on day ``day_idx``: each impression's hidden utility at its
+    moment (version 2: the user's state that day, the session's intent, earlier repeats),
+    then the observed outcomes drawn from it with ``rng``. Whatever policy chose the feeds
+    (the logging policy, or a served model in a closed loop), users respond the same way."""
+    n_r, m = shown.shape
+    interests = world.interests_on(day_idx)
     u = np.repeat(req_user, m)
     v = shown.reshape(-1)
     if world.version == 1:
@@ -704,13 +765,13 @@ def _draw_day(world: World, day_idx: int) -> DayDraw:
     duration = world.videos["duration_s"].to_numpy()[v]
     # what is observed also depends on context the oracle ignores: attention fades down the
     # feed, and the stories surface is swiped faster (hurting long videos)
-    surfaces = rng.choice(list(SURFACE_P), size=n_r, p=list(SURFACE_P.values()))
     position = np.tile(np.arange(m, dtype=np.int32), n_r)
     stories = np.repeat(surfaces == "stories", m)
     context = -POSITION_DECAY * position - STORIES_DURATION_PENALTY * stories * np.log(
         duration / 20.0
     ).clip(min=0.0)
-    z = utility + context + rng.normal(0.0, UTILITY_NOISE, len(u))
+    mean_z = utility + context
+    z = mean_z + rng.normal(0.0, UTILITY_NOISE, len(u))
     frac = _sigmoid(1.4 * (z + 0.3))
     completed = frac > COMPLETE_AT
     watch = np.round(np.where(completed, duration, duration * frac), 2)
@@ -736,4 +797,14 @@ def _draw_day(world: World, day_idx: int) -> DayDraw:
         commented=commented,
         followed=followed,
         skipped=skipped,
+        utility=utility,
+        p_complete=_completion_chance(mean_z),
     )
+
+
+def _completion_chance(mean_z: np.ndarray) -> np.ndarray:
+    """P(completed) given the noiseless utility plus context: completion happens when the
+    noisy utility clears the threshold of ``COMPLETE_AT`` watched."""
+    from scipy.special import ndtr
+
+    return ndtr((mean_z - _COMPLETION_Z) / UTILITY_NOISE)

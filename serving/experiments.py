@@ -73,6 +73,14 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _check_share(self.challenger_share)
 
+    def served_arm(self, user_id: str, has_challenger: bool) -> Route:
+        """The route serving takes for ``user_id``: :meth:`route`, except that a user of the
+        challenger arm gets the champion while no challenger is loaded."""
+        route = self.route(user_id)
+        if route.arm == CHALLENGER and not has_challenger:
+            return Route(arm=CHAMPION, shadow=route.shadow)
+        return route
+
     def route(self, user_id: str) -> Route:
         if self.shadow:
             return Route(arm=CHAMPION, shadow=True)

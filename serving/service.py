@@ -279,15 +279,14 @@ class RecommenderService:
     async def recommend(self, **params: Any) -> RecommendResponse:
         """The user's feed: retrieved by the two-tower model, ranked, diversified."""
         req = RecommendRequest(**params)
-        route = self.experiment.route(req.user_id)
-        arm = route.arm if route.arm == "champion" or self.rec.challenger else "champion"
+        route = self.experiment.served_arm(req.user_id, self.rec.challenger is not None)
         scored = self.rec.recommend(
             req.user_id,
             req.k,
             req.surface,
             exclude=req.exclude_video_ids,
             blocked_creators=req.blocked_creator_ids,
-            arm=arm,
+            arm=route.arm,
             shadow=route.shadow,
             explain=req.explain,
         )
@@ -308,9 +307,8 @@ class RecommenderService:
     async def rank(self, **params: Any) -> RankResponse:
         """Scores for the given candidate videos, best first."""
         req = RankRequest(**params)
-        route = self.experiment.route(req.user_id)
-        arm = route.arm if route.arm == "champion" or self.rec.challenger else "champion"
-        scored = self.rec.rank(req.user_id, req.video_ids, req.surface, arm, route.shadow)
+        route = self.experiment.served_arm(req.user_id, self.rec.challenger is not None)
+        scored = self.rec.rank(req.user_id, req.video_ids, req.surface, route.arm, route.shadow)
         request_id = self._served("rank", req.user_id, req.surface, scored)
         return RankResponse(
             request_id=request_id,
