@@ -188,12 +188,12 @@ def slate_propensities(
     remaining = sorted(place_of.values())
     out = np.zeros(len(slate))
     for slot, item in enumerate(slate):
-        place = place_of.get(item)
-        if place is None or place not in remaining:  # unknown, or served twice
+        at = place_of.get(item)
+        if at is None or at not in remaining:  # unknown, or served twice
             continue
         window = np.asarray(remaining[: policy.top_m])
-        hit = np.flatnonzero(window == place)
+        hit = np.flatnonzero(window == at)
         if len(hit):
             out[slot] = policy.window_probabilities(window)[hit[0]]
-        remaining.remove(place)
+        remaining.remove(at)
     return out
