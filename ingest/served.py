@@ -9,7 +9,11 @@ Served log layout::
 
 one row per served item, partitioned by the UTC day of the request. The feature vector is a
 positional ``list<float32>`` column; its names are in the file's key-value metadata, so a
-file never mixes two feature sets. Feedback rows live in the lake table ``feedback``
+file never mixes two feature sets. ``propensity`` is the probability with which the serving
+policy showed the item in its position given the positions before it (``serving.exploration``;
+1.0 where the policy was deterministic), what off-policy estimates of another policy divide
+by; it is null in logs written before it existed (version 1) and for callers that did not
+say. Feedback rows live in the lake table ``feedback``
 (``<lake>/feedback/day=YYYY-MM-DD/part-*.parquet``).
 """
 
@@ -30,7 +34,7 @@ from ingest.schema import FEEDBACK
 SERVED_DIR = "served"
 FEATURE_NAMES_KEY = b"reelrank.feature_names"
 LOG_VERSION_KEY = b"reelrank.served_log_version"
-LOG_VERSION = b"1"
+LOG_VERSION = b"2"  # 2: the propensity column
 #: Column holding each row's feature names (a JSON list) in :func:`read_served`'s frame.
 FEATURE_SET_COLUMN = "feature_set"
 
@@ -46,6 +50,7 @@ SCHEMA = pa.schema(
         pa.field("position", pa.int32(), nullable=False),
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("score", pa.float32(), nullable=False),
+        pa.field("propensity", pa.float64()),
         pa.field("features", pa.list_(pa.float32()), nullable=False),
     ]
 )
@@ -114,7 +119,7 @@ def read_served(root: Path, start: date | None = None, end: date | None = None) 
     """
     tables: list[pa.Table] = []
     for path in served_files(root, start, end):
-        table = pq.ParquetFile(path).read()
+        table = _with_every_column(pq.ParquetFile(path).read())
         meta = table.schema.metadata or {}
         names = json.loads(meta.get(FEATURE_NAMES_KEY, b"[]"))
         feature_set = pa.DictionaryArray.from_arrays(
@@ -130,6 +135,15 @@ def read_served(root: Path, start: date | None = None, end: date | None = None) 
         return empty.to_pandas()
     combined = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
     return combined.to_pandas()
+
+
+def _with_every_column(table: pa.Table) -> pa.Table:
+    """A file of an older log version with the columns it lacks added as nulls, in schema
+    order (a version-1 file has no ``propensity``)."""
+    for i, f in enumerate(SCHEMA):
+        if f.name not in table.column_names and f.nullable:
+            table = table.add_column(i, f, pa.nulls(table.num_rows, f.type))
+    return table
 
 
 def feature_frame(df: pd.DataFrame, feature_names: Sequence[str]) -> pd.DataFrame:

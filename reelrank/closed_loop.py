@@ -26,9 +26,9 @@ class ServingPolicy:
 
     def __call__(self, user_id: str, k: int, surface: str, request_id: str) -> Feed:
         route = self.experiment.served_arm(user_id, self.rec.challenger is not None)
-        scored = self.rec.recommend(user_id, k, surface, arm=route.arm)
-        propensities = getattr(scored, "propensities", None)
-        return Feed(scored.video_ids, scored.arm, scored.model_version, propensities)
+        # the request id seeds the exploration draw, as the HTTP service's does
+        scored = self.rec.recommend(user_id, k, surface, arm=route.arm, request_id=request_id)
+        return Feed(scored.video_ids, scored.arm, scored.model_version, scored.propensities)
 
 
 def serve_days(

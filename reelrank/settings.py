@@ -345,6 +345,30 @@ class GateSettings(BaseModel):
     bootstrap_seed: int = Field(0, description="seed of the bootstrap: the verdict is reproducible")
 
 
+class ExplorationSettings(BaseModel):
+    """How the served feed is drawn from the re-ranked list (``serving/exploration.py``), so
+    that every shown item has a known, logged probability (its propensity) and another
+    policy's value can be estimated off-policy from the served log. ``epsilon`` 0 (or
+    ``temperature`` 0, or ``top_m`` 1) serves the re-ranked list as is, each item with
+    propensity 1."""
+
+    kind: Literal["epsilon_greedy", "plackett_luce"] = Field(
+        "epsilon_greedy",
+        description="epsilon_greedy: each slot takes the best remaining item, or with "
+        "probability epsilon one of the top_m remaining at random; plackett_luce: each slot "
+        "draws from the top_m remaining, weighted exp(-place / temperature)",
+    )
+    epsilon: float = Field(
+        0.05, ge=0.0, le=1.0, description="epsilon_greedy: share of slots drawn at random"
+    )
+    temperature: float = Field(
+        1.0, ge=0.0, allow_inf_nan=False, description="plackett_luce: 0 serves the list as is"
+    )
+    top_m: int = Field(
+        10, ge=1, description="each slot is drawn from the best top_m items not yet served"
+    )
+
+
 class ServingSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 3000
@@ -394,6 +418,10 @@ class ServingSettings(BaseModel):
     fresh_hours: float = Field(24.0, gt=0, description="a video this young counts as fresh")
     max_age_hours: float | None = Field(
         None, gt=0, description="older videos are unavailable (retired); null keeps all"
+    )
+    exploration: ExplorationSettings = Field(
+        ExplorationSettings(),
+        description="the feed's exploration policy and its exact, logged propensities",
     )
     # experiments
     challenger_share: float = Field(

@@ -8,8 +8,11 @@ and per-request work is numpy only: one online read for the user, item features 
 from an in-memory table (loaded in bulk from Feast's online store and swapped whole when a
 materialization lands), one ``inplace_predict`` on a contiguous float32 matrix. Filters drop
 what the user saw recently, blocked creators and retired videos; re-ranking spreads creators
-and topics (MMR) and keeps one slot for a fresh upload. Models and the item table are
-swapped by reference (hot reload): a request reads each once, so it never mixes two.
+and topics (MMR) and keeps one slot for a fresh upload. Exploration then draws the feed from
+the re-ranked list (``serving.exploration``: a small epsilon-greedy or Plackett-Luce policy,
+seeded from the request id) and gives each served item its exact propensity, which the
+served log keeps for off-policy estimates. Models and the item table are swapped by
+reference (hot reload): a request reads each once, so it never mixes two.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from features.cross import (
     topic_affinity,
 )
 from models.ranker import Ranker
-from reelrank.settings import ServingSettings
+from reelrank.settings import ExplorationSettings, ServingSettings
+from serving.exploration import GREEDY, ExplorationPolicy, Slate, draw_slate, request_rng
 from serving.rerank import exploration_slot, mmr_rerank, removals
 from serving.served_state import MemoryRecent, Recent
 
@@ -204,6 +208,9 @@ class Scored:
     durations: list[float] = field(default_factory=list)  # seconds, per served video
     ranked: int = 0  # candidates scored
     why: list[Why] | None = None  # per served video, with explain=True only
+    # per served video: the probability the serving policy put it in its slot, given the
+    # slots before it (serving.exploration); 1.0 throughout for a deterministic answer
+    propensities: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,8 @@ class Why:
     ``score_rank`` its rank among every scored candidate. ``slot``: ``score`` when it is the
     best-valued of the videos from its position down, ``diversity`` when the MMR pass lifted
     it above better-valued ones (other creators or topics), ``exploration`` for the slot kept
-    for a fresh upload."""
+    for a fresh upload or an item the exploration policy drew in place of the best remaining
+    one."""
 
     source: str
     retrieval_score: float | None
@@ -226,16 +234,31 @@ class Why:
     slot: str
 
 
+def exploration_policy(settings: ExplorationSettings) -> ExplorationPolicy:
+    """The policy the ``serving.exploration`` settings describe."""
+    return ExplorationPolicy(
+        kind=settings.kind,
+        epsilon=settings.epsilon,
+        temperature=settings.temperature,
+        top_m=settings.top_m,
+    )
+
+
 @dataclass(frozen=True)
 class RerankConfig:
     """How the scored list becomes the feed. The defaults are the settings' own
-    (``ServingSettings``: diversity, exploration_position, fresh_hours, max_age_hours)."""
+    (``ServingSettings``: diversity, exploration_position, fresh_hours, max_age_hours,
+    exploration). ``exploration`` applies to requests that carry a request id (its seed):
+    see :meth:`Recommender.recommend`."""
 
     diversity: float = _SERVING["diversity"].default  # MMR weight (0: pure score order)
     pool: int = 50  # top-scored candidates the MMR pass chooses from (at least k)
     exploration_position: int | None = _SERVING["exploration_position"].default
     fresh_hours: float = _SERVING["fresh_hours"].default  # "fresh": younger than this
     max_age_hours: float | None = _SERVING["max_age_hours"].default  # older: retired
+    exploration: ExplorationPolicy = field(
+        default_factory=lambda: exploration_policy(_SERVING["exploration"].default)
+    )
 
     @classmethod
     def of(cls, serving: ServingSettings) -> RerankConfig:
@@ -244,6 +267,7 @@ class RerankConfig:
             exploration_position=serving.exploration_position,
             fresh_hours=serving.fresh_hours,
             max_age_hours=serving.max_age_hours,
+            exploration=exploration_policy(serving.exploration),
         )
 
 
@@ -528,6 +552,7 @@ class Recommender:
             shadow_scores=None if shadow_scores is None else shadow_scores[order].tolist(),
             default_rows=defaults,
             durations=items.features[rows[order], self._duration].tolist(),
+            propensities=[1.0] * len(order),  # the given candidates, all of them, in order
         )
 
     def candidates(
@@ -607,9 +632,17 @@ class Recommender:
         arm: str = "champion",
         shadow: bool = False,
         explain: bool = False,
+        request_id: str | None = None,
     ) -> Scored:
-        """The user's next ``k`` videos: retrieve, filter, score, re-rank (``explain``: and
-        :class:`Why` each is there; it costs the served rows' head predictions only).
+        """The user's next ``k`` videos: retrieve, filter, score, re-rank, explore
+        (``explain``: and :class:`Why` each is there; it costs the served rows' head
+        predictions only).
+
+        ``request_id`` seeds the exploration policy (``rerank_config.exploration``), so the
+        same id draws the same feed from the same ranked list; without one the request is
+        served the re-ranked list as is (the deterministic policy: what offline evaluation
+        and replays of a ranking measure). ``propensities`` says, per served video, the
+        probability that the policy put it in its slot given the slots before it.
 
         Candidates travel as integer rows of the item table from the index to the feed;
         ids appear only where they enter (what the user has seen) and leave (the feed)."""
@@ -646,7 +679,11 @@ class Recommender:
         shadow_scores = self.challenger.predict(x) if shadow and self.challenger else None
         t5 = time.perf_counter()
 
-        chosen, by_mmr = self._rerank(items, rows, scores, k)
+        policy = GREEDY if request_id is None else self.rerank_config.exploration
+        ranked, by_mmr = self._rerank(items, rows, scores, k, policy.span(k))
+        rng = None if policy.deterministic or request_id is None else request_rng(request_id)
+        slate = draw_slate(policy, len(ranked), k, rng)
+        chosen = ranked[slate.places]
         served_rows = rows[chosen]
         served = items.video_ids[served_rows].tolist()
         self.seen.add(user_id, served)
@@ -673,10 +710,11 @@ class Recommender:
             durations=items.features[served_rows, self._duration].tolist(),
             ranked=len(rows),
             why=(
-                self._why(model, items, rows, x, scores, retrieved, chosen, by_mmr)
+                self._why(model, items, rows, x, scores, retrieved, ranked, by_mmr, slate)
                 if explain
                 else None
             ),
+            propensities=slate.propensities.tolist(),
         )
 
     def _why(
@@ -687,22 +725,31 @@ class Recommender:
         x: np.ndarray,
         scores: np.ndarray,
         retrieved: np.ndarray | None,
-        chosen: np.ndarray,
+        ranked: np.ndarray,
         by_mmr: np.ndarray,
+        slate: Slate,
     ) -> list[Why]:
+        chosen = ranked[slate.places]
         heads = np.asarray(model.predict_heads(x[chosen]), dtype=np.float64)
         heads = heads.reshape(len(chosen), -1)
         rank = np.empty(len(scores), dtype=np.int64)
         rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
-        fresh = items.features[rows[chosen], self._age] <= self.rerank_config.fresh_hours
-        explored = set(chosen.tolist()) - set(by_mmr.tolist())
+        fresh_hours = self.rerank_config.fresh_hours
+        # the fresh upload's slot, as a place in the ranked list: inserted from outside the
+        # MMR order, or moved up to exploration_position
+        kept = ~np.isin(ranked, by_mmr)
         moved = self.rerank_config.exploration_position
+        if moved is not None and moved < min(len(ranked), len(by_mmr)):
+            kept[moved] |= bool(
+                by_mmr[moved] != ranked[moved]
+                and items.features[rows[ranked[moved]], self._age] <= fresh_hours
+            )
+        explored = kept[slate.places] | slate.explored  # or drawn by the exploration policy
+        fresh = items.features[rows[chosen], self._age] <= fresh_hours
         out = []
         for pos, c in enumerate(chosen.tolist()):
-            later = [d for d in chosen[pos:].tolist() if d not in explored]
-            if c in explored or (
-                pos == moved and pos < len(by_mmr) and by_mmr[pos] != c and fresh[pos]
-            ):
+            later = [d for d, e in zip(chosen[pos:].tolist(), explored[pos:], strict=True) if not e]
+            if explored[pos]:
                 slot = "exploration"
             elif scores[c] >= max(scores[d] for d in later):
                 slot = "score"
@@ -769,15 +816,19 @@ class Recommender:
         return rows, catalog_rows, retrieved, filtered, t2
 
     def _rerank(
-        self, items: ItemTable, rows: np.ndarray, scores: np.ndarray, k: int
+        self, items: ItemTable, rows: np.ndarray, scores: np.ndarray, k: int, n: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions in ``rows`` of the feed: diversity (MMR) among the best scored, then one
-        slot kept for a fresh upload; and the MMR order before that slot (for :class:`Why`)."""
+        """The ranked list as positions in ``rows``: diversity (MMR) among the best scored,
+        then one slot kept for a fresh upload; and the MMR order before that slot (for
+        :class:`Why`). ``n`` (at least ``k``): how long a list exploration needs; the MMR
+        pool stays the best ``max(pool, k)``, and MMR and the fresh slot are greedy, so the
+        first ``k`` places do not depend on ``n``."""
         cfg = self.rerank_config
         pool = np.argsort(-scores, kind="stable")[: max(cfg.pool, k)]
         topics = items.features[rows[pool], self._slot]
+        n = k if n is None else max(n, k)
         chosen = pool[
-            mmr_rerank(scores[pool], items.creator_codes[rows[pool]], topics, k, cfg.diversity)
+            mmr_rerank(scores[pool], items.creator_codes[rows[pool]], topics, n, cfg.diversity)
         ]
         if cfg.exploration_position is not None:
             fresh = np.flatnonzero(items.features[rows, self._age] <= cfg.fresh_hours)

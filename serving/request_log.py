@@ -1,7 +1,9 @@
 """The served-request log: every served item with its score and feature vector, as Parquet.
 
 Monitoring compares these vectors with the champion's training reference, and tomorrow's
-training joins them to delayed feedback by ``request_id``. Layout::
+training joins them to delayed feedback by ``request_id``. Each item also carries its
+propensity: the probability the serving policy showed it in its position (off-policy
+estimates divide by it). Layout::
 
     <root>/served/day=YYYY-MM-DD/part-<utc stamp>-<pid>-<seq>.parquet
 
@@ -67,6 +69,7 @@ class _Request:
     surface: str
     video_ids: tuple[str, ...]
     scores: np.ndarray  # (n,) float32
+    propensities: np.ndarray | None  # (n,) float64, None when the caller did not say
     features: np.ndarray  # (n, f) float32
     feature_names: tuple[str, ...]
     logged_at: float  # time.monotonic() when logged
@@ -212,11 +215,15 @@ class RequestLog:
         scores: np.ndarray | Sequence[float],
         features: np.ndarray,
         feature_names: Sequence[str],
+        propensities: np.ndarray | Sequence[float] | None = None,
     ) -> None:
         """Buffer one served request: one row per item, in served order (position 0..n-1).
 
-        The arrays are copied, so the caller may reuse them. Raises ValueError on mismatched
-        shapes or a naive ``ts``; never blocks on I/O unless no background thread runs.
+        ``propensities``: per item, the probability the serving policy put it in its
+        position given the positions before it, in (0, 1]; None logs nulls. The arrays are
+        copied, so the caller may reuse them. Raises ValueError on mismatched shapes, a
+        propensity out of (0, 1] or a naive ``ts``; never blocks on I/O unless no background
+        thread runs.
         """
         ids = tuple(video_ids)
         n = len(ids)
@@ -234,6 +241,13 @@ class RequestLog:
                 f"features has shape {feat_arr.shape}, expected ({n}, {len(names)}) "
                 "(one row per video id, one column per feature name)"
             )
+        prop_arr = None
+        if propensities is not None:
+            prop_arr = np.array(propensities, dtype=np.float64).reshape(-1)
+            if prop_arr.shape != (n,):
+                raise ValueError(f"propensities has {prop_arr.size} values for {n} video ids")
+            if not ((prop_arr > 0.0) & (prop_arr <= 1.0)).all():  # NaN fails too
+                raise ValueError(f"propensities must be in (0, 1], got {prop_arr.tolist()}")
         ts_us, day = _utc_us(ts)
         entry = _Request(
             request_id=str(request_id),
@@ -246,6 +260,7 @@ class RequestLog:
             surface=str(surface),
             video_ids=ids,
             scores=score_arr,
+            propensities=prop_arr,
             features=feat_arr,
             feature_names=names,
             logged_at=time.monotonic(),
@@ -496,6 +511,14 @@ class RequestLog:
             os.kill(os.getpid(), signum)
 
 
+def _propensities(entries: Sequence[_Request]) -> pa.Array:
+    """The propensity column: each entry's values, nulls for an entry logged without."""
+    values = np.concatenate(
+        [e.propensities if e.propensities is not None else np.full(e.rows, np.nan) for e in entries]
+    )
+    return pa.array(values, pa.float64(), mask=np.isnan(values))
+
+
 def _to_table(entries: Sequence[_Request]) -> pa.Table:
     """One Arrow table for requests that share a day and a feature set."""
     names = entries[0].feature_names
@@ -523,6 +546,7 @@ def _to_table(entries: Sequence[_Request]) -> pa.Table:
         pa.array((np.arange(n) - starts).astype(np.int32)),
         pa.array([str(v) for e in entries for v in e.video_ids], pa.string()),
         pa.array(np.concatenate([e.scores for e in entries])),
+        _propensities(entries),
         pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32())),
     ]
     metadata = {FEATURE_NAMES_KEY: json.dumps(list(names)).encode(), LOG_VERSION_KEY: LOG_VERSION}

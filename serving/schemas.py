@@ -70,7 +70,8 @@ class Why(BaseModel):
     score_rank: int = Field(description="rank of value among every scored candidate (1: best)")
     slot: Literal["score", "diversity", "exploration"] = Field(
         description="score: best-valued from here down; diversity: lifted by the "
-        "creator/topic spread; exploration: the slot kept for a fresh upload"
+        "creator/topic spread; exploration: the slot kept for a fresh upload, or a video the "
+        "exploration policy drew in place of the best remaining one"
     )
 
 
@@ -78,6 +79,13 @@ class ScoredVideo(BaseModel):
     video_id: str = Field(examples=["v000007"])
     score: float
     rank: int
+    propensity: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="the probability the serving policy put this video at this rank, given "
+        "the videos above it (exploration; 1 when the list is served as ranked)",
+    )
     why: Why | None = Field(None, description="with explain: true only")
 
 

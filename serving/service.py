@@ -53,8 +53,10 @@ PROTECTED_PATHS = ("/recommend", "/rank", "/feedback")
 
 def _items(scored: Scored) -> list[ScoredVideo]:
     items = [
-        ScoredVideo(video_id=v, score=s, rank=i + 1)
-        for i, (v, s) in enumerate(zip(scored.video_ids, scored.scores, strict=True))
+        ScoredVideo(video_id=v, score=s, rank=i + 1, propensity=p)
+        for i, (v, s, p) in enumerate(
+            zip(scored.video_ids, scored.scores, scored.propensities, strict=True)
+        )
     ]
     for item, why in zip(items, scored.why or (), strict=False):  # explain: true only
         item.why = Why(**dataclasses.asdict(why))
@@ -212,11 +214,12 @@ class RecommenderService:
         }
 
     # -- the request path --------------------------------------------------------------------
-    def _served(self, endpoint: str, user_id: str, surface: str, scored: Scored) -> str:
-        """Log, register and count an answered request; returns its request id."""
+    def _served(
+        self, endpoint: str, user_id: str, surface: str, scored: Scored, request_id: str
+    ) -> None:
+        """Log (with each item's propensity), register and count an answered request."""
         from serving.feedback import ServedList
 
-        request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         retrieval = getattr(self.rec.retriever, "version", None)
         if scored.video_ids and scored.features is not None:
@@ -232,6 +235,7 @@ class RecommenderService:
                 scored.scores,
                 scored.features,
                 self.feature_names,
+                scored.propensities,
             )
             if scored.shadow_scores is not None and self.rec.challenger is not None:
                 self.request_log.log(
@@ -246,6 +250,7 @@ class RecommenderService:
                     scored.shadow_scores,
                     scored.features,
                     self.feature_names,
+                    scored.propensities,  # the same videos, shown with the same probabilities
                 )
             self.served.add(
                 ServedList(
@@ -268,7 +273,6 @@ class RecommenderService:
             scored.default_rows,
             len(scored.video_ids),
         )
-        return request_id
 
     # /recommend and /rank are coroutines although they compute: a few milliseconds of
     # numpy and XGBoost, run on the worker's event loop, cost less than handing each request
@@ -277,8 +281,10 @@ class RecommenderService:
     # stays a thread-pool endpoint.
     @bentoml.api(input_spec=RecommendRequest)
     async def recommend(self, **params: Any) -> RecommendResponse:
-        """The user's feed: retrieved by the two-tower model, ranked, diversified."""
+        """The user's feed: retrieved by the two-tower model, ranked, diversified, and drawn
+        by the exploration policy seeded from the request id (each item's propensity)."""
         req = RecommendRequest(**params)
+        request_id = uuid.uuid4().hex
         route = self.experiment.served_arm(req.user_id, self.rec.challenger is not None)
         scored = self.rec.recommend(
             req.user_id,
@@ -289,8 +295,9 @@ class RecommenderService:
             arm=route.arm,
             shadow=route.shadow,
             explain=req.explain,
+            request_id=request_id,
         )
-        request_id = self._served("recommend", req.user_id, req.surface, scored)
+        self._served("recommend", req.user_id, req.surface, scored, request_id)
         return RecommendResponse(
             request_id=request_id,
             user_id=req.user_id,
@@ -309,7 +316,8 @@ class RecommenderService:
         req = RankRequest(**params)
         route = self.experiment.served_arm(req.user_id, self.rec.challenger is not None)
         scored = self.rec.rank(req.user_id, req.video_ids, req.surface, route.arm, route.shadow)
-        request_id = self._served("rank", req.user_id, req.surface, scored)
+        request_id = uuid.uuid4().hex
+        self._served("rank", req.user_id, req.surface, scored, request_id)
         return RankResponse(
             request_id=request_id,
             user_id=req.user_id,

@@ -313,6 +313,8 @@ def test_hot_reload_under_load_drops_nothing_and_every_answer_is_logged(ops):
     assert ids <= set(logged["request_id"])
     per_request = logged[logged["request_id"].isin(ids)].groupby("request_id").size()
     assert len(per_request) == len(ids) and (per_request == 5).all()
+    shown = logged[logged["request_id"].isin(ids)]["propensity"]  # issue 19: every item's
+    assert ((shown > 0) & (shown <= 1)).all()
     assert {"champion"} == set(logged[logged["request_id"].isin(ids)]["arm"])
 
 

@@ -37,6 +37,7 @@ def served_frame(rows: list[tuple[str, str, str, int, str]]) -> pd.DataFrame:
             "position": position,
             "video_id": video_id,
             "score": 1.0 - position / 100,
+            "propensity": 1.0,
             "features": [0.5, 1.5],
         }
         for name in data:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.served import feature_frame, read_served, served_files
+from ingest.served import SCHEMA, feature_frame, read_served, served_files
 from serving import request_log
 from serving.request_log import RequestLog
 
@@ -105,6 +105,45 @@ def test_file_schema_and_feature_names_metadata(tmp_path: Path) -> None:
     assert schema.field("features").type == pa.list_(pa.float32())
     assert schema.field("score").type == pa.float32()
     assert json.loads(schema.metadata[b"reelrank.feature_names"]) == list(NAMES)
+
+
+def test_propensities_are_logged_per_item_and_older_logs_read_as_unknown(tmp_path: Path) -> None:
+    """Issue 19: every shown item carries the probability the serving policy gave it in its
+    position; a caller that does not say, and a file written before the column, read as null."""
+    rl = RequestLog(tmp_path / "now")
+    served = ("r1", TS, "u1", "champion", "12", "4", "spotlight")
+    rl.log(*served, **items(1, 3), propensities=[0.955, 0.005, 1.0])  # type: ignore[arg-type]
+    log_request(rl, 2, n=2)  # no propensities
+    rl.flush()
+    (path,) = served_files(tmp_path / "now")
+    schema = pq.read_schema(path)
+    assert schema.field("propensity").type == pa.float64()
+    assert schema.metadata[b"reelrank.served_log_version"] == b"2"
+    # a version-1 file, as written before the column existed, beside it
+    before = RequestLog(tmp_path / "before")
+    log_request(before, 3, n=4)
+    before.flush()
+    (old,) = served_files(tmp_path / "before")
+    table = pq.read_table(old)
+    v1 = table.drop_columns(["propensity"]).replace_schema_metadata(
+        {**table.schema.metadata, b"reelrank.served_log_version": b"1"}
+    )
+    pq.write_table(v1, path.parent / "part-00000000T000000000000Z-1-000000.parquet")
+
+    df = read_served(tmp_path / "now")
+    assert len(df) == 3 + 2 + 4 and list(df.columns[: len(SCHEMA)]) == SCHEMA.names
+    r1 = df[df.request_id == "r1"].sort_values("position")
+    assert r1.propensity.tolist() == [0.955, 0.005, 1.0]
+    assert df[df.request_id != "r1"].propensity.isna().all()
+
+
+def test_propensities_out_of_range_or_of_the_wrong_length_are_rejected(tmp_path: Path) -> None:
+    rl = RequestLog(tmp_path)
+    served = ("r1", TS, "u1", "champion", "12", "4", "spotlight")
+    for bad in ([0.5, 0.5], [0.5, 0.0, 1.0], [0.5, 1.5, 1.0], [0.5, float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="propensities"):
+            rl.log(*served, **items(1, 3), propensities=bad)  # type: ignore[arg-type]
+    assert rl.pending_rows == 0
 
 
 def test_partitions_by_utc_day_and_reads_a_date_range(tmp_path: Path) -> None:

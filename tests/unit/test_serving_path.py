@@ -15,6 +15,7 @@ from features.batch import FEATURE_DEFAULTS
 from features.cross import MODEL_FEATURES
 from ingest.served import read_feedback
 from models.ranker import XGBoostRanker
+from serving.exploration import ExplorationPolicy, slate_propensities
 from serving.feedback import (
     Event,
     FeedbackRejected,
@@ -144,6 +145,49 @@ def test_explain_names_the_slot_of_each_item_and_costs_nothing_without_it(champi
         if w.slot == "score":
             assert score >= max(later)
     assert out.why[2].source == "fresh"
+
+
+def test_exploration_draws_the_feed_with_exact_propensities_and_replays_by_request_id(champion):
+    """Issue 19: with a request id the feed is drawn from the re-ranked list, and each
+    served video carries the probability the policy gave it in its slot."""
+    policy = ExplorationPolicy("epsilon_greedy", epsilon=1.0, top_m=4)
+    # the ranked list is prefix-stable: the deterministic feed of k + M - 1 is its head
+    ranked = recommender(champion, diversity=0.5).recommend("fan", 6 + 3).video_ids
+    feeds = []
+    for request_id in ("r1", "r1", "r2", "r3", "r4"):
+        rec = recommender(champion, diversity=0.5, exploration=policy)
+        out = rec.recommend("fan", 6, request_id=request_id)
+        assert set(out.video_ids) <= set(ranked) and len(out.video_ids) == 6
+        assert out.propensities == [0.25] * 6  # eps = 1: uniform over a window of 4
+        np.testing.assert_allclose(
+            out.propensities, slate_propensities(policy, ranked, out.video_ids)
+        )
+        feeds.append(out.video_ids)
+    assert feeds[0] == feeds[1]  # the same request id replays the same feed
+    assert len({tuple(f) for f in feeds}) > 2
+    plain = recommender(champion, diversity=0.5, exploration=policy).recommend("fan", 6)
+    assert plain.video_ids == ranked[:6] and plain.propensities == [1.0] * 6  # no id: as ranked
+
+
+def test_the_default_exploration_is_small_and_explain_names_the_drawn_slots(champion):
+    default = RerankConfig().exploration
+    assert default.kind == "epsilon_greedy" and 0 < default.epsilon <= 0.1
+    policy = ExplorationPolicy("epsilon_greedy", epsilon=0.6, top_m=5)
+    ranked = recommender(champion).recommend("fan", 8 + 4).video_ids
+    drawn = 0
+    for i in range(8):
+        out = recommender(champion, exploration=policy).recommend(
+            "fan", 8, explain=True, request_id=f"req-{i}"
+        )
+        assert out.why is not None
+        # not the best remaining item of the ranked list: drawn, and said so
+        for pos, (w, v) in enumerate(zip(out.why, out.video_ids, strict=True)):
+            best = next(x for x in ranked if x not in out.video_ids[:pos])
+            assert (w.slot == "exploration") == (v != best)
+            drawn += v != best
+            p = out.propensities[pos]
+            assert p == pytest.approx(0.4 + 0.6 / 5 if v == best else 0.6 / 5)
+    assert drawn > 0
 
 
 def test_the_served_features_are_the_rows_that_were_scored(champion):

@@ -44,3 +44,22 @@ def test_resolve_day():
     assert resolve_day(None, None, date(2025, 1, 1)) == date(2025, 1, 1)
     with pytest.raises(ValueError):
         resolve_day(None, None)
+
+
+def test_serving_exploration_is_small_by_default_and_set_from_the_environment(
+    monkeypatch, tmp_path
+):
+    default = get_settings(home=tmp_path).serving.exploration
+    assert default.kind == "epsilon_greedy" and 0 < default.epsilon <= 0.1
+    monkeypatch.setenv("REELRANK_SERVING__EXPLORATION__KIND", "plackett_luce")
+    monkeypatch.setenv("REELRANK_SERVING__EXPLORATION__TEMPERATURE", "0.5")
+    monkeypatch.setenv("REELRANK_SERVING__EXPLORATION__TOP_M", "4")
+    s = get_settings(home=tmp_path)
+    assert (s.serving.exploration.kind, s.serving.exploration.temperature) == ("plackett_luce", 0.5)
+    assert s.serving.exploration.top_m == 4
+    for k, v in s.to_env().items():  # the BentoML workers see the same policy
+        monkeypatch.setenv(k, v)
+    assert get_settings() == s
+    monkeypatch.setenv("REELRANK_SERVING__EXPLORATION__EPSILON", "1.5")
+    with pytest.raises(ValueError, match="epsilon"):
+        get_settings()
