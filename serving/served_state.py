@@ -631,7 +631,7 @@ class _RedisEvents:
         raw = s.client.lrange(f"{s.prefix}events:{user_id}", 0, s.events_per_user - 1)
         events = []
         for entry in reversed(raw):  # type: ignore[arg-type]
-            v, a, t = entry.decode().split("\t")
+            v, a, t = entry.decode().rsplit("\t", 2)  # the id may hold a tab
             events.append((v, int(a), float(t)))
         return _in_time_order(events, s.events_per_user)
 
