@@ -107,7 +107,8 @@ def with_recent_events(
     if seq_len is not None:
         ids, actions, times = ids[-seq_len:], actions[-seq_len:], times[-seq_len:]
     liked = list(dict.fromkeys(v for v, a, _ in reversed(new) if bool(is_positive(a))))
-    history = liked + [v for v in state.history if v not in set(liked)]
+    moved = set(liked)
+    history = liked + [v for v in state.history if v not in moved]
     keep = max(history_len, len(state.history)) if history_len is not None else len(history)
     return dataclasses.replace(
         state, history=history[:keep], events=(list(ids), list(actions), list(times))
