@@ -180,6 +180,16 @@ class Retriever:
         """``pooled`` or ``sequence``: which user side this bundle's model has."""
         return self.model.cfg.kind
 
+    @property
+    def history_len(self) -> int:
+        """How many recent positives (newest first) the pooled user tower reads."""
+        return int(self.model.cfg.history_len)
+
+    @property
+    def seq_len(self) -> int:
+        """How many recent events (the newest) the sequence model reads."""
+        return int(self.model.cfg.seq_len)
+
     def user_vector(
         self,
         user_features: np.ndarray | None,

@@ -471,6 +471,13 @@ class ServingSettings(BaseModel):
     served_ttl_hours: float = Field(
         24.0, gt=0, description="served lists accept feedback, and count as seen, this long"
     )
+    realtime_events: int = Field(
+        50,
+        ge=0,
+        description="engagement events accepted by /feedback kept per user in the served "
+        "state and merged into the user's next request before retrieval (the newest; "
+        "0: off, the next feed waits for a materialization)",
+    )
     state_prefix: str = Field("reelrank:", description="key prefix of the served state in Redis")
     state_dir: Path | None = Field(
         None,

@@ -18,11 +18,17 @@ Accepted events become rows of the lake table ``feedback`` (the impressions cont
 experiment ``arm``), written as one atomic Parquet part per batch under
 ``<lake>/feedback/day=YYYY-MM-DD/``: monitoring joins them to served lists by ``request_id``
 and the next training day can use them like impressions.
+
+Accepted events also reach the user's next feed at once, before any materialization: each
+is appended to the user's recent events in the served state (:func:`engagement_events`
+encodes them as the sequence features do), which the recommender merges into the user's
+state on the next request, on any worker. :func:`accept_feedback` is the whole path.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import uuid
 from collections.abc import Sequence
@@ -35,12 +41,14 @@ from typing import Protocol
 import pandas as pd
 import pyarrow.parquet as pq
 
+from features.sequence import action_codes, epoch_seconds
 from ingest.lake import atomic_write
 from ingest.schema import FEEDBACK, to_arrow, validate
 from ingest.served import feedback_dir
 from reelrank.errors import DataError
 from serving.schemas import FeedbackEvent as Event
 
+log = logging.getLogger(__name__)
 _SEQ = count()
 
 
@@ -62,6 +70,19 @@ class ServedLookup(Protocol):
     """Served lists by request id (:mod:`serving.served_state` has the backends)."""
 
     def get(self, request_id: str) -> ServedList | None: ...
+
+
+class FeedbackClaims(Protocol):
+    """Accepted event keys, shared by the workers (:class:`serving.served_state.Claims`)."""
+
+    def claim(self, keys: list[str]) -> list[bool]: ...
+    def release(self, keys: list[str]) -> None: ...
+
+
+class RecentEventLog(Protocol):
+    """Each user's recent events (:class:`serving.served_state.Events`)."""
+
+    def add(self, user_id: str, events: Sequence[tuple[str, int, float]]) -> None: ...
 
 
 class FeedbackRejected(DataError, ValueError):
@@ -161,3 +182,58 @@ def write_feedback(lake_dir: Path, rows: pd.DataFrame) -> list[Path]:
         table = to_arrow(FEEDBACK, part.reset_index(drop=True))
         paths.append(atomic_write(path, functools.partial(pq.write_table, table)))
     return paths
+
+
+def engagement_events(rows: pd.DataFrame) -> dict[str, list[tuple[str, int, float]]]:
+    """Accepted lake rows as each user's sequence events: (video id, action code, epoch
+    seconds), encoded by :mod:`features.sequence` exactly as the ``user_sequence`` feature
+    encodes impressions (action bits and watch-ratio bucket), in the rows' order.
+
+    Every event is kept, skips and plain views too: the sequence model reads every
+    impression with what the user did on it; the positives among them are what the pooled
+    tower's history takes (:func:`features.sequence.is_positive`)."""
+    if rows.empty:
+        return {}
+    codes = action_codes(rows).tolist()
+    seconds = epoch_seconds(rows["ts"]).tolist()
+    out: dict[str, list[tuple[str, int, float]]] = {}
+    for user, video, code, t in zip(rows["user_id"], rows["video_id"], codes, seconds, strict=True):
+        out.setdefault(str(user), []).append((str(video), int(code), float(t)))
+    return out
+
+
+def accept_feedback(
+    events: Sequence[Event],
+    served: ServedLookup,
+    claims: FeedbackClaims,
+    lake_dir: Path,
+    recent: RecentEventLog | None = None,
+    now: datetime | None = None,
+) -> tuple[int, int]:
+    """Check a batch, write its new events to the lake and append them to the users' recent
+    events; returns (accepted, duplicates).
+
+    All or nothing: a rejected batch (:class:`FeedbackRejected`) claims, writes and appends
+    nothing; a batch whose write fails releases its claims (a retry is accepted) and appends
+    nothing. An event accepted before, by any worker, is a duplicate: not written, not
+    appended again. The recent events are appended after the write, so the next feed never
+    reads an event the lake does not hold. A failure to append them (the shared state
+    unreachable) is logged, not raised: the events are in the lake, and the next
+    materialization brings them to the user's feed."""
+    rows = feedback_rows(events, served, now)
+    keys = [event_key(e) for e in events]
+    fresh = claims.claim(keys)
+    new = [k for k, f in zip(keys, fresh, strict=True) if f]
+    rows = rows[fresh].reset_index(drop=True)
+    try:
+        write_feedback(lake_dir, rows)
+    except BaseException:
+        claims.release(new)  # not written: a retry must be accepted
+        raise
+    if recent is not None:
+        try:
+            for user, user_events in engagement_events(rows).items():
+                recent.add(user, user_events)
+        except Exception:
+            log.exception("feedback written, but not appended to the users' recent events")
+    return len(new), len(keys) - len(new)

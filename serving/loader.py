@@ -33,7 +33,7 @@ from serving.pipeline import (
     RerankConfig,
     UserState,
 )
-from serving.served_state import MemoryRecent, Recent
+from serving.served_state import Events, MemoryRecent, Recent
 
 log = logging.getLogger(__name__)
 
@@ -368,12 +368,17 @@ def rerank_config(settings: Settings) -> RerankConfig:
 
 
 def build_recommender(
-    settings: Settings, challenger: bool = False, seen: Recent | None = None
+    settings: Settings,
+    challenger: bool = False,
+    seen: Recent | None = None,
+    events: Events | None = None,
 ) -> Recommender:
     """The serving path with the champion (and, for an experiment, the challenger).
 
     ``seen``: where recently served videos are kept (:mod:`serving.served_state`); one
-    process's memory when not given."""
+    process's memory when not given. ``events``: the users' recent engagement events
+    accepted by ``/feedback`` (the served state's), merged into each user's state; none
+    merged when not given."""
     from features.store import check_online_store, feature_store, online_store_label
 
     check_online_store(settings)  # before Feast opens it: a missing file would be created
@@ -400,6 +405,7 @@ def build_recommender(
         rec.recommend("__warmup__", 10, shadow=other is not None)
     users.clear()
     rec.seen = seen if seen is not None else MemoryRecent()  # warm-up leaves no trace
+    rec.events = events
     rec.stats = dict.fromkeys(rec.stats, 0)
     log.info(
         "recommender ready: %s v%s, %d videos", model.name, model.version, len(items.video_ids)

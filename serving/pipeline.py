@@ -13,10 +13,16 @@ the re-ranked list (``serving.exploration``: a small epsilon-greedy or Plackett-
 seeded from the request id) and gives each served item its exact propensity, which the
 served log keeps for off-policy estimates. Models and the item table are swapped by
 reference (hot reload): a request reads each once, so it never mixes two.
+
+Real time: what the user did minutes ago, posted to ``/feedback`` and kept in the served
+state's recent events (shared by the workers), is merged into the user's online state before
+retrieval (:func:`with_recent_events`; one more read per request), so the next feed follows
+it without waiting for a materialization.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -38,11 +44,12 @@ from features.cross import (
     surface_code,
     topic_affinity,
 )
+from features.sequence import is_positive
 from models.ranker import Ranker
 from reelrank.settings import ExplorationSettings, ServingSettings
 from serving.exploration import GREEDY, ExplorationPolicy, Slate, draw_slate, request_rng
 from serving.rerank import exploration_slot, mmr_rerank, removals
-from serving.served_state import MemoryRecent, Recent
+from serving.served_state import Events, MemoryRecent, Recent, RecentEvent
 
 log = logging.getLogger(__name__)
 _SERVING = ServingSettings.model_fields
@@ -63,6 +70,49 @@ class UserState:
     # the user's latest events, oldest first (view user_sequence): video ids, action codes,
     # epoch seconds; what a sequence-kind retrieval model reads
     events: tuple[list[str], list[int], list[float]] | None = None
+
+
+def with_recent_events(
+    state: UserState | None,
+    recent: Sequence[RecentEvent],
+    default_features: np.ndarray,
+    history_len: int | None = None,
+    seq_len: int | None = None,
+) -> UserState | None:
+    """The user's state with their recent engagement events merged in (a new state; the
+    given one, which a reader may cache, is never changed).
+
+    ``recent`` (oldest first: video id, action code, epoch seconds) is what ``/feedback``
+    accepted lately. Events the online state already holds are dropped: those before the
+    newest event of its sequence (a materialization has brought them, or they would precede
+    what it holds), and any identical to one of its events. The rest are appended to
+    ``events`` (the sequence model's input, the newest ``seq_len`` kept) and their positives,
+    newest first, go to the front of ``history`` (the pooled tower's input; a video already
+    there moves to the front), keeping ``history_len`` at most (or the online history's
+    length, if longer). Without new events the given state itself is returned. An unknown
+    user (``state`` None) with events gets ``default_features`` and those events."""
+    if state is None:
+        if not recent:
+            return None
+        state = UserState(default_features.copy(), events=([], [], []))
+    ids, actions, times = state.events if state.events is not None else ([], [], [])
+    newest = max(times, default=float("-inf"))
+    held = set(zip(ids, actions, times, strict=True))
+    new = [e for e in recent if e[2] >= newest and e not in held]
+    if not new:
+        return state
+    ids = [*ids, *(e[0] for e in new)]
+    actions = [*actions, *(e[1] for e in new)]
+    times = [*times, *(e[2] for e in new)]
+    if seq_len is not None:
+        ids, actions, times = ids[-seq_len:], actions[-seq_len:], times[-seq_len:]
+    liked = list(dict.fromkeys(v for v, a, _ in reversed(new) if bool(is_positive(a))))
+    moved = set(liked)
+    history = liked + [v for v in state.history if v not in moved]
+    keep = max(history_len, len(state.history)) if history_len is not None else len(history)
+    return dataclasses.replace(
+        state, history=history[:keep], events=(list(ids), list(actions), list(times))
+    )
 
 
 class UserFeatureReader(Protocol):
@@ -277,7 +327,10 @@ class Recommender:
     With a retriever, a known user's candidates are the ``n_candidates`` nearest videos to
     the user tower's vector (new uploads included through the index's fresh part); without
     one, or for an unknown user, they are the recent-popular + fresh pool. ``challenger``
-    is the experiment's other model (``arm="challenger"`` or ``shadow=True``).
+    is the experiment's other model (``arm="challenger"`` or ``shadow=True``). ``seen``
+    holds what each user was served lately; ``events``, when given, each user's recent
+    engagement events, merged into the user's state on every request
+    (:func:`with_recent_events`).
     """
 
     def __init__(
@@ -290,6 +343,7 @@ class Recommender:
         rerank: RerankConfig | None = None,
         challenger: Ranker | None = None,
         seen: Recent | None = None,
+        events: Events | None = None,
     ) -> None:
         self.model = model
         self.challenger = challenger
@@ -298,6 +352,8 @@ class Recommender:
         self.retriever = retriever
         self.rerank_config = rerank or RerankConfig()
         self.seen: Recent = seen if seen is not None else MemoryRecent()
+        # the users' recent engagement events (serving.served_state); None: not merged
+        self.events: Events | None = events
         self.default_user = np.array([FEATURE_DEFAULTS[c] for c in USER_FEATURES], np.float32)
         self._aff = [USER_FEATURES.index(c) for c in AFFINITY_COLUMNS]
         self._slot = ITEM_FEATURES.index("v_topic_slot")
@@ -489,6 +545,28 @@ class Recommender:
         self.stats["default_item_rows"] += defaults
         return defaults
 
+    def user_state(
+        self, user_id: str, retriever: CandidateRetriever | None = None
+    ) -> UserState | None:
+        """The user's online state (None: unknown), with their recent engagement events
+        merged in when the recommender has an ``events`` store: one read of it. The events
+        and history are capped at what the retrieval model reads (its ``seq_len`` and
+        ``history_len``, when it says)."""
+        state = self.users(user_id)
+        if self.events is None:
+            return state
+        recent = self.events.get(user_id)
+        if not recent:
+            return state
+        retriever = retriever or self.retriever
+        return with_recent_events(
+            state,
+            recent,
+            self.default_user,
+            getattr(retriever, "history_len", None),
+            getattr(retriever, "seq_len", None),
+        )
+
     def user_vector(
         self, state: UserState | None, retriever: CandidateRetriever | None = None
     ) -> Any:
@@ -526,7 +604,7 @@ class Recommender:
         index = items.index
         known = [v for v in video_ids if v in index]
         unknown = [v for v in video_ids if v not in index]
-        state = self.users(user_id)
+        state = self.user_state(user_id, retriever)
         if not known:
             return Scored([], [], state is None, unknown, {}, arm=arm, model_version=model.version)
         rows = np.fromiter((index[v] for v in known), dtype=np.int64, count=len(known))
@@ -649,7 +727,7 @@ class Recommender:
         t0 = time.perf_counter()
         # one snapshot of each swappable part for the whole request
         items, model, retriever = self.items, self._arm_model(arm), self.retriever
-        state = self.users(user_id)
+        state = self.user_state(user_id, retriever)
         t1 = time.perf_counter()
         # seen lately: served here, engaged with (history), or on the client's screen
         seen = self.seen.get(user_id) | set(exclude)

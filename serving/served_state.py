@@ -8,7 +8,11 @@ requests of one user, and a feedback call for a served list, may land on any of 
 - **served lists**: what each response served, by ``request_id``, so ``POST /feedback`` can
   check an event against it and fill in user, surface, position and arm (:class:`Lists`);
 - **accepted feedback**: the key of every accepted feedback event, so an event re-posted to
-  any worker is answered as a duplicate and written once (:class:`Claims`).
+  any worker is answered as a duplicate and written once (:class:`Claims`);
+- **recent events**: each user's latest ``events_per_user`` engagement events accepted by
+  ``POST /feedback`` (video, action code, epoch seconds), so the user's next request, on any
+  worker, reads what they did minutes ago before any materialization has (:class:`Events`;
+  :func:`serving.pipeline.with_recent_events` merges them into the user's state).
 
 Three backends, chosen by ``serving.shared_state`` (``auto`` picks for you):
 
@@ -19,7 +23,9 @@ Three backends, chosen by ``serving.shared_state`` (``auto`` picks for you):
   expire after ``served_ttl_hours``.
 
 Entries older than ``served_ttl_hours`` are forgotten by every backend: feedback for a list
-served longer ago than that is rejected as unknown.
+served longer ago than that is rejected as unknown, and a recent event that old has reached
+the online store through a materialization (events the store already holds are dropped at
+merge time too, whatever their age).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,6 +73,30 @@ class Claims(Protocol):
     def release(self, keys: list[str]) -> None:
         """Forget claimed keys again (their batch could not be written)."""
         ...
+
+
+# one engagement event as the sequence features encode it: video id, action code
+# (features.sequence.action_codes), epoch seconds
+RecentEvent = tuple[str, int, float]
+
+
+class Events(Protocol):
+    """Each user's latest engagement events, shared by the workers (bounded per user, TTL)."""
+
+    def get(self, user_id: str) -> list[RecentEvent]:
+        """The user's newest events, at most the bound, oldest first (ties: as appended)."""
+        ...
+
+    def add(self, user_id: str, events: Sequence[RecentEvent]) -> None:
+        """Append accepted events (in any order: they are read back in time order)."""
+        ...
+
+
+def _in_time_order(events: Iterable[RecentEvent], keep: int) -> list[RecentEvent]:
+    """The newest ``keep`` of events given in the order they were appended, oldest first
+    (a stable sort: ties keep the append order)."""
+    ordered = sorted(events, key=lambda e: e[2])
+    return ordered[max(0, len(ordered) - keep) :] if keep > 0 else []
 
 
 def encode_list(served: ServedList) -> str:
@@ -215,6 +245,42 @@ class MemoryClaims:
                 self._keys.pop(key, None)
 
 
+class MemoryEvents:
+    """The newest ``per_user`` engagement events of the ``max_users`` users who engaged most
+    recently, forgotten after ``ttl_s`` (one process: one worker, or tests)."""
+
+    def __init__(self, per_user: int = 50, max_users: int = 100_000, ttl_s: float = 86_400.0):
+        self.per_user, self.max_users, self.ttl_s = per_user, max_users, ttl_s
+        self._users: OrderedDict[str, deque[tuple[float, RecentEvent]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str, now: float | None = None) -> list[RecentEvent]:
+        with self._lock:
+            held = self._users.get(user_id)
+            if not held:
+                return []
+            entries = list(held)
+        cutoff = (now or time.time()) - self.ttl_s
+        return _in_time_order((e for at, e in entries if at >= cutoff), self.per_user)
+
+    def add(self, user_id: str, events: Sequence[RecentEvent]) -> None:
+        if self.per_user <= 0 or not events:
+            return
+        now = time.time()
+        with self._lock:
+            held = self._users.get(user_id)
+            if held is None:
+                held = self._users[user_id] = deque(maxlen=self.per_user)
+            # kept in time order, so that the bound drops the oldest events, not the earliest
+            # appended
+            merged = sorted([*held, *((now, e) for e in events)], key=lambda p: p[1][2])
+            held.clear()
+            held.extend(merged)  # the deque keeps the newest per_user
+            self._users.move_to_end(user_id)
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+
+
 # -- SQLite ----------------------------------------------------------------------------------
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS served_lists (
@@ -226,6 +292,11 @@ CREATE INDEX IF NOT EXISTS recent_user_ts ON recent (user_id, ts);
 CREATE INDEX IF NOT EXISTS recent_ts ON recent (ts);
 CREATE TABLE IF NOT EXISTS feedback_claims (key TEXT PRIMARY KEY, ts REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS feedback_claims_ts ON feedback_claims (ts);
+CREATE TABLE IF NOT EXISTS recent_events (
+    user_id TEXT NOT NULL, ts REAL NOT NULL, video_id TEXT NOT NULL, action INTEGER NOT NULL,
+    t REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS recent_events_user_t ON recent_events (user_id, t);
+CREATE INDEX IF NOT EXISTS recent_events_ts ON recent_events (ts);
 """
 
 
@@ -249,8 +320,10 @@ class SqliteState:
         checkpoint_s: float = 1.0,
         prune_s: float = 60.0,
         wal_limit_bytes: int = 16 << 20,
+        events_per_user: int = 50,
     ) -> None:
         self.path, self.per_user, self.ttl_s = Path(path), per_user, ttl_s
+        self.events_per_user = events_per_user
         self.checkpoint_s, self.prune_s = checkpoint_s, prune_s
         self.wal_limit_bytes = wal_limit_bytes
         private_state_dir(self.path.parent)
@@ -261,6 +334,7 @@ class SqliteState:
         self.recent = _SqliteRecent(self)
         self.lists = _SqliteLists(self)
         self.claims = _SqliteClaims(self)
+        self.events = _SqliteEvents(self)
         self._stop = threading.Event()
         self._maintenance = threading.Thread(
             target=self._maintain, name="served-state-maintenance", daemon=True
@@ -309,6 +383,7 @@ class SqliteState:
         con.execute("DELETE FROM served_lists WHERE ts < ?", (cutoff,))
         con.execute("DELETE FROM recent WHERE ts < ?", (cutoff,))
         con.execute("DELETE FROM feedback_claims WHERE ts < ?", (cutoff,))
+        con.execute("DELETE FROM recent_events WHERE ts < ?", (cutoff,))
 
     def _maintain(self) -> None:
         next_prune = time.monotonic() + self.prune_s
@@ -415,23 +490,70 @@ class _SqliteClaims:
         )
 
 
+class _SqliteEvents:
+    """One row per event (``ts``: when it was appended, for the TTL; ``t``: when it happened);
+    a read takes the user's newest ``events_per_user`` rows by ``t`` through the index."""
+
+    def __init__(self, state: SqliteState) -> None:
+        self.state = state
+
+    def get(self, user_id: str) -> list[RecentEvent]:
+        keep = self.state.events_per_user
+        if keep <= 0:
+            return []
+        rows = (
+            self.state._con()
+            .execute(
+                "SELECT video_id, action, t FROM recent_events WHERE user_id = ? AND ts >= ? "
+                "ORDER BY t DESC, rowid DESC LIMIT ?",
+                (user_id, time.time() - self.state.ttl_s, keep),
+            )
+            .fetchall()
+        )
+        return [(str(v), int(a), float(t)) for v, a, t in reversed(rows)]
+
+    def add(self, user_id: str, events: Sequence[RecentEvent]) -> None:
+        if self.state.events_per_user <= 0 or not events:
+            return
+        now = time.time()
+        con = self.state._con()
+        con.execute("BEGIN")
+        try:
+            con.executemany(
+                "INSERT INTO recent_events (user_id, ts, video_id, action, t) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(user_id, now, v, int(a), float(t)) for v, a, t in events],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
 # -- Redis -----------------------------------------------------------------------------------
 class RedisState:
-    """Served state in Redis: ``<prefix>list:<request_id>`` (a JSON string) and
-    ``<prefix>recent:<user_id>`` (a capped list, newest first), both expiring after the TTL.
-    One round trip per call (pipelined)."""
+    """Served state in Redis: ``<prefix>list:<request_id>`` (a JSON string),
+    ``<prefix>recent:<user_id>`` and ``<prefix>events:<user_id>`` (capped lists, newest
+    first), all expiring after the TTL. One round trip per call (pipelined)."""
 
     def __init__(
-        self, url: str, prefix: str = "reelrank:", per_user: int = 200, ttl_s: float = 86_400.0
+        self,
+        url: str,
+        prefix: str = "reelrank:",
+        per_user: int = 200,
+        ttl_s: float = 86_400.0,
+        events_per_user: int = 50,
     ) -> None:
         import redis
 
         self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.client.ping()  # fail at start-up, not on the first request
         self.prefix, self.per_user, self.ttl = prefix, per_user, max(1, int(ttl_s))
+        self.events_per_user = events_per_user
         self.recent = _RedisRecent(self)
         self.lists = _RedisLists(self)
         self.claims = _RedisClaims(self)
+        self.events = _RedisEvents(self)
 
     def close(self) -> None:
         self.client.close()
@@ -493,6 +615,38 @@ class _RedisClaims:
             s.client.delete(*(f"{s.prefix}fb:{key}" for key in keys))
 
 
+class _RedisEvents:
+    """``<prefix>events:<user_id>``: a list of ``video<TAB>action<TAB>seconds`` entries,
+    pushed in arrival order and trimmed to the newest ``events_per_user`` arrivals (a late
+    batch with an earlier event may push out a later one; with the bound well above one
+    session's events that never matters). Read back in time order."""
+
+    def __init__(self, state: RedisState) -> None:
+        self.state = state
+
+    def get(self, user_id: str) -> list[RecentEvent]:
+        s = self.state
+        if s.events_per_user <= 0:
+            return []
+        raw = s.client.lrange(f"{s.prefix}events:{user_id}", 0, s.events_per_user - 1)
+        events = []
+        for entry in reversed(raw):  # type: ignore[arg-type]
+            v, a, t = entry.decode().rsplit("\t", 2)  # the id may hold a tab
+            events.append((v, int(a), float(t)))
+        return _in_time_order(events, s.events_per_user)
+
+    def add(self, user_id: str, events: Sequence[RecentEvent]) -> None:
+        s = self.state
+        if s.events_per_user <= 0 or not events:
+            return
+        key = f"{s.prefix}events:{user_id}"
+        pipe = s.client.pipeline(transaction=False)
+        pipe.lpush(key, *(f"{v}\t{int(a)}\t{float(t)!r}" for v, a, t in events))
+        pipe.ltrim(key, 0, s.events_per_user - 1)
+        pipe.expire(key, s.ttl)
+        pipe.execute()
+
+
 # -- choosing a backend ----------------------------------------------------------------------
 class ServedState:
     """The backend's views, plus its name (shown in logs and ``reelrank status``)."""
@@ -504,9 +658,11 @@ class ServedState:
         lists: Lists,
         closer: Any = None,
         claims: Claims | None = None,
+        events: Events | None = None,
     ) -> None:
         self.backend, self.recent, self.lists = backend, recent, lists
         self.claims: Claims = claims if claims is not None else MemoryClaims()
+        self.events: Events = events if events is not None else MemoryEvents()
         self._closer = closer
 
     def close(self) -> None:
@@ -551,15 +707,25 @@ def open_served_state(settings: Any) -> ServedState:
     """The served-state backend the settings ask for (``serving.shared_state``)."""
     sv = settings.serving
     ttl = sv.served_ttl_hours * 3600.0
+    n_events = sv.realtime_events
     backend = resolve_backend(sv.shared_state, settings.profile, sv.workers)
     if backend == "memory":
         return ServedState(
-            backend, MemoryRecent(), MemoryLists(ttl_s=ttl), claims=MemoryClaims(ttl_s=ttl)
+            backend,
+            MemoryRecent(),
+            MemoryLists(ttl_s=ttl),
+            claims=MemoryClaims(ttl_s=ttl),
+            events=MemoryEvents(per_user=n_events, ttl_s=ttl),
         )
     if backend == "sqlite":
-        st = SqliteState(sqlite_path(settings), ttl_s=ttl)
-        return ServedState(backend, st.recent, st.lists, st, st.claims)
+        st = SqliteState(sqlite_path(settings), ttl_s=ttl, events_per_user=n_events)
+        return ServedState(backend, st.recent, st.lists, st, st.claims, st.events)
     if backend == "redis":
-        rs = RedisState(settings.redis_url.get_secret_value(), prefix=sv.state_prefix, ttl_s=ttl)
-        return ServedState(backend, rs.recent, rs.lists, rs, rs.claims)
+        rs = RedisState(
+            settings.redis_url.get_secret_value(),
+            prefix=sv.state_prefix,
+            ttl_s=ttl,
+            events_per_user=n_events,
+        )
+        return ServedState(backend, rs.recent, rs.lists, rs, rs.claims, rs.events)
     raise ValueError(f"unknown serving.shared_state {backend!r}: auto, memory, sqlite or redis")

@@ -92,6 +92,7 @@ class RecommenderService:
                 self.settings,
                 challenger=sv.challenger_share > 0 or sv.shadow,
                 seen=self.state.recent,
+                events=self.state.events,
             )
         except Exception as err:  # one line with the cause, for start_server and the log
             from serving.server import report_startup_failure
@@ -332,29 +333,28 @@ class RecommenderService:
     @bentoml.api(input_spec=FeedbackRequest)
     def feedback(self, **params: Any) -> FeedbackResponse:
         """Engagement events for served items, appended to the lake (all or nothing)."""
-        from serving.feedback import FeedbackRejected, event_key, feedback_rows, write_feedback
+        from serving.feedback import FeedbackRejected, accept_feedback
 
         req = FeedbackRequest(**params)
         if bad_ts := events_out_of_time(req.events, self.settings.serving.served_ttl_hours):
             self.metrics.feedback.labels("rejected").inc(len(req.events))
             raise BentoMLException("; ".join(bad_ts), error_code=HTTPStatus.UNPROCESSABLE_ENTITY)
+        # idempotent: an event accepted before, by any worker, is not written again; the new
+        # ones reach the user's next /recommend, on any worker, through the served state
         try:
-            rows = feedback_rows(req.events, self.served)
+            accepted, duplicates = accept_feedback(
+                req.events,
+                self.served,
+                self.state.claims,
+                self.settings.lake_dir,
+                self.state.events,
+            )
         except FeedbackRejected as err:
             self.metrics.feedback.labels("rejected").inc(len(req.events))
             raise BentoMLException(str(err), error_code=HTTPStatus.UNPROCESSABLE_ENTITY) from None
-        # idempotent: an event accepted before, by any worker, is not written again
-        keys = [event_key(e) for e in req.events]
-        fresh = self.state.claims.claim(keys)
-        new = [k for k, f in zip(keys, fresh, strict=True) if f]
-        try:
-            write_feedback(self.settings.lake_dir, rows[fresh].reset_index(drop=True))
-        except BaseException:
-            self.state.claims.release(new)  # not written: a retry must be accepted
-            raise
-        self.metrics.feedback.labels("accepted").inc(len(new))
-        self.metrics.feedback.labels("duplicate").inc(len(keys) - len(new))
-        return FeedbackResponse(accepted=len(new), duplicates=len(keys) - len(new))
+        self.metrics.feedback.labels("accepted").inc(accepted)
+        self.metrics.feedback.labels("duplicate").inc(duplicates)
+        return FeedbackResponse(accepted=accepted, duplicates=duplicates)
 
 
 # Outermost of reelrank's middlewares, so that it counts the API key's 401s too.

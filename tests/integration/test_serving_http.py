@@ -552,3 +552,49 @@ def test_the_service_honours_its_openapi_contract(server):
 
             run()
     assert calls >= 300
+
+
+def test_feedback_reaches_the_users_next_feed_on_any_worker(server, loop):
+    """Real time: three engagements with a topic the user rarely watches, posted to
+    /feedback, bring more of that topic into the user's next /recommend, before any
+    materialization. The server runs two workers sharing the served state: the feedback and
+    the next feed may reach either."""
+    from ingest.lake import read_table
+
+    lake = loop.settings.lake_dir
+    videos = read_table(lake, "videos", columns=["video_id", "topic"])
+    topic_of = dict(zip(videos["video_id"], videos["topic"], strict=True))
+    imp = read_table(lake, "impressions")
+    users = imp["user_id"].drop_duplicates()
+    user = str(users.iloc[min(7, len(users) - 1)])  # not known_user: its feed is shared
+    mine = imp[(imp["user_id"] == user) & (imp["completed"] | imp["liked"] | imp["shared"])]
+    watched = mine["video_id"].map(topic_of).value_counts()
+    sizes = videos["topic"].value_counts()
+    rare = min(sizes[sizes >= 10].index, key=lambda t: (watched.get(t, 0), str(t)))
+
+    def feed() -> list[str]:
+        r = httpx.post(f"{server.url}/recommend", json={"user_id": user, "k": 20}, timeout=30)
+        assert r.status_code == 200, r.text
+        return [i["video_id"] for i in r.json()["items"]]
+
+    before = feed()
+    seen = set(before) | set(mine["video_id"])
+    shown = [v for v, t in topic_of.items() if t == rare and v not in seen][:3]
+    r = httpx.post(f"{server.url}/rank", json={"user_id": user, "video_ids": shown}, timeout=30)
+    assert r.status_code == 200, r.text
+    events = [
+        {
+            "request_id": r.json()["request_id"],
+            "video_id": v,
+            "watch_time_s": 30.0,
+            "completed": True,
+            "liked": True,
+        }
+        for v in shown
+    ]
+    r = httpx.post(f"{server.url}/feedback", json={"events": events}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"accepted": 3, "duplicates": 0}, r.text
+    after = feed()
+    count = lambda ids: sum(topic_of[v] == rare for v in ids)  # noqa: E731
+    assert count(after) > count(before), (rare, before, after)
+    assert not set(shown) & set(after)  # engaged with: recent positives, not served again

@@ -15,6 +15,7 @@ from serving.feedback import ServedList
 from serving.served_state import (
     MEMORY_FS,
     MemoryClaims,
+    MemoryEvents,
     MemoryLists,
     MemoryRecent,
     RedisState,
@@ -245,3 +246,86 @@ def test_backend_choice(tmp_path: Path) -> None:
         assert path.parent.parent == MEMORY_FS
     else:
         assert path == default.serving_dir / "served_state.sqlite"
+
+
+# -- recent engagement events ----------------------------------------------------------------
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def events_pair(request: pytest.FixtureRequest, tmp_path: Path):
+    """Two handles on one backend's recent engagement events, as two workers hold them
+    (memory: one process, so one store), each keeping the newest 4 events per user."""
+    if request.param == "memory":
+        one = MemoryEvents(per_user=4)
+        yield one, one
+        return
+    if request.param == "sqlite":
+        path = tmp_path / "s.sqlite"
+        a, b = SqliteState(path, events_per_user=4), SqliteState(path, events_per_user=4)
+        yield a.events, b.events
+        a.close()
+        b.close()
+        return
+    prefix = f"test-{uuid.uuid4().hex}:"
+    try:
+        a = RedisState(REDIS_URL, prefix=prefix, events_per_user=4)
+        b = RedisState(REDIS_URL, prefix=prefix, events_per_user=4)
+    except Exception as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} is required under CI: {err}")
+        pytest.skip(f"no Redis at {REDIS_URL}: {err}")
+    yield a.events, b.events
+    for key in a.client.scan_iter(f"{prefix}*"):
+        a.client.delete(key)
+    a.close()
+    b.close()
+
+
+def test_events_one_worker_appends_are_read_by_another_oldest_first_and_bounded(events_pair):
+    one, other = events_pair
+    assert other.get("u1") == []
+    one.add("u1", [("v1", 65, 100.0), ("v2", 8, 160.5)])
+    assert other.get("u1") == [("v1", 65, 100.0), ("v2", 8, 160.5)]
+    # a batch posted late with an earlier event: read back in time order, not arrival order
+    other.add("u1", [("v3", 2, 130.0)])
+    other.add("u2", [("z", 1, 50.0)])
+    assert one.get("u1") == [("v1", 65, 100.0), ("v3", 2, 130.0), ("v2", 8, 160.5)]
+    # the newest 4 are kept: two more push the oldest out
+    one.add("u1", [("v4", 1, 170.0), ("v5", 1, 180.0)])
+    assert other.get("u1") == [
+        ("v3", 2, 130.0),
+        ("v2", 8, 160.5),
+        ("v4", 1, 170.0),
+        ("v5", 1, 180.0),
+    ]
+    assert one.get("u2") == [("z", 1, 50.0)]  # never another user's
+
+
+def test_sqlite_forgets_events_after_the_ttl(tmp_path: Path) -> None:
+    st = SqliteState(tmp_path / "s.sqlite", ttl_s=60)
+    st.events.add("u1", [("v1", 1, 10.0)])
+    assert st.events.get("u1") == [("v1", 1, 10.0)]
+    st.prune(now=time.time() + 120)
+    assert st.events.get("u1") == []
+    st.close()
+
+
+def test_memory_events_expire_and_forget_the_least_recent_users() -> None:
+    store = MemoryEvents(per_user=3, max_users=2, ttl_s=60.0)
+    store.add("a", [("v1", 1, 1.0)])
+    store.add("b", [("v2", 1, 2.0)])
+    store.add("c", [("v3", 1, 3.0)])  # a is the least recently written: forgotten
+    assert store.get("a") == [] and store.get("c") == [("v3", 1, 3.0)]
+    assert store.get("b", now=time.time() + 120) == []  # older than the TTL
+    off = MemoryEvents(per_user=0)  # real-time events turned off: nothing is kept
+    off.add("a", [("v1", 1, 1.0)])
+    assert off.get("a") == []
+
+
+def test_the_settings_bound_reaches_every_backend(tmp_path: Path) -> None:
+    s = tiny_settings(
+        tmp_path / "var",
+        serving={"workers": 2, "state_dir": tmp_path / "st", "realtime_events": 2},
+    )
+    st = open_served_state(s)
+    st.events.add("u", [("a", 1, 1.0), ("b", 1, 2.0), ("c", 1, 3.0)])
+    assert st.events.get("u") == [("b", 1, 2.0), ("c", 1, 3.0)]
+    st.close()
