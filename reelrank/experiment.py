@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,8 @@ from reelrank.settings import Settings
 
 if TYPE_CHECKING:  # the command line imports this module on every start: pandas only on use
     import pandas as pd
+
+    from experiments.closed_loop import ServedDay
 
 log = logging.getLogger(__name__)
 ACTIVE = "ACTIVE"
@@ -256,21 +259,31 @@ def simulate(
     if rec.challenger is None:
         raise ModelNotFound(f"{record.model} has no challenger to serve")
     tick(progress, "load the serving path", 1, 1)
+    world = generate_world(sim)
+    served = []
+    for i in range(n_days):
+        tick(progress, f"serve simulated days: {sim.start_date + timedelta(first + i)}", i, n_days)
+        served += serve_days(s, rec, first + i, 1, split, world=world)
+    tick(progress, "serve simulated days", n_days, n_days)
+    return store_days(settings, record, served)
+
+
+def store_days(
+    settings: Settings, record: ExperimentRecord, served: Sequence[ServedDay]
+) -> ExperimentRecord:
+    """Keep closed-loop days as the experiment's data (replacing any stored before): each
+    day's impression rows with the arm, and the oracle's truth per arm."""
     out = data_dir(settings, record.salt) / "days"
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.parquet"):
         old.unlink()
-    world = generate_world(sim)
     days: list[str] = []
-    for i in range(n_days):
-        tick(progress, f"serve simulated days: {sim.start_date + timedelta(first + i)}", i, n_days)
-        (served,) = serve_days(s, rec, first + i, 1, split, world=world)
-        stamp = served.day.date().isoformat()
-        served.impressions.to_parquet(out / f"impressions-{stamp}.parquet", index=False)
-        truth = served.truth.rename_axis("arm").reset_index().assign(day=served.day.date())
+    for day in served:
+        stamp = day.day.date().isoformat()
+        day.impressions.to_parquet(out / f"impressions-{stamp}.parquet", index=False)
+        truth = day.truth.rename_axis("arm").reset_index().assign(day=day.day.date())
         truth.to_parquet(out / f"truth-{stamp}.parquet", index=False)
         days.append(stamp)
-    tick(progress, "serve simulated days", n_days, n_days)
     record = replace(record, simulated_days=days)
     save(settings, record)
     return record

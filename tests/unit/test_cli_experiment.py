@@ -178,3 +178,51 @@ def test_report_without_data_says_what_to_do(home) -> None:
     assert code == ExitCode.FAILED and "experiment simulate --days" in err
     code, _, err = _invoke(env, "experiment", "simulate", "--days", "2")
     assert code == ExitCode.USAGE and "do not fit" in err
+
+
+class _Split:
+    """The oracle's feed for the challenger arm, a random one for the champion's, each user's
+    arm as serving assigns it."""
+
+    def __init__(self, world, day_idx: int, salt: str, share: float) -> None:
+        from tests.unit.test_closed_loop import OraclePolicy, RandomPolicy
+
+        self.arms = {
+            "challenger": OraclePolicy(world, day_idx, "challenger"),
+            "champion": RandomPolicy(world, day_idx, "champion"),
+        }
+        self.salt, self.share = salt, share
+
+    def __call__(self, user_id: str, k: int, surface: str, request_id: str):
+        return self.arms[assign_arm(user_id, self.share, self.salt)](
+            user_id, k, surface, request_id
+        )
+
+
+def test_report_on_closed_loop_days_sets_the_oracle_truth_beside_the_estimate(home) -> None:
+    """Days served by a split policy in a simulated world: the challenger serves the oracle's
+    own feed, so the truth is known to favour it; the report reads the stored days."""
+    from experiments.closed_loop import serve_day
+    from ingest.simulator import generate_world
+    from reelrank.experiment import current, store_days
+    from tests.unit.test_closed_loop import SIM
+
+    s, env = home
+    _aliases(s)
+    env = {**env, "REELRANK_GATE__MANUAL_APPROVAL": "true"}
+    start = ["experiment", "start", "--share", "0.5", "--salt", "sim", "--day", "2025-06-02"]
+    assert _invoke(env, *start)[0] == 0
+    world = generate_world(SIM)
+    served = [serve_day(world, d, _Split(world, d, "sim", 0.5)) for d in (1, 2)]
+    store_days(s, current(s), served)
+    code, out, err = _invoke(env, "--json", "experiment", "report")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["source"] == "2 simulated days" and doc["decision"] == "ship", doc
+    truth = doc["analysis"]["truth_diff"]
+    assert truth["mean_utility"] > 0 and truth["expected_completion"] > 0
+    # the logged difference of value per request, estimated over users, is the truth's own
+    primary = doc["analysis"]["primary"]
+    assert primary["low"] < truth["value_per_request"] < primary["high"]
+    page = Path(doc["report"]).read_text()
+    assert "Oracle truth" in page and "2025-06-03" in page
