@@ -676,7 +676,8 @@ def dag(
     dag_id: Annotated[
         str,
         typer.Argument(
-            help="reelrank_features, reelrank_training, reelrank_deploy or reelrank_monitoring"
+            help="reelrank_features, reelrank_training, reelrank_deploy, reelrank_monitoring or "
+            "reelrank_experiment"
         ),
     ],
     day: DayOpt = None,
@@ -874,7 +875,7 @@ def experiment_start(
     __EXPERIMENT_SALT), so serving started afterwards (`reelrank up`, `reelrank serve`)
     serves it. Refused (exit 1) without a challenger alias, and (exit 2) while another
     experiment runs or for a salt used before."""
-    from reelrank.experiment import start
+    from experiments.lifecycle import start
 
     s = _settings()
     record = start(s, share, salt, _day(day, lambda: datetime.now(UTC).date()), horizon_days)
@@ -898,7 +899,7 @@ def experiment_status(
 ) -> None:
     """Show the running experiment (or --salt): its split, versions, days with data and the
     last report's decision."""
-    from reelrank.experiment import active_salt, data_days, load
+    from experiments.lifecycle import active_salt, data_days, load
 
     s = _settings()
     out = _out()
@@ -1015,7 +1016,7 @@ def experiment_stop(
 ) -> None:
     """Stop the running experiment: serving's split goes back to the settings' own (restart
     serving for it to take effect). The record and reports stay."""
-    from reelrank.experiment import stop
+    from experiments.lifecycle import stop
 
     record = stop(_settings(), salt)
     line = f"experiment {record.salt} {record.status}"

@@ -203,8 +203,8 @@ def test_report_on_closed_loop_days_sets_the_oracle_truth_beside_the_estimate(ho
     """Days served by a split policy in a simulated world: the challenger serves the oracle's
     own feed, so the truth is known to favour it; the report reads the stored days."""
     from experiments.closed_loop import serve_day
+    from experiments.lifecycle import current, store_days
     from ingest.simulator import generate_world
-    from reelrank.experiment import current, store_days
     from tests.unit.test_closed_loop import SIM
 
     s, env = home
