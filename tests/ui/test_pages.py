@@ -128,7 +128,7 @@ def airflow_login(driver: WebDriver, stack: Stack, shots: Path) -> None:
     driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
 
 
-def test_airflow_lists_the_four_dags_and_their_successful_runs(
+def test_airflow_lists_the_dags_and_their_successful_runs(
     stack: Stack, browser: WebDriver, screenshots: Path
 ) -> None:
     from selenium.webdriver.common.by import By
