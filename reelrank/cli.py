@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
@@ -37,6 +37,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from reelrank.errors import ConfigError, ExitCode, ModelNotFound, ReelrankError
+from reelrank.experiment import with_experiment
 from reelrank.progress import ProgressFn
 from reelrank.settings import DataSettings, Settings, SourceOptions, get_settings
 from reelrank.summary import LoopSummary
@@ -244,6 +245,13 @@ models_app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(models_app, name="models")
+experiment_app = typer.Typer(
+    help="A/B test the challenger against the champion on live or simulated users: start, "
+    "status, simulate, report (the decision), stop.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(experiment_app, name="experiment")
 
 
 @app.callback()
@@ -297,7 +305,7 @@ def _settings(default_home: str | None = None, **overrides: Any) -> Settings:
     except ValidationError as err:
         raise ConfigError(_bad_settings(err)) from err
     _quiet_libraries(s, _out())
-    return s
+    return with_experiment(s)  # a running experiment is serving's split
 
 
 def _bad_settings(err: ValidationError) -> str:
@@ -668,7 +676,8 @@ def dag(
     dag_id: Annotated[
         str,
         typer.Argument(
-            help="reelrank_features, reelrank_training, reelrank_deploy or reelrank_monitoring"
+            help="reelrank_features, reelrank_training, reelrank_deploy, reelrank_monitoring or "
+            "reelrank_experiment"
         ),
     ],
     day: DayOpt = None,
@@ -827,6 +836,197 @@ def models_rollback(
     check = functools.partial(verify_servable, s, name)
     move = rollback(client(s), name, who or reviewer(), why, verify=check)
     _move_result(move, "rolled back by ")
+
+
+def _record_rows(record: Any) -> list[tuple[str, str]]:
+    return [
+        ("experiment", record.salt),
+        ("state", record.status),
+        (
+            "compares",
+            f"{record.model} v{record.challenger_version} (challenger) vs "
+            f"v{record.champion_version} (champion)",
+        ),
+        ("challenger share", f"{record.share:.1%} of users (salt {record.salt!r})"),
+        ("start", f"{record.start_day}, horizon {record.horizon_days} days"),
+    ]
+
+
+@experiment_app.command("start")
+def experiment_start(
+    share: Annotated[
+        float, typer.Option("--share", help="the challenger's share of users, in (0, 1)")
+    ],
+    salt: Annotated[
+        str, typer.Option("--salt", help="the experiment's name and the split's hash salt (new)")
+    ],
+    day: Annotated[
+        str | None, typer.Option(help="the first day, YYYY-MM-DD (default: today, UTC)")
+    ] = None,
+    horizon_days: Annotated[
+        int, typer.Option("--horizon-days", min=1, help="planned length in days")
+    ] = 14,
+) -> None:
+    """Start an A/B experiment of the challenger against the champion.
+
+    Records the experiment in <home>/experiments/SALT.json (start day, share, champion and
+    challenger versions) and makes it the running one: while it runs, the settings of
+    every command carry its split (REELRANK_SERVING__CHALLENGER_SHARE and
+    __EXPERIMENT_SALT), so serving started afterwards (`reelrank up`, `reelrank serve`)
+    serves it. Refused (exit 1) without a challenger alias, and (exit 2) while another
+    experiment runs or for a salt used before."""
+    from experiments.lifecycle import start
+
+    s = _settings()
+    record = start(s, share, salt, _day(day, lambda: datetime.now(UTC).date()), horizon_days)
+    line = f"experiment {record.salt} started on {record.start_day}"
+
+    def human(c: Console) -> None:
+        c.print(_table(line, _record_rows(record)))
+        c.print(
+            "serving reads the split when it starts: restart it (`reelrank down && reelrank "
+            "up`); on the simulated world, `reelrank experiment simulate --days N` serves days"
+        )
+
+    _out().result({**record.to_dict(), "serving_env": record.serving_env}, line, human)
+
+
+@experiment_app.command("status")
+def experiment_status(
+    salt: Annotated[
+        str | None, typer.Option(help="an experiment (default: the running one)")
+    ] = None,
+) -> None:
+    """Show the running experiment (or --salt): its split, versions, days with data and the
+    last report's decision."""
+    from experiments.lifecycle import active_salt, data_days, load
+
+    s = _settings()
+    out = _out()
+    name = salt or active_salt(s)
+    if name is None:
+        out.result(
+            {"experiment": None},
+            "no experiment is running",
+            lambda c: c.print("no experiment is running"),
+        )
+        return
+    record = load(s, name)
+    days = data_days(s, record)
+    doc = {"experiment": record.to_dict(), "days_with_data": days}
+    last = f"{record.decision} ({'; '.join(record.reasons)})" if record.decision else "none yet"
+    rows = [
+        *_record_rows(record),
+        ("days with data", f"{days[0]}..{days[-1]} ({len(days)})" if days else "none yet"),
+        ("last decision", last),
+        ("last report", record.report or "none yet"),
+    ]
+    line = f"{record.salt}: {record.status}, decision {record.decision or 'none yet'}"
+    out.result(doc, line, lambda c: c.print(_table(f"experiment {record.salt}", rows)))
+
+
+@experiment_app.command("simulate")
+def experiment_simulate(
+    days: Annotated[int, typer.Option("--days", min=1, help="simulated days to serve")] = 3,
+) -> None:
+    """Serve the running experiment's first N days on the simulated world (closed loop).
+
+    The real serving class answers every simulated request, champion and challenger split
+    by the experiment's share and salt; each day's impressions (with the arm) and the
+    oracle's truth per arm are stored under <home>/experiments/SALT/, for `report`."""
+    from reelrank.experiment import simulate
+
+    s = _settings()
+    out = _out()
+    with out.progress() as progress:
+        record = simulate(s, days, progress)
+    line = f"{record.salt}: simulated {record.simulated_days[0]}..{record.simulated_days[-1]}"
+    out.result(
+        {"experiment": record.salt, "simulated_days": record.simulated_days},
+        line,
+        lambda c: c.print(f"{line}; `reelrank experiment report` analyses them"),
+    )
+
+
+@experiment_app.command("report")
+def experiment_report(
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="the HTML file (default: <home>/experiments/SALT/)"),
+    ] = None,
+    salt: Annotated[
+        str | None, typer.Option(help="an experiment (default: the running one)")
+    ] = None,
+) -> None:
+    """Analyse the days since the start and print the decision (ship, keep running, stop for
+    harm, invalid, no detectable effect).
+
+    Data: the experiment's simulated days, else the lake's feedback with the arm. Writes the
+    HTML report (per-arm daily metrics, the always-valid interval, SRM, CUPED, MDE, the
+    oracle's truth on simulated days), logs it on the challenger version's MLflow run and
+    tags the version with the decision. "ship" promotes the challenger as `reelrank models
+    promote` does, unless manual approval is on (REELRANK_GATE__MANUAL_APPROVAL): then it
+    is only recommended."""
+    from reelrank.experiment import report
+
+    s = _settings()
+    out = _out()
+    with out.status("analysing the experiment"):
+        r = report(s, out_file.resolve() if out_file else None, salt)
+    line = f"{r.record.salt}: {r.decision}; {r.action}; report {r.html}"
+    a = r.analysis
+
+    def human(c: Console) -> None:
+        rows = [("decision", f"[bold]{escape(r.decision)}[/]: {escape('; '.join(r.reasons))}")]
+        if "primary" in a:
+            p, av = a["primary"], a["primary_always_valid"]
+            rows += [
+                (
+                    "users",
+                    f"{a['users']['control']:,} champion / {a['users']['treatment']:,} challenger",
+                ),
+                (
+                    "value per request",
+                    f"{a['value_per_request']['control']:.4f} vs "
+                    f"{a['value_per_request']['treatment']:.4f}: {p['estimate']:+.4f}, "
+                    f"always-valid {av['low']:+.4f} .. {av['high']:+.4f}",
+                ),
+                ("SRM p", f"{a['srm']['p_value']:.3g}"),
+            ]
+            if a.get("truth_diff"):
+                rows.append(
+                    (
+                        "oracle's difference",
+                        ", ".join(f"{k} {v:+.4f}" for k, v in a["truth_diff"].items()),
+                    )
+                )
+        rows += [("data", r.source), ("action", escape(r.action)), ("report", str(r.html))]
+        if r.artifact:
+            rows.append(("MLflow", r.artifact))
+        c.print(_table(f"experiment {r.record.salt}", rows))
+
+    out.result(r.to_dict(), line, human)
+
+
+@experiment_app.command("stop")
+def experiment_stop(
+    salt: Annotated[
+        str | None, typer.Option(help="an experiment (default: the running one)")
+    ] = None,
+) -> None:
+    """Stop the running experiment: serving's split goes back to the settings' own (restart
+    serving for it to take effect). The record and reports stay."""
+    from experiments.lifecycle import stop
+
+    record = stop(_settings(), salt)
+    line = f"experiment {record.salt} {record.status}"
+    _out().result(
+        record.to_dict(),
+        line,
+        lambda c: c.print(
+            f"{line}; restart serving (`reelrank down && reelrank up`) to end its split"
+        ),
+    )
 
 
 def _loop_result(result: LoopSummary, path: Path) -> None:

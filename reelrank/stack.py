@@ -3,7 +3,7 @@
 ``up`` starts, each in a process group of its own, with its log under ``<home>/logs/``:
 
 - Airflow: ``api-server`` (the UI and ``/api/v2``), ``scheduler`` (LocalExecutor),
-  ``dag-processor`` and ``triggerer``, on the project's metadata DB; the four DAGs are
+  ``dag-processor`` and ``triggerer``, on the project's metadata DB; the DAGs are
   unpaused through the API once the dag-processor has parsed them; in the cluster profile
   the scheduler hands tasks to Celery and a ``celery worker`` runs them;
 - the MLflow UI on the project's tracking store and artifact root;
@@ -46,7 +46,13 @@ from reelrank.airflow_runner import (
 from reelrank.errors import ServiceExited, ServiceTimeout
 from reelrank.settings import Settings, move_secrets_to_file
 
-DAG_IDS = ("reelrank_features", "reelrank_training", "reelrank_deploy", "reelrank_monitoring")
+DAG_IDS = (
+    "reelrank_features",
+    "reelrank_training",
+    "reelrank_deploy",
+    "reelrank_monitoring",
+    "reelrank_experiment",
+)
 
 
 @dataclass(frozen=True)
@@ -328,7 +334,7 @@ def airflow_dags(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def unpause_dags(settings: Settings, timeout_s: float = 180.0) -> dict[str, bool]:
-    """Wait until the dag-processor registered the four DAGs, then unpause them."""
+    """Wait until the dag-processor registered the DAGs, then unpause them."""
     base = f"http://127.0.0.1:{settings.ui.airflow_port}/api/v2"
     deadline = time.monotonic() + timeout_s
     dags: dict[str, dict[str, Any]] = {}

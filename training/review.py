@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from models.registry import CHAMPION, alias_version
 from reelrank.errors import ModelNotFound, ReelrankError, StageFailed
+from reelrank.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -161,3 +162,21 @@ def rollback(c: MlflowClient, name: str, who: str, why: str, verify: Verify | No
         c.set_model_version_tag(name, previous, k, v)
     log.warning("%s: rolled back v%s -> v%s by %s (%s)", name, current, previous, who, why)
     return Move(name, CHAMPION, previous, current, who, why, at)
+
+
+def promoter(settings: Settings) -> Callable[[str, str, str], Move]:
+    """``promote(version, who, why)`` on the settings' ranker, loading the version as
+    serving would first (as ``reelrank models promote`` does): for callers that decide
+    a promotion elsewhere, such as an experiment's report."""
+    from models.champion import verify_servable
+    from models.registry import client
+
+    c = client(settings)
+    name = settings.ranker_model_name
+
+    def move(version: str, who: str, why: str) -> Move:
+        return promote(
+            c, name, version, who, why, verify=lambda v: verify_servable(settings, name, v)
+        )
+
+    return move

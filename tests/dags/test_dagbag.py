@@ -8,7 +8,13 @@ import pytest
 
 pytestmark = pytest.mark.dags
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-EXPECTED = {"reelrank_features", "reelrank_training", "reelrank_deploy", "reelrank_monitoring"}
+EXPECTED = {
+    "reelrank_features",
+    "reelrank_training",
+    "reelrank_deploy",
+    "reelrank_monitoring",
+    "reelrank_experiment",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,7 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_the_four_dags_exist(dagbag):
+def test_the_dags_exist(dagbag):
     assert set(dagbag.dags) == EXPECTED
 
 
@@ -68,7 +74,7 @@ def test_assets_wire_the_loop(dagbag):
     promoted = "reelrank://models/reelrank-ranker/champion"
     drift = "reelrank://monitoring/drift-detected"
     assert producers(features) == {"reelrank_features"}
-    assert producers(promoted) == {"reelrank_training"}
+    assert producers(promoted) == {"reelrank_training", "reelrank_experiment"}
     assert producers(drift) == {"reelrank_monitoring"}
     assert consumers(features) == {"reelrank_training"}
     assert consumers(drift) == {"reelrank_training"}
@@ -103,3 +109,12 @@ def test_a_data_error_in_a_task_is_not_retried(dagbag, tmp_path, monkeypatch):
     with pytest.raises(AirflowFailException, match="not retried") as err:
         datasets("2025-07-09")  # an empty home: no features to train on
     assert str(err.value).startswith("reelrank.errors.MissingDataError: ")
+
+
+def test_the_experiment_dag_skips_while_no_experiment_runs(dagbag, tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    monkeypatch.setenv("REELRANK_HOME", str(tmp_path / "empty"))
+    report = dagbag.dags["reelrank_experiment"].task_dict["report"].python_callable
+    with pytest.raises(AirflowSkipException, match="no experiment is running"):
+        report()

@@ -128,7 +128,7 @@ def airflow_login(driver: WebDriver, stack: Stack, shots: Path) -> None:
     driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
 
 
-def test_airflow_lists_the_four_dags_and_their_successful_runs(
+def test_airflow_lists_the_dags_and_their_successful_runs(
     stack: Stack, browser: WebDriver, screenshots: Path
 ) -> None:
     from selenium.webdriver.common.by import By
@@ -140,11 +140,12 @@ def test_airflow_lists_the_four_dags_and_their_successful_runs(
     assert f"{len(DAG_IDS)} Dags" in shown, shown[:800]
     screenshot(browser, screenshots, "airflow-dags")
 
-    # every DAG has a successful run: the loop's `airflow dags test` runs, on the same DB
+    # every DAG of the loop has a successful run: the loop's `airflow dags test` runs, on the
+    # same DB (no experiment runs in the loop, so reelrank_experiment has none)
     browser.get(f"{airflow}/dag_runs")
     wait_for_text(browser, "airflow-dag-run-list", screenshots, "Dag Run ID", "Success")
     rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
-    for dag_id in DAG_IDS:
+    for dag_id in (d for d in DAG_IDS if d != "reelrank_experiment"):
         ok = [r for r in rows if dag_id in r and "Success" in r and "dag_test" in r]
         assert ok, f"no successful `dags test` run of {dag_id} in the UI's run list: {rows}"
 

@@ -39,6 +39,12 @@ COMMANDS = {
     ("models", "list"): ("versions", "gate", "--model"),
     ("models", "promote"): ("champion", "--why", "VERSION"),
     ("models", "rollback"): ("previous champion", "--why"),
+    ("experiment",): ("A/B", "start", "report", "stop"),
+    ("experiment", "start"): ("challenger alias", "--share", "--salt", "serving"),
+    ("experiment", "status"): ("decision", "--salt"),
+    ("experiment", "simulate"): ("simulated", "oracle", "--days"),
+    ("experiment", "report"): ("decision", "always-valid", "MLflow", "manual approval", "--out"),
+    ("experiment", "stop"): ("split", "--salt"),
 }
 
 
