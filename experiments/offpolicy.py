@@ -27,11 +27,12 @@ Three weightings, picked by ``weighting``:
   challenger's choice at slot ``j`` is "its best item not yet shown", and the shown items
   are the champion's, so the challenger's top items the champion did not show stay
   available at every slot and count again and again. The estimate is pulled towards the
-  reward of the challenger's *top* items (too high for any sensible ranking, whether it is
-  better or worse than the champion), and a reward that depends on earlier slots is judged
-  after the champion's prefix. Zero bias only when the challenger agrees with the logging
-  policy on the prefix; measured against the truth it is large, so this weighting is kept
-  for comparison, not for decisions.
+  reward of the challenger's *top* items (too high for a ranking whose top is good, better
+  or worse than the champion), and a reward that depends on earlier slots is judged after
+  the champion's prefix. Zero bias only when the challenger agrees with the logging policy
+  on the prefix. Measured against the truth (expected completion per slot, 0.82-0.97) it
+  is up to +0.05 (+0.09 under narrow exploration), with intervals that often miss the
+  truth, so this weighting is kept for comparison, not for decisions.
 
 - ``"marginal"`` (the default, and the one to use): the item-position estimator. The
   weight of slot ``j`` is ``pi(a_j at slot j) / mu(a_j at slot j)``, the *marginal*
@@ -40,8 +41,13 @@ Three weightings, picked by ``weighting``:
   slates: :func:`slot_marginals`). Unbiased for the mean reward per slot when a slot's
   reward depends on the user, the item and the slot only (the item-position model of Li et
   al., "Offline evaluation of ranking policies with click models", KDD 2018); what the
-  earlier slots did to it (a topic already shown in the same feed) is the remaining bias.
-  Its variance is a one-step bandit's: the weights are bounded by ``1 / mu``.
+  earlier slots did to it (a topic already shown in the same feed) is the remaining bias,
+  measured at -0.005 to +0.03 of completion per slot. Its variance is a one-step bandit's:
+  the weights are bounded by ``1 / mu``. It needs the logging policy's marginals to cover
+  the challenger's: where the challenger puts items in slots the logging policy (almost)
+  never does, the mean weight falls below 1 and IPS and DR fall with it (a narrow
+  exploration, epsilon 0.05 over the top 10, gives mean weights of 0.3 to 0.6 for a
+  re-ranking of 50 candidates; epsilon 0.3 over all 50 gives about 1).
 
 Doubly robust takes a reward model's ``q_j`` (for the logged item at slot ``j``) and
 ``v_j = sum_a pi(a | logged earlier slots) q(a, j)`` (its expectation under the challenger's
