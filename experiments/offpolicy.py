@@ -5,8 +5,10 @@ items of the slots before it. The serving policy logs, for each slot, the probab
 ``p_j = mu(a_j | a_0 .. a_{j-1})`` it gave the item it served there; a challenger ranking,
 run through the same exploration policy (or deterministic), gives ``pi_j = pi(a_j | a_0 ..
 a_{j-1})`` for the same logged item and the same logged earlier slots. The caller computes
-both (serving's ``slate_propensities`` does it for a ranked list); this module only turns the
-arrays into weights and calls the estimators of :mod:`experiments.ope`. The estimand is the
+the probabilities a weighting reads (serving's ``slate_propensities`` gives the conditional
+ones for a ranked list; :func:`slot_marginals` turns drawn slates into marginal ones); this
+module only turns the arrays into weights and calls the estimators of
+:mod:`experiments.ope` (it imports nothing of serving: the stages are siblings). The estimand is the
 challenger's mean reward per shown slot (e.g. completion), the user is the unit of the
 intervals.
 

@@ -80,7 +80,7 @@ def test_sampled_marginals_match_the_exact_ones_of_the_serving_policy(
 ) -> None:
     """The bench's vectorised sampler draws what ``draw_slate`` draws: its marginal of each
     (place, slot) matches the exact one, summed from serving's conditional probabilities
-    over every slate."""
+    over every prefix that ends with that place in that slot."""
     bench = load_bench()
     n, k = 6, 3
     places = bench.sample_places(policy, n, k, 40_000, np.random.default_rng(3))
