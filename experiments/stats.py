@@ -168,9 +168,16 @@ def always_valid(estimate: float, se: float, tau2: float, alpha: float = 0.05) -
     ``tau2`` over the effect, the mSPRT rejects zero exactly when zero is outside
     ``estimate +- sqrt(V (V + tau2) / tau2 * (2 log(1/alpha) + log((V + tau2) / V)))``.
     ``tau2`` sets where the sequence is tightest: the squared effect one hopes to detect, or
-    the estimate's variance at the planned horizon, are the usual choices."""
-    if se <= 0 or tau2 <= 0:
-        raise ValueError("se and tau2 must be positive")
+    the estimate's variance at the planned horizon, are the usual choices.
+
+    An estimate without variance (``se`` 0: e.g. a guardrail no user of either arm moved)
+    is its own zero-width interval."""
+    if se < 0 or tau2 < 0 or not (math.isfinite(se) and math.isfinite(tau2)):
+        raise ValueError(f"se and tau2 must be finite and not negative, got {se!r}, {tau2!r}")
+    if se == 0:
+        return Interval(estimate, 0.0, estimate, estimate, 1 - alpha)
+    if tau2 == 0:
+        raise ValueError("tau2 must be positive when the estimate has a variance")
     v = se * se
     half = math.sqrt(v * (v + tau2) / tau2 * (2 * math.log(1 / alpha) + math.log((v + tau2) / v)))
     return Interval(estimate, se, estimate - half, estimate + half, 1 - alpha)

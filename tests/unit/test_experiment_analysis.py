@@ -76,3 +76,13 @@ def test_a_broken_split_is_invalid_whatever_the_metrics(log):
     a = analyse(broken, 0.5)
     assert a.srm.mismatch and a.verdict.decision is Decision.INVALID
     assert "sample ratio mismatch" in a.verdict.reasons[0]
+
+
+def test_a_metric_without_variance_is_analysed_not_an_error(log):
+    """A near-perfect feed can leave a guardrail with no variance at all (no skips in either
+    arm): the analysis still decides, with a zero-width interval for that guardrail."""
+    during, _ = log
+    calm = during.assign(skipped=False)
+    a = analyse(user_table(calm, _arm("calm")), 0.5)
+    assert a.skip_rate_diff.se == 0.0
+    assert a.verdict.decision in (Decision.KEEP_RUNNING, Decision.NO_EFFECT, Decision.SHIP)
