@@ -60,6 +60,9 @@ class ServedDay:
     day: pd.Timestamp
     impressions: pd.DataFrame
     truth: pd.DataFrame  # one row per arm (see :func:`arm_truth`)
+    #: per impression (aligned with ``impressions``): the hidden ``utility`` and
+    #: ``p_complete``, for analyses that need the truth at the user level
+    oracle: pd.DataFrame
 
     def lake_rows(self) -> pd.DataFrame:
         """The rows in the lake's impressions contract (arm and propensity left out)."""
@@ -102,10 +105,12 @@ def serve_day(world: World, day_idx: int, policy: FeedPolicy) -> ServedDay:
     rows["utility"] = drawn.utility
     rows["p_complete"] = drawn.p_complete
     truth = arm_truth(rows)
+    hidden = ["utility", "p_complete"]
     return ServedDay(
         pd.Timestamp(world.day(day_idx)),
-        rows.drop(columns=["utility", "p_complete"]),
+        rows.drop(columns=hidden),
         truth,
+        rows[["event_id", "user_id", "arm", *hidden]].reset_index(drop=True),
     )
 
 
