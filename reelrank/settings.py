@@ -478,6 +478,14 @@ class ServingSettings(BaseModel):
         "state and merged into the user's next request before retrieval (the newest; "
         "0: off, the next feed waits for a materialization)",
     )
+    realtime_weight: float = Field(
+        0.35,
+        ge=0.0,
+        le=1.0,
+        description="weight of the session's short-term interest (the mean item vector of "
+        "videos engaged with since the last materialization) in the retrieval vector; 0: "
+        "the recent events only enter the user tower's inputs",
+    )
     state_prefix: str = Field("reelrank:", description="key prefix of the served state in Redis")
     state_dir: Path | None = Field(
         None,

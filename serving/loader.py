@@ -399,6 +399,7 @@ def build_recommender(
         retriever=load_retriever(settings),
         rerank=rerank_config(settings),
         challenger=other,
+        realtime_weight=settings.serving.realtime_weight,
     )
     # warm up: the first predictions and online reads are slow (lazy init, caches)
     for _ in range(3):

@@ -8,6 +8,7 @@ user just engaged with (the truth the data knows: each video's topic)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -266,3 +267,33 @@ def test_a_sequence_champion_reads_the_recent_events_after_the_online_ones():
     assert not np.allclose(vec, ret.user_vector(None, [], online))
     assert rec.users("u") is state and state.events == online  # the online state is untouched
     assert len(rec.recommend("u", 5).video_ids) == 5
+
+
+def test_the_sessions_short_term_interest_moves_the_retrieval_vector(retriever):
+    """The recent positives' mean item vector is blended in with ``realtime_weight``: the
+    vector turns toward them as the weight grows, and stays put at 0 or without them."""
+    ids = [str(v) for v in retriever.catalog.video_ids]
+    rows = np.flatnonzero(retriever.catalog.topic == 3)[:3]
+    recent = tuple(ids[r] for r in rows)
+    short = retriever.item_vectors[rows].mean(axis=0)
+
+    def vector(weight: float, positives: tuple[str, ...]) -> np.ndarray:
+        rec = Recommender(
+            XGBoostRanker(_booster(0, "x_retrieval_score"), "ranker", "1"),
+            _items_for(ids),
+            {}.get,
+            retriever=retriever,
+            realtime_weight=weight,
+        )
+        state = dataclasses.replace(user(2), history=ids[:3], recent_positives=positives)
+        return np.asarray(rec.user_vector(state))
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    base = vector(0.0, recent)
+    np.testing.assert_array_equal(vector(0.35, ()), base)  # nothing recent: unchanged
+    turned = [cosine(vector(w, recent), short) for w in (0.0, 0.2, 0.35, 0.6)]
+    assert turned == sorted(turned) and turned[-1] > turned[0] + 0.1, turned
+    # the blend keeps the user vector's length scale (dot-product scores stay comparable)
+    assert np.linalg.norm(vector(0.35, recent)) <= np.linalg.norm(base) * 1.0001
